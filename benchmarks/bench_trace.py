@@ -1,0 +1,259 @@
+"""Cost of the gradient trace on a tiny Llama: time as a ratio to one plain forward+backward over the
+same examples, and extra memory over the parameter bytes. Writes benchmarks/results/trace.json.
+
+    python benchmarks/bench_trace.py [--device cuda] [--repeats 5] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from factrecall_bench import trace  # noqa: E402
+from factrecall_bench.trace import (  # noqa: E402
+    TraceSettings,
+    TrainingTraceRecorder,
+    gradient_consistency,
+    probe_scores,
+    top_k_masks,
+)
+
+VOCAB, HIDDEN, INTER, LAYERS, HEADS = 1000, 128, 512, 2, 4
+BATCH, LENGTH, BATCHES_PER_TASK, ANSWER_TOKENS = 32, 48, 8, 8
+Batch = dict[str, torch.Tensor]
+
+
+def build(device: str) -> tuple[LlamaForCausalLM, dict[str, list[Batch]]]:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=LENGTH,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).to(device)
+    generator = torch.Generator().manual_seed(1)
+    batches: dict[str, list[Batch]] = {"bio": [], "qa": []}
+    for task in batches:
+        for _ in range(BATCHES_PER_TASK):
+            ids = torch.randint(0, VOCAB, (BATCH, LENGTH), generator=generator)
+            labels = ids.clone()
+            if task == "qa":  # answer-only loss
+                labels[:, :-ANSWER_TOKENS] = -100
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+            batches[task].append({k: v.to(device) for k, v in batch.items()})
+    return model, batches
+
+
+def plain(model: LlamaForCausalLM, batches: dict[str, list[Batch]]) -> None:
+    """The reference: one forward+backward per batch, gradients dropped."""
+    for task_batches in batches.values():
+        for batch in task_batches:
+            model(**batch).loss.backward()
+            model.zero_grad(set_to_none=True)
+
+
+def recorded(model: LlamaForCausalLM, batches: dict[str, list[Batch]], recorder: Any) -> None:
+    """Training-shaped: 2 micro-batches per optimizer step, with or without the recorder."""
+    step = 0
+    for task, task_batches in batches.items():
+        for batch in task_batches:
+            if recorder is not None:
+                recorder.before_backward()
+            model(**batch).loss.backward()
+            if recorder is not None:
+                recorder.after_backward(task)
+            step += 1
+            if step % 2 == 0:
+                if recorder is not None:
+                    recorder.on_optimizer_step()
+                model.zero_grad(set_to_none=True)
+
+
+def workloads(model: LlamaForCausalLM, batches: dict[str, list[Batch]]) -> dict[str, Callable]:
+    def probe(score: str, aggregate: str, source: dict[str, list[Batch]]) -> Callable:
+        settings = TraceSettings(score=score, aggregate=aggregate, probe_examples=10**6)  # type: ignore[arg-type]
+        return lambda: probe_scores(model, source, settings)
+
+    first_batches = {task: task_batches[:1] for task, task_batches in batches.items()}
+    settings = TraceSettings(mode="training")
+    return {
+        "plain": lambda: plain(model, batches),
+        "probe_summed_grad_x_weight": probe("grad_x_weight", "summed", batches),
+        "probe_summed_grad": probe("grad", "summed", batches),
+        "consistency": lambda: gradient_consistency(model, batches),
+        "plain_first_batches": lambda: plain(model, first_batches),
+        "probe_per_example": probe("grad_x_weight", "per_example", first_batches),
+        "train_plain": lambda: recorded(model, batches, None),
+        "train_recorder": lambda: recorded(model, batches, TrainingTraceRecorder(model, settings)),
+    }
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_all(fns: dict[str, Callable], device: str, repeats: int) -> dict[str, float]:
+    """Median wall seconds; the workloads interleave so that machine noise hits all of them."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def time_top_k(model: LlamaForCausalLM, repeats: int) -> dict[str, float]:
+    scores = {n: torch.rand(p.shape, device=p.device) for n, p in model.named_parameters()}
+    result = {}
+    for path, limit in (("candidates", trace.MAX_TOPK_CANDIDATES), ("bisection", 0)):
+        trace.MAX_TOPK_CANDIDATES = limit
+        start = time.perf_counter()
+        for _ in range(repeats):
+            top_k_masks(scores, 0.05, "global")
+        result[f"top_k_global_0.05_{path}"] = (time.perf_counter() - start) / repeats
+    trace.MAX_TOPK_CANDIDATES = 2**24
+    return result
+
+
+def cuda_peaks(fns: dict[str, Callable], device: str) -> dict[str, dict[str, int]]:
+    """Exact: peak and retained bytes above what was allocated before each workload."""
+    out = {}
+    for name, fn in fns.items():
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        held = fn()
+        torch.cuda.synchronize()
+        out[name] = {
+            "peak_bytes": torch.cuda.max_memory_allocated(device) - before,
+            "retained_bytes": torch.cuda.memory_allocated(device) - before,
+        }
+        del held
+    return out
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_peak_child(name: str) -> None:
+    """In a fresh process: peak RSS above the RSS after setup, for one run of one workload."""
+    model, batches = build("cpu")
+    fns = workloads(model, batches)
+    before = rss_bytes()
+    fns[name]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_bytes": peak - before}))
+
+
+def cpu_peaks(names: list[str]) -> dict[str, dict[str, int]]:
+    """Approximate (allocator and lazy-init noise of ~1 MB): one fresh process per workload, large
+    allocations forced to mmap so that freed memory leaves the RSS."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    out = {}
+    for name in names:
+        child = subprocess.run(
+            [sys.executable, __file__, "--memory-child", name],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        out[name] = json.loads(child.stdout.strip().splitlines()[-1])
+    return out
+
+
+def memory_report(model: LlamaForCausalLM, batches: dict, device: str) -> dict[str, Any]:
+    fns = workloads(model, batches)
+    names = ["plain", "probe_summed_grad_x_weight", "consistency", "train_plain", "train_recorder"]
+    peaks = cuda_peaks({n: fns[n] for n in names}, device) if device.startswith("cuda") else cpu_peaks(names)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    report: dict[str, Any] = {"method": "cuda_max_memory_allocated" if device.startswith("cuda")
+                              else "peak_rss_fresh_process", "param_bytes": param_bytes, "peaks": peaks}  # fmt: skip
+    for name in names[1:3]:
+        report[f"extra_peak_over_param_bytes/{name}"] = (
+            peaks[name]["peak_bytes"] - peaks["plain"]["peak_bytes"]
+        ) / param_bytes
+    report["extra_peak_over_param_bytes/train_recorder"] = (
+        peaks["train_recorder"]["peak_bytes"] - peaks["train_plain"]["peak_bytes"]
+    ) / param_bytes
+    scores = fns["probe_summed_grad_x_weight"]()
+    held = sum(v.numel() * v.element_size() for task in scores.values() for v in task.values())
+    report["scores_bytes_over_param_bytes"] = held / param_bytes
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "trace.json"))
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        cpu_peak_child(args.memory_child)
+        return
+    model, batches = build(args.device)
+    seconds = time_all(workloads(model, batches), args.device, args.repeats)
+    seconds.update(time_top_k(model, args.repeats))
+    result = {
+        "schema_version": 1,
+        "benchmark": "trace",
+        "model": {"arch": "llama", "vocab": VOCAB, "hidden": HIDDEN, "intermediate": INTER,
+                  "layers": LAYERS, "heads": HEADS,
+                  "n_parameters": sum(p.numel() for p in model.parameters())},  # fmt: skip
+        "workload": {"batch_size": BATCH, "seq_len": LENGTH, "batches_per_task": BATCHES_PER_TASK,
+                     "tasks": ["bio", "qa"], "per_example_batches_per_task": 1},  # fmt: skip
+        "seconds": seconds,
+        "ratio_to_plain_forward_backward": ratios(seconds),
+        "memory": memory_report(model, batches, args.device),
+        "environment": environment(args.device),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"ratios": result["ratio_to_plain_forward_backward"],
+                      "memory": {k: v for k, v in result["memory"].items() if "over" in k}}, indent=2))  # fmt: skip
+
+
+def ratios(seconds: dict[str, float]) -> dict[str, float]:
+    return {
+        "probe_summed_grad_x_weight": seconds["probe_summed_grad_x_weight"] / seconds["plain"],
+        "probe_summed_grad": seconds["probe_summed_grad"] / seconds["plain"],
+        "consistency": seconds["consistency"] / seconds["plain"],
+        "probe_per_example": seconds["probe_per_example"] / seconds["plain_first_batches"],
+        "train_step_with_recorder": seconds["train_recorder"] / seconds["train_plain"],
+    }
+
+
+def environment(device: str) -> dict[str, Any]:
+    return {
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
+if __name__ == "__main__":
+    main()

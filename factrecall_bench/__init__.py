@@ -1,0 +1,3 @@
+"""factrecall-bench: does a training recipe teach knowledge, or only memorize?"""
+
+__version__ = "0.1.0"

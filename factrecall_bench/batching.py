@@ -1,0 +1,86 @@
+"""The batch plan of a run: which examples each optimizer step sees, fixed by the seed up front.
+
+Because the whole plan is a pure function of (phases, source sizes, batch size, seed), a resumed
+run replays exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from factrecall_bench.config import Phase
+from factrecall_bench.data.examples import IGNORE, Example
+
+Batch = list[tuple[str, int]]
+"""One optimizer step's examples as (source, index into that source)."""
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    phase: Phase
+    batches: list[Batch]
+
+
+def example_counts(phase: Phase, source_sizes: dict[str, int]) -> dict[str, int]:
+    """Examples per source in a phase: `epochs` fixes the total; `mix` (if set) splits it."""
+    counts = {source: round(epochs * source_sizes[source]) for source, epochs in phase.epochs.items()}
+    if not phase.mix:
+        return counts
+    total, share_sum = sum(counts.values()), sum(phase.mix.values())
+    return {source: round(total * share / share_sum) for source, share in phase.mix.items()}
+
+
+def _index_stream(size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` indices into a source: whole shuffled epochs, then a shuffled partial one."""
+    epochs = math.ceil(count / size) if size else 0
+    return np.concatenate([rng.permutation(size) for _ in range(epochs)] or [np.array([], int)])[
+        :count]
+
+
+def plan_phase(phase: Phase, source_sizes: dict[str, int], batch_size: int,
+               rng: np.random.Generator) -> PhasePlan:
+    counts = {source: count for source, count in example_counts(phase, source_sizes).items()
+              if count > 0}
+    streams = {source: _index_stream(source_sizes[source], count, rng).tolist()
+               for source, count in counts.items()}
+    order = rng.permutation(np.repeat(np.arange(len(counts)), list(counts.values())))
+    sources = list(counts)
+    cursors = dict.fromkeys(sources, 0)
+    items: Batch = []
+    for source_index in order.tolist():
+        source = sources[source_index]
+        items.append((source, streams[source][cursors[source]]))
+        cursors[source] += 1
+    batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+    return PhasePlan(phase, batches)
+
+
+def plan_run(phases: tuple[Phase, ...], source_sizes: dict[str, int], batch_size: int,
+             seed: int) -> list[PhasePlan]:
+    rng = np.random.default_rng([seed, 1])
+    return [plan_phase(phase, source_sizes, batch_size, rng) for phase in phases]
+
+
+def split_micro_batches(batch: Batch, grad_accum: int) -> list[Batch]:
+    size = math.ceil(len(batch) / grad_accum)
+    return [batch[start:start + size] for start in range(0, len(batch), size)]
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding carries no loss and no attention."""
+    width = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids)
+        labels[row, :length] = torch.tensor(example.labels)
+        attention_mask[row, :length] = 1
+    is_qa = torch.tensor([example.task == "qa" for example in examples])
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+            "is_qa": is_qa}

@@ -1,0 +1,121 @@
+"""The corpus as a `datasets.DatasetDict`, saved with `save_to_disk` and cached by its spec's hash.
+
+Splits: `people` (one row per person), `bio` (every person's biographies), `qa_train` (QA of
+P_train: trained, and the in-distribution eval set) and `qa_test` (QA of P_test: never trained,
+the out-of-distribution eval set). Any `datasets.load_from_disk` reads the saved folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+from filelock import FileLock
+
+from factrecall_bench.config import DataSpec, to_dict
+from factrecall_bench.data.generate import Corpus, ProgressCallback, build_corpus
+from factrecall_bench.data.pools import ATTRIBUTES, load_pools
+from factrecall_bench.errors import UserError
+from factrecall_bench.io import replace_dir_atomic, write_json_atomic
+
+SPLITS = ("people", "bio", "qa_train", "qa_test")
+
+QA_FEATURES = datasets.Features({
+    "question_id": datasets.Value("string"), "person_id": datasets.Value("int32"),
+    "attribute": datasets.Value("string"), "prompt": datasets.Value("string"),
+    "answer": datasets.Value("string"),
+})
+BIO_FEATURES = datasets.Features({
+    "person_id": datasets.Value("int32"), "variant": datasets.Value("int16"),
+    "text": datasets.Value("string"),
+    "value_starts": datasets.Sequence(datasets.Value("int32"), length=len(ATTRIBUTES)),
+    "value_ends": datasets.Sequence(datasets.Value("int32"), length=len(ATTRIBUTES)),
+})
+PEOPLE_FEATURES = datasets.Features({
+    "person_id": datasets.Value("int32"), "full_name": datasets.Value("string"),
+    "gender": datasets.Value("string"), "group": datasets.Value("string"),
+    **{attribute: datasets.Value("string") for attribute in ATTRIBUTES},
+})
+
+
+def _people_columns(corpus: Corpus) -> dict[str, list]:
+    people = corpus.people
+    groups = ["train" if flag else "test" for flag in people.in_train.tolist()]
+    return {"person_id": list(range(len(people.full_names))), "full_name": people.full_names,
+            "gender": people.genders, "group": groups, **people.attributes}
+
+
+def corpus_to_dataset(corpus: Corpus) -> datasets.DatasetDict:
+    return datasets.DatasetDict({
+        "people": datasets.Dataset.from_dict(_people_columns(corpus), features=PEOPLE_FEATURES),
+        "bio": datasets.Dataset.from_dict(corpus.bio, features=BIO_FEATURES),
+        "qa_train": datasets.Dataset.from_dict(corpus.qa_train, features=QA_FEATURES),
+        "qa_test": datasets.Dataset.from_dict(corpus.qa_test, features=QA_FEATURES),
+    })
+
+
+def generate_dataset(spec: DataSpec, progress: ProgressCallback | None = None
+                     ) -> datasets.DatasetDict:
+    """Generate (not cache) the dataset of a spec."""
+    return corpus_to_dataset(build_corpus(spec, load_pools(), progress))
+
+
+def dataset_dir(data_root: Path, spec: DataSpec) -> Path:
+    return data_root / f"biosdata-{spec.spec_hash()[:16]}"
+
+
+def save_dataset(dataset: datasets.DatasetDict, spec: DataSpec, out_dir: Path) -> None:
+    """Write the folder atomically: a temp folder beside it, renamed when complete."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    except OSError as error:
+        raise UserError(f"cannot write to {out_dir.parent}: {error.strerror}") from error
+    try:
+        dataset.save_to_disk(str(tmp_dir / "dataset"))
+        write_json_atomic(tmp_dir / "spec.json", to_dict(spec))
+        write_json_atomic(tmp_dir / "digest.json", {"sha256": content_digest(tmp_dir / "dataset")})
+        replace_dir_atomic(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+def content_digest(saved_dataset: Path) -> str:
+    """sha256 over the saved Arrow data of every split (not the random fingerprints)."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for arrow_file in sorted((saved_dataset / split).glob("*.arrow")):
+            digest.update(split.encode())
+            digest.update(arrow_file.read_bytes())
+    return digest.hexdigest()
+
+
+def load_saved_dataset(folder: Path) -> datasets.DatasetDict:
+    dataset = datasets.load_from_disk(str(folder / "dataset"))
+    assert isinstance(dataset, datasets.DatasetDict)
+    return dataset
+
+
+def ensure_dataset(spec: DataSpec, data_root: Path, progress: ProgressCallback | None = None
+                   ) -> Path:
+    """The cached dataset folder for this spec, generated once (safe across processes)."""
+    folder = dataset_dir(data_root, spec)
+    data_root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not _is_complete(folder, spec):
+            save_dataset(generate_dataset(spec, progress), spec, folder)
+    return folder
+
+
+def _is_complete(folder: Path, spec: DataSpec) -> bool:
+    try:
+        saved_spec = json.loads((folder / "spec.json").read_text("utf-8"))
+        saved_digest = json.loads((folder / "digest.json").read_text("utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return saved_spec == to_dict(spec) and saved_digest == content_digest(folder / "dataset")

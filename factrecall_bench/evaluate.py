@@ -1,0 +1,123 @@
+"""Fact recall: exact match and first-token accuracy on QA, first-token recall of BIO values.
+
+Greedy exact match is decided in one teacher-forced forward pass: greedy decoding reproduces the
+answer and then stops iff every answer token and the end token is the argmax given the true
+prefix. `generate_answers` (batched `generate` with a KV cache and left padding) is kept for
+showing answers, and tests check that both agree question by question.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from factrecall_bench.data.examples import BioItem, QAItem
+from factrecall_bench.stats import wilson_interval
+
+
+@dataclass(frozen=True)
+class QAScores:
+    """Per-question correctness, in the order of the questions scored."""
+
+    question_ids: list[str]
+    attributes: list[str]
+    exact_match: list[int]
+    first_token: list[int]
+
+
+def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, sequence in enumerate(sequences):
+        ids[row, :len(sequence)] = torch.tensor(sequence)
+        mask[row, :len(sequence)] = 1
+    return ids, mask
+
+
+def _argmax_predictions(model: PreTrainedModel, sequences: list[list[int]], pad_id: int
+                        ) -> torch.Tensor:
+    """[batch, width] argmax of the next-token logits at every position."""
+    device = next(model.parameters()).device
+    ids, mask = _right_padded(sequences, pad_id)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    return logits.argmax(dim=-1).cpu()
+
+
+def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def score_qa(model: PreTrainedModel, items: list[QAItem], pad_id: int, batch_size: int = 128
+             ) -> QAScores:
+    model.eval()
+    exact = [0] * len(items)
+    first = [0] * len(items)
+    lengths = [len(item.prompt_ids) + len(item.answer_ids) for item in items]
+    for indices in _length_sorted_batches(lengths, batch_size):
+        batch = [items[i] for i in indices]
+        predictions = _argmax_predictions(model, [i.prompt_ids + i.answer_ids for i in batch], pad_id)
+        for row, (index, item) in enumerate(zip(indices, batch)):
+            start = len(item.prompt_ids) - 1
+            predicted = predictions[row, start:start + len(item.answer_ids)].tolist()
+            exact[index] = int(predicted == item.answer_ids)
+            first[index] = int(predicted[0] == item.answer_ids[0])
+    return QAScores([i.question_id for i in items], [i.attribute for i in items], exact, first)
+
+
+@torch.inference_mode()
+def score_bio_first_token(model: PreTrainedModel, items: list[BioItem], pad_id: int,
+                          batch_size: int = 64) -> dict[str, list[int]]:
+    """Per attribute, 1 where the value's first token is the argmax after its true prefix."""
+    model.eval()
+    correct: dict[str, list[int]] = defaultdict(list)
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        predictions = _argmax_predictions(model, [item.input_ids for item in batch], pad_id)
+        for row, item in enumerate(batch):
+            for attribute, (token_start, _) in item.value_token_spans.items():
+                hit = predictions[row, token_start - 1].item() == item.input_ids[token_start]
+                correct[attribute].append(int(hit))
+    return dict(correct)
+
+
+@torch.inference_mode()
+def generate_answers(model: PreTrainedModel, items: list[QAItem], pad_id: int, eos_id: int,
+                     batch_size: int = 64, max_new_tokens: int = 16) -> list[list[int]]:
+    """Greedy answers (up to and including the end token) by batched, left-padded `generate`."""
+    model.eval()
+    device = next(model.parameters()).device
+    answers: list[list[int]] = []
+    for start in range(0, len(items), batch_size):
+        prompts = [item.prompt_ids for item in items[start:start + batch_size]]
+        width = max(len(prompt) for prompt in prompts)
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                eos_token_id=eos_id, use_cache=True)
+        answers.extend(_until_eos(row[width:].tolist(), eos_id) for row in output)
+    return answers
+
+
+def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[:tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
+def proportion(successes: list[int]) -> dict[str, float]:
+    """A proportion with its 95% Wilson interval and sample size."""
+    n = len(successes)
+    low, high = wilson_interval(sum(successes), n)
+    return {"value": sum(successes) / n if n else 0.0, "low": low, "high": high, "n": n}
+
+
+def per_attribute(scores: QAScores, field: str) -> dict[str, dict[str, float]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for attribute, hit in zip(scores.attributes, getattr(scores, field)):
+        grouped[attribute].append(hit)
+    return {attribute: proportion(hits) for attribute, hits in grouped.items()}

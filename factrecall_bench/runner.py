@@ -1,0 +1,186 @@
+"""Runs: one folder per resolved config; finished runs are skipped, interrupted ones resume.
+
+A run is: data -> model -> train (strategy) -> evaluate -> trace -> result.json, with every
+step reported to the run's event log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from filelock import FileLock, Timeout
+
+from factrecall_bench.batching import plan_run
+from factrecall_bench.checkpoints import corrupted_checkpoints
+from factrecall_bench.config import RunConfig, config_hash
+from factrecall_bench.data.facts import FactData, load_fact_data
+from factrecall_bench.environment import environment_record
+from factrecall_bench.errors import RunFailed, UserError
+from factrecall_bench.evaluate import per_attribute, proportion, score_bio_first_token, score_qa
+from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
+from factrecall_bench.io import write_json_atomic
+from factrecall_bench.models import build_model
+from factrecall_bench.suite import run_config_dict
+from factrecall_bench.train import Trainer
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str
+    """`finished`, `skipped` (already finished), `failed` or `busy` (another process runs it)."""
+    result: dict[str, Any] | None
+    reason: str = ""
+
+
+def run_dir(runs_root: Path, config: RunConfig) -> Path:
+    return runs_root / config.suite / config.run_id
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        result = json.loads((folder / "result.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(result, dict) and result.get("schema_version") == SCHEMA_VERSION
+    return result if ok else None
+
+
+def accelerator_for(mixed_precision: str) -> Accelerator:
+    if mixed_precision == "auto":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        mixed_precision = "bf16" if bf16 else "no"
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def evaluate_recall(model: torch.nn.Module, data: FactData, batch_size: int
+                    ) -> dict[str, Any]:
+    """QA exact match and first token (ID and OOD) and BIO value recall, per question."""
+    id_scores = score_qa(model, data.id_questions, data.pad_id, batch_size)
+    ood_scores = score_qa(model, data.ood_questions, data.pad_id, batch_size)
+    bio_train = score_bio_first_token(model, data.bio_train_people, data.pad_id, batch_size)
+    bio_test = score_bio_first_token(model, data.bio_test_people, data.pad_id, batch_size)
+    metrics = {
+        "id_exact_match": proportion(id_scores.exact_match),
+        "ood_exact_match": proportion(ood_scores.exact_match),
+        "id_first_token": proportion(id_scores.first_token),
+        "ood_first_token": proportion(ood_scores.first_token),
+        "bio_first_token_train": proportion([h for hits in bio_train.values() for h in hits]),
+        "bio_first_token_test": proportion([h for hits in bio_test.values() for h in hits]),
+    }
+    return {
+        "metrics": metrics,
+        "per_attribute": {"id_exact_match": per_attribute(id_scores, "exact_match"),
+                          "ood_exact_match": per_attribute(ood_scores, "exact_match"),
+                          "bio_first_token_test": {a: proportion(h) for a, h in bio_test.items()}},
+        "per_question": {
+            name: {"question_ids": scores.question_ids, "exact_match": scores.exact_match,
+                   "first_token": scores.first_token}
+            for name, scores in (("id", id_scores), ("ood", ood_scores))},
+    }
+
+
+def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {name: round(values["value"], 6) for name, values in metrics.items()}
+
+
+RunHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dict[str, Any] | None]
+"""Called after evaluation (e.g. the gradient trace); its return goes to result["trace"]."""
+
+
+def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None) -> RunOutcome:
+    """Run (or skip, or resume) one run; never raises for a run that merely fails."""
+    folder = run_dir(runs_root, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(folder / ".lock"), timeout=0):
+            return _run_locked(config, folder, runs_root, after_eval)
+    except Timeout:
+        return RunOutcome(config.run_id, "busy", None, "another process is running it")
+
+
+def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None
+                ) -> RunOutcome:
+    existing = read_result(folder)
+    if existing is not None and existing.get("config_hash") == config_hash(config):
+        return RunOutcome(config.run_id, "skipped", existing)
+    write_json_atomic(folder / "config.json", run_config_dict(config))
+    events = EventLog(folder / "events.jsonl", config.run_id)
+    for bad in corrupted_checkpoints(folder / "checkpoints"):
+        events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
+    try:
+        result = _train_and_measure(config, folder, runs_root, events, after_eval)
+    except RunFailed as failure:
+        events.emit("run_failed", reason=str(failure))
+        return RunOutcome(config.run_id, "failed", None, str(failure))
+    write_json_atomic(folder / "result.json", result)
+    events.emit("run_end", step=result["total_steps"], wall_s=result["timings"]["total_s"],
+                metrics=flat_metrics(result["metrics"]))
+    return RunOutcome(config.run_id, "finished", result)
+
+
+def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
+                       after_eval: RunHook | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
+                          values_only_bio_loss=config.train.bio_loss == "values")
+    model = build_model(config.model, data.tokenizer, config.seed)
+    accelerator = accelerator_for(config.train.mixed_precision)
+    plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model=accelerator.prepare_model(model), plans=plans, examples=data.examples,
+                      train=config.train, accelerator=accelerator, events=events,
+                      checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
+    trainer.on_phase_end = _phase_end_eval(model, data, config, events) \
+        if config.eval.at_phase_end and len(plans) > 1 else None
+    events.emit("run_start", suite=config.suite, strategy=config.strategy, model=config.model.name,
+                seed=config.seed, config_hash=config_hash(config), total_steps=trainer.total_steps,
+                phases=[{"name": p.phase.name, "steps": len(p.batches)} for p in plans])
+    timings = trainer.run()
+    eval_started = time.perf_counter()
+    recall = evaluate_recall(model, data, config.eval.batch_size)
+    eval_s = time.perf_counter() - eval_started
+    events.emit("eval", phase="final", step=trainer.total_steps,
+                metrics=flat_metrics(recall["metrics"]))
+    trace_started = time.perf_counter()
+    trace = after_eval(config, model, data, {"initial_state": initial_state}) if after_eval else None
+    trace_s = time.perf_counter() - trace_started
+    history = read_events(folder / "events.jsonl").events
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": config.run_id, "suite": config.suite,
+        "variant": config.variant, "strategy": config.strategy, "model": config.model.name,
+        "seed": config.seed, "config_hash": config_hash(config), "config": run_config_dict(config),
+        **recall, "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
+        "trace": trace, "total_steps": trainer.total_steps,
+        "timings": {"train_s": timings["train_s"], "eval_s": eval_s, "trace_s": trace_s,
+                    "total_s": time.perf_counter() - started},
+        "throughput": {"train_tokens_per_s": timings["train_tokens_per_s"]},
+        "environment": environment_record(),
+    }
+
+
+def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, events: EventLog
+                    ) -> Callable[[str, int], None]:
+    def evaluate_at(phase: str, step: int) -> None:
+        recall = evaluate_recall(model, data, config.eval.batch_size)
+        events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
+    return evaluate_at
+
+
+def ensure_writable(runs_root: Path) -> None:
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+        probe = runs_root / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"runs folder {runs_root} is not writable: {error.strerror}") from error

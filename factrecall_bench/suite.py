@@ -1,0 +1,175 @@
+"""Suites: a TOML file naming the matrix of runs (variants x models x strategies x seeds).
+
+Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by name and
+`--suite path/to/file.toml` reads any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from factrecall_bench.config import (
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    RunConfig,
+    TrainSpec,
+    config_hash,
+    from_dict,
+    to_dict,
+)
+from factrecall_bench.errors import UserError
+from factrecall_bench.models import check_model_name
+from factrecall_bench.strategies import resolve_strategy
+
+SUITE_KEYS = {"name", "description", "ci", "seeds", "strategies", "models", "jobs", "data",
+              "model", "train", "eval", "trace", "variants", "custom_strategies", "claims",
+              "regression", "needs_gpu"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named set of overrides (of data, model, train) applied to every run of a suite."""
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite file."""
+
+    name: str
+    description: str
+    ci: bool
+    needs_gpu: bool
+    seeds: tuple[int, ...]
+    strategies: tuple[str, ...]
+    models: tuple[str, ...]
+    jobs: int
+    base: dict[str, dict[str, Any]]
+    variants: tuple[Variant, ...]
+    trace: dict[str, Any]
+    custom_strategies: dict[str, list[dict[str, Any]]]
+    claims: tuple[dict[str, Any], ...]
+    regression: dict[str, Any]
+    source: str
+
+    def suite_hash(self) -> str:
+        return config_hash({k: v for k, v in dataclasses.asdict(self).items() if k != "source"})
+
+
+def shipped_suites() -> dict[str, Path]:
+    folder = resources.files("factrecall_bench").joinpath("suites")
+    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir()
+            if str(entry).endswith(".toml")}
+
+
+def find_suite(name_or_path: str) -> Path:
+    shipped = shipped_suites()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    raise UserError(f"unknown suite {name_or_path!r} (shipped: {', '.join(sorted(shipped))}; "
+                    "or a path to a .toml file)")
+
+
+def load_suite(name_or_path: str) -> Suite:
+    path = find_suite(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read suite {path}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"suite {path} is not valid TOML: {error}") from error
+    return parse_suite(raw, str(path))
+
+
+def _typed_list(raw: dict[str, Any], key: str, kind: type, default: list[Any], where: str
+                ) -> tuple[Any, ...]:
+    values = raw.get(key, default)
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise UserError(f"{where}: {key} must be a non-empty list of {kind.__name__}")
+    return tuple(values)
+
+
+def parse_suite(raw: dict[str, Any], where: str) -> Suite:
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    if not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise UserError(f"{where}: the suite needs a name")
+    base = {key: _table(raw, key, where) for key in ("data", "model", "train", "eval")}
+    suite = Suite(
+        name=raw["name"], description=str(raw.get("description", "")),
+        ci=bool(raw.get("ci", False)), needs_gpu=bool(raw.get("needs_gpu", False)),
+        seeds=_typed_list(raw, "seeds", int, [0], where),
+        strategies=_typed_list(raw, "strategies", str, ["mixed", "two-stage"], where),
+        models=_typed_list(raw, "models", str, ["tiny-llama"], where),
+        jobs=int(raw.get("jobs", 1)), base=base, variants=_variants(raw, where),
+        trace=_table(raw, "trace", where),
+        custom_strategies=_table(raw, "custom_strategies", where),
+        claims=tuple(raw.get("claims", [])), regression=_table(raw, "regression", where),
+        source=where)
+    expand_suite(suite)  # validates every run's config now, not mid-suite
+    return suite
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: {key} must be a table")
+    return value
+
+
+def _variants(raw: dict[str, Any], where: str) -> tuple[Variant, ...]:
+    entries = raw.get("variants", [{"name": "base"}])
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{where}: variants must be a non-empty list of tables")
+    variants = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise UserError(f"{where}: every variant needs a name")
+        extra = set(entry) - {"name", "data", "model", "train"}
+        if extra:
+            raise UserError(f"{where}: variant {entry['name']}: unknown key(s) {sorted(extra)}")
+        variants.append(Variant(entry["name"], *(_table(entry, k, where)
+                                                 for k in ("data", "model", "train"))))
+    return tuple(variants)
+
+
+def _run_config(suite: Suite, variant: Variant, model_name: str, strategy: str, seed: int
+                ) -> RunConfig:
+    where = f"suite {suite.name}, variant {variant.name}"
+    data = from_dict(DataSpec, {**suite.base["data"], **variant.data}, f"{where}: data")
+    model = from_dict(ModelSpec, {**suite.base["model"], **variant.model, "name": model_name},
+                      f"{where}: model")
+    train = from_dict(TrainSpec, {**suite.base["train"], **variant.train}, f"{where}: train")
+    evaluation = from_dict(EvalSpec, suite.base["eval"], f"{where}: eval")
+    phases = resolve_strategy(strategy, train, suite.custom_strategies)
+    return RunConfig(suite=suite.name, variant=variant.name, strategy=strategy, seed=seed,
+                     data=data, model=model, train=train, eval=evaluation, phases=phases,
+                     trace=dict(suite.trace))
+
+
+def expand_suite(suite: Suite) -> list[RunConfig]:
+    """Every run of the suite, in a stable order (variant, model, seed, strategy)."""
+    for model_name in suite.models:
+        check_model_name(model_name)
+    return [_run_config(suite, variant, model_name, strategy, seed)
+            for variant in suite.variants for model_name in suite.models
+            for seed in suite.seeds for strategy in suite.strategies]
+
+
+def run_config_dict(config: RunConfig) -> dict[str, Any]:
+    return {**to_dict(config), "run_id": config.run_id, "config_hash": config_hash(config)}

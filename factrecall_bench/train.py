@@ -1,0 +1,220 @@
+"""The training loop on `accelerate`: phases, AdamW, warmup + cosine, clipping, accumulation.
+
+One optimizer step sees `batch_size` examples split into `grad_accum` micro-batches; the loss is
+the sum of token losses over the whole step divided by the step's loss-token count, so k
+accumulated micro-batches give exactly the update of one batch of their concatenation.
+Checkpoints are written atomically; a resumed run continues from the latest valid one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from transformers import PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
+
+from factrecall_bench.batching import Batch, PhasePlan, collate, split_micro_batches
+from factrecall_bench.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
+from factrecall_bench.config import Phase, TrainSpec
+from factrecall_bench.data.examples import IGNORE, Example
+from factrecall_bench.errors import RunFailed
+from factrecall_bench.events import EventLog
+
+PhaseEndHook = Callable[[str, int], None]
+
+
+@dataclass
+class StepLosses:
+    """Summed token losses and token counts of one optimizer step, per task (kept on device)."""
+
+    loss_sum: dict[str, torch.Tensor]
+    tokens: dict[str, int]
+
+    def mean(self) -> float:
+        total = sum(self.tokens.values())
+        return float(sum(self.loss_sum.values()).item()) / max(total, 1)  # type: ignore[union-attr]
+
+    def task_means(self) -> dict[str, float]:
+        return {f"loss_{task}": float(self.loss_sum[task].item()) / count
+                for task, count in self.tokens.items() if count}
+
+
+def token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[batch, width-1] next-token cross-entropy, 0 where the label is ignored."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    losses = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                             targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+    return losses.view(targets.shape)
+
+
+def _loss_tokens(micro_batches: list[dict[str, torch.Tensor]]) -> int:
+    return int(sum(int((mb["labels"][:, 1:] != IGNORE).sum()) for mb in micro_batches))
+
+
+def _task_split(losses: torch.Tensor, batch: dict[str, torch.Tensor]
+                ) -> dict[str, tuple[torch.Tensor, int]]:
+    counted = batch["labels"][:, 1:] != IGNORE
+    split = {}
+    for task, rows in (("qa", batch["is_qa"]), ("bio", ~batch["is_qa"])):
+        if rows.any():
+            split[task] = (losses[rows].sum(), int(counted[rows].sum()))
+    return split
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   micro_batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
+                   clip_norm: float, recorder: Any = None) -> StepLosses:
+    """Forward/backward every micro-batch, clip, step; returns the step's per-task losses."""
+    total_tokens = max(_loss_tokens(micro_batches), 1)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for index, micro in enumerate(micro_batches):
+        last = index == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            per_task = _task_split(token_losses(model, micro), micro)
+            _backward(per_task, total_tokens, accelerator, recorder)
+        for task, (loss_sum, count) in per_task.items():
+            sums[task] = sums.get(task, 0) + loss_sum.detach()  # type: ignore[assignment]
+            counts[task] = counts.get(task, 0) + count
+    if clip_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), clip_norm)
+    if recorder is not None:
+        recorder.on_optimizer_step()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepLosses(sums, counts)
+
+
+def _backward(per_task: dict[str, tuple[torch.Tensor, int]], total_tokens: int,
+              accelerator: Accelerator, recorder: Any) -> None:
+    if recorder is None:
+        accelerator.backward(sum(loss for loss, _ in per_task.values()) / total_tokens)
+        return
+    tasks = list(per_task)
+    for position, task in enumerate(tasks):
+        recorder.before_backward()
+        accelerator.backward(per_task[task][0] / total_tokens,
+                             retain_graph=position < len(tasks) - 1)
+        recorder.after_backward(task)
+
+
+def make_optimizer(model: torch.nn.Module, phase: Phase, train: TrainSpec
+                   ) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=phase.lr, betas=(train.beta1, train.beta2),
+                             foreach=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, steps: int, train: TrainSpec
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=math.ceil(train.warmup_fraction * steps),
+        num_training_steps=max(steps, 1), min_lr_rate=train.min_lr_fraction)
+
+
+@dataclass
+class Trainer:
+    """Runs a plan of phases on one model, writing events and checkpoints."""
+
+    model: PreTrainedModel
+    plans: list[PhasePlan]
+    examples: dict[str, list[Example]]
+    train: TrainSpec
+    accelerator: Accelerator
+    events: EventLog
+    checkpoint_dir: Path
+    pad_id: int
+    recorder: Any = None
+    on_phase_end: PhaseEndHook | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return sum(len(plan.batches) for plan in self.plans)
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (resuming if a checkpoint exists); returns timing and throughput."""
+        resume = latest_checkpoint(self.checkpoint_dir)
+        if resume is not None:
+            resume.load_model(self.accelerator.unwrap_model(self.model))
+            self.events.emit("resume", step=resume.step, path=str(resume.path))
+        started, tokens = time.perf_counter(), 0
+        global_step = 0
+        for phase_index, plan in enumerate(self.plans):
+            first = global_step
+            global_step += len(plan.batches)
+            if resume is not None and resume.step >= global_step:
+                continue
+            done_in_phase = resume.step - first if resume is not None and resume.step > first else 0
+            tokens += self._run_phase(phase_index, plan, first, done_in_phase, resume)
+        wall = time.perf_counter() - started
+        return {"train_s": wall, "train_tokens": tokens,
+                "train_tokens_per_s": tokens / wall if wall > 0 else 0.0}
+
+    def _run_phase(self, phase_index: int, plan: PhasePlan, first_step: int, done: int,
+                   resume: Checkpoint | None) -> int:
+        optimizer = make_optimizer(self.model, plan.phase, self.train)
+        scheduler = make_scheduler(optimizer, len(plan.batches), self.train)
+        if done and resume is not None:
+            resume.load_optimizer(optimizer, scheduler)
+        optimizer = self.accelerator.prepare_optimizer(optimizer)
+        self.events.emit("phase_start", phase=plan.phase.name, phase_index=phase_index,
+                         steps=len(plan.batches))
+        tokens, window_start, window_tokens = 0, time.perf_counter(), 0
+        for offset in range(done, len(plan.batches)):
+            step = first_step + offset + 1
+            losses, step_tokens = self._step(optimizer, plan.batches[offset])
+            scheduler.step()
+            tokens, window_tokens = tokens + step_tokens, window_tokens + step_tokens
+            phase_done = offset + 1 == len(plan.batches)
+            if step % self.train.log_every == 0 or phase_done:
+                rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                self._log_step(plan.phase, step, losses, scheduler, rate)
+                window_start, window_tokens = time.perf_counter(), 0
+            if step % self.train.checkpoint_every == 0 or phase_done:
+                self._checkpoint(step, optimizer, scheduler, phase_done)
+        self.events.emit("phase_end", phase=plan.phase.name, step=first_step + len(plan.batches))
+        if self.on_phase_end is not None:
+            self.on_phase_end(plan.phase.name, first_step + len(plan.batches))
+        return tokens
+
+    def _step(self, optimizer: torch.optim.Optimizer, batch: Batch) -> tuple[StepLosses, int]:
+        device = self.accelerator.device
+        micro_batches = []
+        for micro in split_micro_batches(batch, self.train.grad_accum):
+            tensors = collate([self.examples[source][index] for source, index in micro], self.pad_id)
+            micro_batches.append({name: tensor.to(device) for name, tensor in tensors.items()})
+        tokens = int(sum(int(mb["attention_mask"].sum()) for mb in micro_batches))
+        self.model.train()
+        losses = optimizer_step(self.model, optimizer, micro_batches, self.accelerator,
+                                self.train.clip_norm, self.recorder)
+        return losses, tokens
+
+    def _log_step(self, phase: Phase, step: int, losses: StepLosses,
+                  scheduler: torch.optim.lr_scheduler.LambdaLR, tokens_per_s: float) -> None:
+        loss = losses.mean()
+        if not math.isfinite(loss) or loss > self.train.divergence_loss:
+            raise RunFailed(f"loss diverged at step {step}: {loss}")
+        self.events.emit("step", phase=phase.name, step=step, loss=round(loss, 6),
+                         lr=scheduler.get_last_lr()[0], tokens_per_s=round(tokens_per_s, 1),
+                         **{k: round(v, 6) for k, v in losses.task_means().items()})
+
+    def _checkpoint(self, step: int, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LambdaLR, phase_done: bool) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        path = save_checkpoint(self.checkpoint_dir, step, model, optimizer, scheduler,
+                               phase_done=phase_done)
+        self.events.emit("checkpoint", step=step, path=str(path))

@@ -1,0 +1,264 @@
+"""Tests of factrecall_bench.stats against textbook worked examples, scipy, and brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as scipy_stats
+
+from factrecall_bench import stats
+
+# ---------------------------------------------------------------------------------------------
+# Wilson
+
+
+# Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3
+# (score interval without continuity correction).
+NEWCOMBE_WILSON = [
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0000, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+]
+
+
+@pytest.mark.parametrize(("successes", "n", "low", "high"), NEWCOMBE_WILSON)
+def test_wilson_matches_newcombe_worked_examples(
+    successes: int, n: int, low: float, high: float
+) -> None:
+    computed_low, computed_high = stats.wilson_interval(successes, n)
+    assert computed_low == pytest.approx(low, abs=5e-5)
+    assert computed_high == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_with_no_data_is_uninformative() -> None:
+    assert stats.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(("successes", "n", "confidence"), [(5, 3, 0.95), (-1, 3, 0.95),
+                                                             (1, 3, 1.0), (1, 3, 0.0)])
+def test_wilson_rejects_impossible_input(successes: int, n: int, confidence: float) -> None:
+    with pytest.raises(ValueError):
+        stats.wilson_interval(successes, n, confidence)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 400), data=st.data(), threshold=st.floats(0.05, 0.95))
+def test_wilson_score_p_inverts_the_wilson_interval(
+    n: int, data: st.DataObject, threshold: float
+) -> None:
+    successes = data.draw(st.integers(0, n))
+    # One-sided level 0.05 <-> the lower bound of the two-sided 90% interval.
+    low, _ = stats.wilson_interval(successes, n, confidence=0.90)
+    p_value = stats.wilson_score_p(successes, n, threshold, "greater")
+    if abs(low - threshold) > 1e-9:
+        assert (p_value < 0.05) == (low > threshold)
+
+
+# ---------------------------------------------------------------------------------------------
+# McNemar
+
+
+def _paired(a_only: int, b_only: int, both: int, neither: int) -> tuple[list[int], list[int]]:
+    a = [1] * a_only + [0] * b_only + [1] * both + [0] * neither
+    b = [0] * a_only + [1] * b_only + [1] * both + [0] * neither
+    return a, b
+
+
+def test_mcnemar_exact_hand_computed_example() -> None:
+    # 2 vs 9 discordant pairs: p = 2 * P(X <= 2 | n = 11, 1/2) = 2 * (1 + 11 + 55) / 2048.
+    a, b = _paired(a_only=2, b_only=9, both=30, neither=5)
+    result = stats.mcnemar_exact(a, b)
+    assert (result.a_only, result.b_only, result.n_pairs) == (2, 9, 46)
+    assert result.p_value == pytest.approx(134 / 2048, rel=1e-12)
+    assert result.effect == pytest.approx((32 - 39) / 46)
+    less = stats.mcnemar_exact(a, b, "less")
+    assert less.p_value == pytest.approx(67 / 2048, rel=1e-12)
+    assert stats.mcnemar_exact(a, b, "greater").p_value == pytest.approx(1 - 12 / 2048)
+
+
+def test_mcnemar_close_to_chi_square_on_agresti_approval_table() -> None:
+    # Agresti, Categorical Data Analysis: approval of the Prime Minister in two surveys,
+    # 794 / 150 / 86 / 570. McNemar's chi-square with continuity correction is 16.82.
+    a, b = _paired(a_only=150, b_only=86, both=794, neither=570)
+    result = stats.mcnemar_exact(a, b)
+    chi_square = (abs(150 - 86) - 1) ** 2 / (150 + 86)
+    assert chi_square == pytest.approx(16.82, abs=0.01)
+    assert result.p_value == pytest.approx(scipy_stats.chi2.sf(chi_square, 1), rel=0.3)
+    assert result.p_value == pytest.approx(scipy_stats.binomtest(86, 236).pvalue)
+
+
+def test_mcnemar_without_discordant_pairs_has_p_one_and_cannot_reach_any_level() -> None:
+    result = stats.mcnemar_exact([1, 0, 1, 1], [1, 0, 1, 1], "greater")
+    assert result.p_value == 1.0
+    assert result.effect == 0.0
+    assert result.min_attainable_p == 1.0
+    assert not result.level_reachable(0.05)
+
+
+def test_mcnemar_min_attainable_p_counts_discordant_pairs() -> None:
+    a, b = _paired(a_only=5, b_only=0, both=10, neither=10)
+    assert stats.mcnemar_exact(a, b, "greater").min_attainable_p == pytest.approx(1 / 32)
+    assert stats.mcnemar_exact(a, b, "two-sided").min_attainable_p == pytest.approx(1 / 16)
+    assert stats.mcnemar_exact(a, b, "greater").level_reachable(0.05)
+    assert not stats.mcnemar_exact(a, b, "two-sided").level_reachable(0.05)
+
+
+@pytest.mark.parametrize(("a", "b"), [([1, 0], [1]), ([], []), ([2, 0], [1, 0])])
+def test_mcnemar_rejects_bad_vectors(a: list[int], b: list[int]) -> None:
+    with pytest.raises(ValueError):
+        stats.mcnemar_exact(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired bootstrap
+
+
+def test_paired_bootstrap_agrees_with_scipy_bootstrap() -> None:
+    rng = np.random.default_rng(3)
+    a = (rng.random(300) < 0.7).astype(int)
+    b = (rng.random(300) < 0.6).astype(int)
+    diff, low, high = stats.paired_bootstrap_diff(a, b, 0.95, n_resamples=20_000, seed=1)
+    reference = scipy_stats.bootstrap(
+        (a - b,), np.mean, confidence_level=0.95, n_resamples=20_000, method="percentile",
+        rng=np.random.default_rng(2),
+    ).confidence_interval
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert low == pytest.approx(reference.low, abs=0.006)
+    assert high == pytest.approx(reference.high, abs=0.006)
+
+
+def test_paired_bootstrap_is_seeded_and_degenerate_without_spread() -> None:
+    a, b = [1, 0, 1, 1, 0] * 20, [1, 1, 0, 1, 0] * 20
+    assert stats.paired_bootstrap_diff(a, b, seed=5) == stats.paired_bootstrap_diff(a, b, seed=5)
+    assert stats.paired_bootstrap_diff([1, 1, 0], [0, 0, -1]) == (1.0, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-sample tests across seeds
+
+
+def test_mann_whitney_three_vs_three_cannot_reach_five_percent() -> None:
+    one_sided = stats.mann_whitney([0.9, 0.8, 0.85], [0.1, 0.2, 0.15], "greater")
+    assert one_sided.p_value == pytest.approx(0.05)
+    assert one_sided.min_attainable_p == pytest.approx(0.05)
+    assert not one_sided.level_reachable(0.05)
+    assert one_sided.level_reachable(0.06)
+    two_sided = stats.mann_whitney([0.9, 0.8, 0.85], [0.1, 0.2, 0.15])
+    assert two_sided.p_value == pytest.approx(0.1)
+    assert stats.mann_whitney_min_p(3, 3, "two-sided") == pytest.approx(0.1)
+    assert stats.mann_whitney_min_p(5, 5, "greater") == pytest.approx(1 / 252)
+
+
+def _brute_force_u_p(x: list[float], y: list[float]) -> float:
+    """One-sided ("greater") p of U by enumerating every split of the pooled sample."""
+    pooled = x + y
+    ranks = scipy_stats.rankdata(pooled)
+    observed = sum(ranks[: len(x)])
+    splits = list(itertools.combinations(range(len(pooled)), len(x)))
+    at_least = sum(1 for split in splits if sum(ranks[i] for i in split) >= observed - 1e-9)
+    return at_least / len(splits)
+
+
+@pytest.mark.parametrize(("x", "y"), [
+    ([0.7, 0.7, 0.8], [0.6, 0.7, 0.6]),
+    ([1.0, 2.0, 2.0, 3.0], [2.0, 1.0, 1.0, 0.0, 1.0]),
+    ([0.5, 0.5, 0.6, 0.6, 0.6], [0.5, 0.4, 0.4, 0.5, 0.6]),
+])
+def test_mann_whitney_with_ties_is_exact(x: list[float], y: list[float]) -> None:
+    result = stats.mann_whitney(x, y, "greater")
+    assert result.p_value == pytest.approx(_brute_force_u_p(x, y), rel=1e-9)
+    exact = scipy_stats.mannwhitneyu(x, y, alternative="greater",
+                                     method=scipy_stats.PermutationMethod(n_resamples=10**5))
+    assert result.p_value == pytest.approx(exact.pvalue, rel=1e-9)
+    assert result.statistic == pytest.approx(exact.statistic)
+
+
+def test_mann_whitney_with_ties_not_fooled_by_normal_approximation() -> None:
+    x, y = [0.9, 0.9, 0.8], [0.1, 0.2, 0.2]
+    approximate = scipy_stats.mannwhitneyu(x, y, alternative="greater").pvalue
+    assert approximate < 0.05  # scipy's default: below what 3 vs 3 can ever give
+    assert stats.mann_whitney(x, y, "greater").p_value == pytest.approx(0.05)
+
+
+def test_mann_whitney_large_samples_with_ties_match_scipy() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 30).tolist(), rng.integers(1, 6, 40).tolist()
+    for alternative in ("two-sided", "less", "greater"):
+        ours = stats.mann_whitney(x, y, alternative)
+        theirs = scipy_stats.mannwhitneyu(x, y, alternative=alternative)
+        assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-12)
+
+
+def test_mann_whitney_all_tied_is_no_evidence() -> None:
+    result = stats.mann_whitney([0.5] * 4, [0.5] * 4, "greater")
+    assert result.p_value == 1.0
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_welch_matches_scipy(alternative: str) -> None:
+    x, y = [0.71, 0.74, 0.69, 0.73], [0.62, 0.70, 0.55]
+    ours = stats.welch_t(x, y, alternative)  # type: ignore[arg-type]
+    theirs = scipy_stats.ttest_ind(x, y, equal_var=False, alternative=alternative)
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-12)
+    assert ours.statistic == pytest.approx(theirs.statistic)
+    assert ours.df == pytest.approx(theirs.df)
+    assert ours.level_reachable(0.05)
+
+
+def test_welch_degenerate_cases() -> None:
+    too_few = stats.welch_t([0.7], [0.1, 0.2])
+    assert math.isnan(too_few.p_value) and not too_few.level_reachable(0.05)
+    constant_different = stats.welch_t([0.7, 0.7], [0.1, 0.1], "greater")
+    assert math.isnan(constant_different.p_value)
+    assert not constant_different.level_reachable(0.05)
+    assert "zero variance" in constant_different.note
+    identical = stats.welch_t([0.5, 0.5, 0.5], [0.5, 0.5])
+    assert identical.p_value == 1.0 and identical.statistic == 0.0
+
+
+def test_mean_diff_interval_matches_scipy_welch_interval() -> None:
+    x, y = [0.71, 0.74, 0.69, 0.73], [0.62, 0.70, 0.55]
+    diff, low, high = stats.mean_diff_interval(x, y, 0.9)
+    reference = scipy_stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.9)
+    assert diff == pytest.approx(np.mean(x) - np.mean(y))
+    assert (low, high) == pytest.approx((reference.low, reference.high), rel=1e-10)
+    assert stats.mean_diff_interval([0.5, 0.5], [0.2, 0.2]) == pytest.approx((0.3, 0.3, 0.3))
+    assert all(math.isnan(v) for v in stats.mean_diff_interval([0.5], [0.2, 0.3])[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple comparisons
+
+
+def test_holm_and_bh_worked_example() -> None:
+    p_values = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005*4, 0.01*3, 0.03*2, max(0.04*1, 0.06).
+    assert stats.holm(p_values) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: 0.005*4/1, 0.01*4/2, 0.03*4/3, 0.04*4/4, then running minimum from the top.
+    assert stats.benjamini_hochberg(p_values) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert stats.holm([]) == [] and stats.benjamini_hochberg([]) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30))
+def test_adjusted_p_values_are_monotone_capped_and_not_smaller(p_values: list[float]) -> None:
+    for adjust in (stats.holm, stats.benjamini_hochberg):
+        adjusted = adjust(p_values)
+        assert all(0.0 <= q <= 1.0 for q in adjusted)
+        assert all(q >= p - 1e-12 for p, q in zip(p_values, adjusted, strict=True))
+        order = np.argsort(p_values, kind="stable")
+        in_order = [adjusted[i] for i in order]
+        assert all(later >= earlier - 1e-12 for earlier, later in itertools.pairwise(in_order))
+    assert all(h >= b - 1e-12 for h, b in zip(stats.holm(p_values),
+                                             stats.benjamini_hochberg(p_values), strict=True))
+
+
+def test_corrections_reject_nan() -> None:
+    with pytest.raises(ValueError):
+        stats.holm([0.1, math.nan])

@@ -1,0 +1,543 @@
+"""Tests of claims, regressions and their calibration (factrecall_bench.verdicts).
+
+Calibration, measured by the simulations below (seeded; 3 seeds x 200 questions per comparison,
+per-question accuracy ~ Beta(2, 1), alpha 0.05, exact McNemar on the pooled pairs, 1000 runs):
+- false-alarm rate with no true change: 0.035 with min_effect 0.05, 0.041 with min_effect 0
+  (the exact test alone), both within alpha; the seed-level Welch rule (5 vs 5 seeds): 0.047;
+- power against a planted drop of exactly min_effect (0.05): 0.54 (the point estimate must reach
+  min_effect, so power at the boundary is near one half by design); at 2 x min_effect: 0.98.
+Run `pytest -s tests/test_verdicts.py -k calibration` to print the current numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from factrecall_bench import stats
+from factrecall_bench.verdicts import (
+    Claim,
+    DecisionBasis,
+    Verdict,
+    adjust_verdicts,
+    claim_outcome,
+    compare_with_baseline,
+    evaluate_claim,
+    regression_outcome,
+    suite_exit_code,
+    verdicts_document,
+)
+
+ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
+VERDICT_KEYS = {"name", "kind", "status", "expect", "outcome", "test", "metric", "effect",
+                "ci_low", "ci_high", "p_value", "p_adjusted", "detail"}
+
+
+def _question_ids(n: int) -> list[str]:
+    return [f"p{i // len(ATTRIBUTES)}/{ATTRIBUTES[i % len(ATTRIBUTES)]}" for i in range(n)]
+
+
+def _proportion(correct: list[int]) -> dict[str, float]:
+    low, high = stats.wilson_interval(sum(correct), len(correct))
+    return {"value": sum(correct) / len(correct), "low": low, "high": high, "n": len(correct)}
+
+
+def _per_attribute(correct: list[int]) -> dict[str, dict[str, float]]:
+    by_attribute: dict[str, list[int]] = {}
+    for qid, hit in zip(_question_ids(len(correct)), correct, strict=True):
+        by_attribute.setdefault(qid.split("/")[1], []).append(hit)
+    return {attribute: _proportion(hits) for attribute, hits in by_attribute.items()}
+
+
+def make_result(
+    strategy: str, seed: int, ood: list[int], model: str = "tiny-llama",
+    trace: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """A result.json dict whose ID and OOD answers are both `ood` (enough for these tests)."""
+    block = {"question_ids": _question_ids(len(ood)), "exact_match": list(ood),
+             "first_token": list(ood)}
+    return {
+        "schema_version": 1, "run_id": f"{strategy}-{model}-s{seed}", "suite": "test",
+        "strategy": strategy, "model": model, "seed": seed, "config_hash": f"h{seed}{strategy}",
+        "metrics": {"ood_exact_match": _proportion(ood), "id_exact_match": _proportion(ood),
+                    "bio_first_token_test": {"value": 0.5 + 0.01 * seed, "n": 50}},
+        "per_attribute": {"ood_exact_match": _per_attribute(ood)},
+        "per_question": {"id": dict(block), "ood": dict(block)},
+        "trace": {"summary": trace} if trace is not None else None,
+        "environment": {"python": "3.11.7", "torch": "2.4.0", "git_revision": "abc123"},
+    }
+
+
+def answers(rng: np.random.Generator, n: int, accuracy: float) -> list[int]:
+    return (rng.random(n) < accuracy).astype(int).tolist()
+
+
+def suite_results(seeds: int = 3, n: int = 120, accuracies: dict[str, float] | None = None,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    accuracies = accuracies or {"mixed": 0.7, "two-stage": 0.05}
+    return [make_result(strategy, s, answers(rng, n, accuracy))
+            for strategy, accuracy in accuracies.items() for s in range(seeds)]
+
+
+def greater_claim(**overrides: Any) -> Claim:
+    fields = {"name": "mixed beats two-stage OOD", "metric": "ood_exact_match", "kind": "greater",
+              "a": "mixed", "b": "two-stage", "min_effect": 0.3, "test": "welch",
+              "why": "mixed training teaches extraction"}
+    return Claim.from_dict({**fields, **overrides})
+
+
+def at_least_claim(**overrides: Any) -> Claim:
+    fields = {"name": "mixed recalls OOD", "metric": "ood_exact_match", "kind": "at_least",
+              "strategies": ["mixed"], "threshold": 0.5, "test": "wilson", "why": "it learns"}
+    return Claim.from_dict({**fields, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim validation
+
+
+def test_claim_from_dict_builds_a_validated_claim() -> None:
+    claim = greater_claim(alpha=0.01, expect="report")
+    assert (claim.a, claim.b, claim.alpha, claim.expect) == ("mixed", "two-stage", 0.01, "report")
+    assert at_least_claim(strategies=["mixed", "two-stage"]).strategies == ("mixed", "two-stage")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"colour": "red"}, "unknown key"),
+    ({"kind": "bigger"}, "kind must be one of"),
+    ({"test": "ztest"}, "test must be one of"),
+    ({"b": "mixed"}, "two different strategies"),
+    ({"alpha": 1.5}, "alpha must be in"),
+    ({"alpha": "0.05"}, "alpha must be a number"),
+    ({"expect": "maybe"}, "expect must be one of"),
+    ({"why": "two\nlines"}, "one line"),
+    ({"test": "mcnemar", "metric": "bio_first_token_test"}, "id_\\* or ood_\\* metric"),
+    ({"test": "wilson"}, "not wilson"),
+    ({"min_effect": 1.5}, "min_effect must be in"),
+    ({"threshold": 0.5}, "not strategies or threshold"),
+])
+def test_bad_greater_claims_are_rejected_with_a_clear_message(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        greater_claim(**overrides)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"threshold": 1.0}, "threshold in \\(0, 1\\)"),
+    ({"strategies": "mixed"}, "strategies must be a list"),
+    ({"strategies": []}, "non-empty list"),
+    ({"test": "welch"}, "needs test 'wilson'"),
+    ({"metric": "trace.shared_count@0.01"}, "proportion metric"),
+    ({"min_effect": 0.1}, "not a, b or min_effect"),
+])
+def test_bad_at_least_claims_are_rejected(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        at_least_claim(**overrides)
+
+
+def test_claim_missing_keys_are_named() -> None:
+    with pytest.raises(ValueError, match="missing key\\(s\\) test, why"):
+        Claim.from_dict({"name": "x", "metric": "ood_exact_match", "kind": "greater"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluating claims
+
+
+def test_clear_welch_claim_holds() -> None:
+    verdict = evaluate_claim(greater_claim(), suite_results())
+    assert (verdict.status, verdict.outcome, verdict.kind) == ("pass", "holds", "claim")
+    assert verdict.effect == pytest.approx(0.65, abs=0.1)
+    assert verdict.ci_low is not None and verdict.ci_low > 0.3
+    assert verdict.p_value is not None and verdict.p_value < 0.001
+
+
+def test_mann_whitney_three_vs_three_is_inconclusive_never_pass() -> None:
+    verdict = evaluate_claim(greater_claim(test="mannwhitney"), suite_results(seeds=3))
+    assert verdict.p_value == pytest.approx(0.05)
+    assert (verdict.status, verdict.outcome) == ("inconclusive", "undecided")
+    assert "not reachable" in verdict.detail
+
+
+def test_mann_whitney_with_five_seeds_each_can_hold() -> None:
+    verdict = evaluate_claim(greater_claim(test="mannwhitney"), suite_results(seeds=5))
+    assert verdict.status == "pass"
+    assert verdict.p_value == pytest.approx(1 / 252)
+
+
+def test_mcnemar_claim_pools_paired_answers_over_seeds() -> None:
+    verdict = evaluate_claim(greater_claim(test="mcnemar"), suite_results())
+    assert verdict.status == "pass"
+    assert "360 paired answers from 3 seed(s)" in verdict.detail
+
+
+def test_claim_the_data_contradict_fails_or_passes_by_expectation() -> None:
+    results = suite_results()
+    backwards = {"a": "two-stage", "b": "mixed", "name": "two-stage beats mixed"}
+    for test in ("welch", "mcnemar"):
+        failed = evaluate_claim(greater_claim(test=test, **backwards), results)
+        assert (failed.status, failed.outcome) == ("fail", "does_not_hold")
+        expected = evaluate_claim(greater_claim(test=test, expect="does_not_hold", **backwards),
+                                  results)
+        assert expected.status == "pass"
+
+
+def test_small_difference_is_not_enough_for_min_effect() -> None:
+    results = suite_results(n=2000, accuracies={"mixed": 0.62, "two-stage": 0.55})
+    verdict = evaluate_claim(greater_claim(test="mcnemar"), results)
+    assert verdict.outcome == "does_not_hold"
+    assert verdict.status == "fail"
+
+
+def test_report_claims_pass_and_record_the_outcome() -> None:
+    verdict = evaluate_claim(greater_claim(expect="report", test="mcnemar",
+                                           a="two-stage", b="mixed"), suite_results())
+    assert (verdict.status, verdict.outcome) == ("pass", "does_not_hold")
+
+
+def test_missing_or_failed_strategy_is_inconclusive_with_a_reason() -> None:
+    only_mixed = [r for r in suite_results() if r["strategy"] == "mixed"]
+    verdict = evaluate_claim(greater_claim(), only_mixed)
+    assert verdict.status == "inconclusive"
+    assert "two-stage" in verdict.detail
+    failed = suite_results()
+    failed[-1] = {**failed[-1], "status": "failed", "reason": "loss diverged"}
+    verdict = evaluate_claim(greater_claim(), failed)
+    assert verdict.status == "inconclusive"
+    assert "loss diverged" in verdict.detail
+
+
+def test_duplicate_runs_and_unmatched_questions_are_reported() -> None:
+    results = suite_results()
+    verdict = evaluate_claim(greater_claim(), [*results, results[0]])
+    assert verdict.status == "inconclusive"
+    assert "two results for model tiny-llama, seed 0" in verdict.detail
+    shorter = [make_result("two-stage", r["seed"], r["per_question"]["ood"]["exact_match"][:100])
+               if r["strategy"] == "two-stage" else r for r in results]
+    verdict = evaluate_claim(greater_claim(test="mcnemar"), shorter)
+    assert "300 paired answers" in verdict.detail
+    assert "60 question(s) answered by only one side" in verdict.detail
+
+
+def test_missing_metric_is_inconclusive() -> None:
+    verdict = evaluate_claim(greater_claim(metric="trace.shared_count@0.01"), suite_results())
+    assert verdict.status == "inconclusive"
+    assert "no value for trace.shared_count@0.01" in verdict.detail
+
+
+def test_trace_metric_claim_reads_the_trace_summary() -> None:
+    rng = np.random.default_rng(1)
+    results = [make_result("mixed", s, answers(rng, 30, 0.7),
+                           trace={"shared_count@0.01": 1800.0 + 40 * s}) for s in range(4)]
+    results += [make_result("two-stage", s, answers(rng, 30, 0.1),
+                            trace={"shared_count@0.01": 900.0 + 35 * s}) for s in range(4)]
+    claim = greater_claim(metric="trace.shared_count@0.01", min_effect=500)
+    verdict = evaluate_claim(claim, results)
+    assert verdict.status == "pass"
+    assert verdict.effect == pytest.approx(1800 + 60 - 900 - 52.5)
+
+
+def test_welch_with_constant_different_seeds_is_inconclusive() -> None:
+    results = [make_result("mixed", s, [1] * 10) for s in range(3)]
+    results += [make_result("two-stage", s, [0] * 10) for s in range(3)]
+    verdict = evaluate_claim(greater_claim(), results)
+    assert verdict.status == "inconclusive"
+    assert "zero variance" in verdict.detail
+    assert evaluate_claim(greater_claim(test="mcnemar"), results).status == "pass"
+
+
+@pytest.mark.parametrize(("threshold", "status", "outcome"), [
+    (0.5, "pass", "holds"), (0.9, "fail", "does_not_hold"), (0.7, "inconclusive", "undecided"),
+])
+def test_at_least_compares_the_wilson_interval_with_the_threshold(
+    threshold: float, status: str, outcome: str
+) -> None:
+    results = [make_result("mixed", s, [1] * 70 + [0] * 30) for s in range(3)]
+    verdict = evaluate_claim(at_least_claim(threshold=threshold), results)
+    assert (verdict.status, verdict.outcome) == (status, outcome)
+    low, high = stats.wilson_interval(210, 300, confidence=0.95)
+    assert (verdict.effect, verdict.ci_low, verdict.ci_high) == pytest.approx((0.7, low, high))
+
+
+def test_at_least_needs_every_strategy_and_falls_back_to_value_times_n() -> None:
+    results = suite_results(accuracies={"mixed": 0.8, "two-stage": 0.75}, n=200)
+    for result in results:
+        del result["per_question"]
+    claim = at_least_claim(strategies=["mixed", "two-stage"], threshold=0.6)
+    assert evaluate_claim(claim, results).status == "pass"
+    results += [make_result("naive", s, [0] * 100) for s in range(3)]
+    claim = at_least_claim(strategies=["mixed", "two-stage", "naive"], threshold=0.6)
+    verdict = evaluate_claim(claim, results)
+    assert verdict.status == "fail" and verdict.effect == 0.0
+    assert "naive 0 " in verdict.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts, corrections, exit codes
+
+
+def _verdict(p_value: float, status: str = "pass") -> Verdict:
+    basis = DecisionBasis(alpha=0.05, level_reachable=True, effect_large_enough=True,
+                          interval_rules_out=False)
+    return Verdict(name=f"claim p={p_value}", kind="claim", status=status, expect="holds",
+                   outcome="holds", test="welch", metric="ood_exact_match", effect=0.4,
+                   ci_low=0.2, ci_high=0.6, p_value=p_value, basis=basis)
+
+
+def test_holm_correction_can_turn_a_pass_into_inconclusive_and_bh_is_less_strict() -> None:
+    verdicts = [_verdict(0.03), _verdict(0.04)]
+    holm = adjust_verdicts(verdicts, "holm")
+    assert [v.p_adjusted for v in holm] == pytest.approx([0.06, 0.06])
+    assert [v.status for v in holm] == ["inconclusive", "inconclusive"]
+    bh = adjust_verdicts(verdicts, "bh")
+    assert [v.p_adjusted for v in bh] == pytest.approx([0.04, 0.04])
+    assert [v.status for v in bh] == ["pass", "pass"]
+    assert adjust_verdicts(verdicts, "none")[0].p_adjusted == 0.03
+    with pytest.raises(ValueError):
+        adjust_verdicts(verdicts, "bonferroni")
+
+
+def test_verdicts_without_p_value_are_left_out_of_the_family() -> None:
+    no_p = Verdict(name="x", kind="claim", status="inconclusive", expect="holds",
+                   outcome="undecided", test="welch", metric="m", detail="no results")
+    adjusted = adjust_verdicts([no_p, _verdict(0.03)], "holm")
+    assert adjusted[0] == no_p
+    assert adjusted[1].p_adjusted == pytest.approx(0.03)
+
+
+def test_an_unreachable_level_never_decides_even_with_a_small_p() -> None:
+    unreachable = DecisionBasis(alpha=0.05, level_reachable=False, effect_large_enough=True,
+                                interval_rules_out=False)
+    assert claim_outcome(0.001, unreachable) == "undecided"
+    assert regression_outcome(0.001, unreachable) == "undecided"
+    reachable = DecisionBasis(alpha=0.05, level_reachable=True, effect_large_enough=True,
+                              interval_rules_out=False)
+    assert claim_outcome(0.001, reachable) == "holds"
+    assert regression_outcome(0.001, reachable) == "changed"
+    assert regression_outcome(0.2, reachable) == "no_change"
+    assert claim_outcome(math.nan, reachable) == "undecided"
+
+
+@pytest.mark.parametrize(("statuses", "code"), [
+    ([], 0), (["pass", "pass"], 0), (["pass", "inconclusive"], 3), (["inconclusive", "fail"], 1),
+])
+def test_suite_exit_code(statuses: list[str], code: int) -> None:
+    verdicts = [_verdict(0.01, status) for status in statuses]
+    assert suite_exit_code(verdicts) == code
+
+
+def test_verdict_to_dict_follows_the_verdicts_json_format() -> None:
+    verdict = evaluate_claim(greater_claim(), suite_results())
+    entry = verdict.to_dict()
+    assert set(entry) == VERDICT_KEYS
+    nan_verdict = Verdict(name="n", kind="claim", status="inconclusive", expect="holds",
+                          outcome="undecided", test="welch", metric="m", effect=math.nan)
+    assert nan_verdict.to_dict()["effect"] is None
+    document = verdicts_document("cpu", [verdict, nan_verdict])
+    assert document["exit_code"] == 3 and document["schema_version"] == 1
+    json.dumps(document, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Regressions
+
+
+def as_baseline(results: list[dict[str, Any]]) -> dict[str, Any]:
+    runs = [{**r, "metrics": {k: v["value"] for k, v in r["metrics"].items()}} for r in results]
+    return {"runs": runs}
+
+
+REGRESSION_METRICS = ["ood_exact_match", "id_exact_match", "bio_first_token_test"]
+
+
+def test_identical_results_pass() -> None:
+    results = suite_results()
+    verdicts = compare_with_baseline(results, as_baseline(results), REGRESSION_METRICS,
+                                     min_effect=0.05, alpha=0.05)
+    assert len(verdicts) == 6
+    assert {v.status for v in verdicts} == {"pass"}
+    assert {v.outcome for v in verdicts} == {"no_change"}
+    assert {v.kind for v in verdicts} == {"regression"}
+    assert suite_exit_code(verdicts) == 0
+    bio = [v for v in verdicts if v.metric == "bio_first_token_test"]
+    assert {v.test for v in bio} == {"welch"}
+    assert "no per-question data" in bio[0].detail
+
+
+def test_planted_regression_fails_and_names_the_metric() -> None:
+    baseline = suite_results(seed=0)
+    rng = np.random.default_rng(9)
+    fresh = [make_result(r["strategy"], r["seed"], answers(rng, 120, 0.2))
+             if r["strategy"] == "mixed" else r for r in baseline]
+    verdicts = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"],
+                                     min_effect=0.05, alpha=0.05)
+    by_name = {v.name: v for v in verdicts}
+    regression = by_name["mixed/tiny-llama ood_exact_match"]
+    assert (regression.status, regression.outcome) == ("fail", "changed")
+    assert "ood_exact_match dropped by" in regression.detail
+    assert regression.effect is not None and regression.effect < -0.4
+    assert regression.p_adjusted is not None and regression.p_adjusted < 1e-10
+    assert by_name["two-stage/tiny-llama ood_exact_match"].status == "pass"
+    assert suite_exit_code(verdicts) == 1
+
+
+def test_large_improvement_is_flagged_with_its_direction() -> None:
+    baseline = suite_results(seed=0)
+    rng = np.random.default_rng(4)
+    fresh = [make_result(r["strategy"], r["seed"], answers(rng, 120, 0.6))
+             if r["strategy"] == "two-stage" else r for r in baseline]
+    verdicts = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"], 0.05,
+                                     0.05)
+    improved = next(v for v in verdicts if v.name.startswith("two-stage"))
+    assert improved.status == "fail" and "rose by" in improved.detail
+
+
+def _flip(result: dict[str, Any], count: int) -> dict[str, Any]:
+    answered = list(result["per_question"]["ood"]["exact_match"])
+    for index in range(count):
+        answered[index] = 1 - answered[index]
+    return make_result(result["strategy"], result["seed"], answered)
+
+
+def test_a_few_flipped_answers_pass_because_the_interval_rules_out_min_effect() -> None:
+    baseline = suite_results(accuracies={"mixed": 0.7})
+    fresh = [_flip(baseline[0], 2)] + baseline[1:]
+    verdict, = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"], 0.05,
+                                     0.05)
+    assert "not reachable" in verdict.detail
+    assert verdict.ci_low is not None and verdict.ci_low > -0.05
+    assert verdict.status == "pass"
+
+
+def test_too_few_questions_to_reach_alpha_is_inconclusive_never_pass() -> None:
+    baseline = suite_results(accuracies={"mixed": 0.5}, n=4)
+    fresh = [_flip(baseline[0], 3)] + baseline[1:]
+    verdict, = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"], 0.05,
+                                     0.05)
+    assert (verdict.status, verdict.outcome) == ("inconclusive", "undecided")
+
+
+def test_mann_whitney_three_seeds_cannot_decide_a_regression() -> None:
+    baseline = suite_results(accuracies={"mixed": 0.7})
+    rng = np.random.default_rng(2)
+    fresh = [make_result("mixed", s, answers(rng, 120, 0.1)) for s in range(3)]
+    verdict, = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"], 0.05,
+                                     0.05, test="mannwhitney")
+    assert verdict.status == "inconclusive"
+    welch, = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"], 0.05,
+                                   0.05, test="welch")
+    assert welch.status == "fail"
+
+
+def test_unmatched_strategies_are_inconclusive() -> None:
+    results = suite_results()
+    baseline = as_baseline([r for r in results if r["strategy"] == "mixed"])
+    fresh = [r for r in results if r["strategy"] == "two-stage"]
+    verdicts = compare_with_baseline(fresh, baseline, ["ood_exact_match"], 0.05, 0.05)
+    assert [v.status for v in verdicts] == ["inconclusive", "inconclusive"]
+    details = " | ".join(v.detail for v in verdicts)
+    assert "no results for fresh mixed" in details
+    assert "no results for baseline two-stage" in details
+
+
+def test_per_attribute_regression_is_found_where_the_total_hides_it() -> None:
+    baseline = suite_results(accuracies={"mixed": 0.8}, n=240)
+    fresh = []
+    for result in baseline:
+        answered = list(result["per_question"]["ood"]["exact_match"])
+        answered = [0 if qid.endswith("/birth_date") else hit for qid, hit in
+                    zip(result["per_question"]["ood"]["question_ids"], answered, strict=True)]
+        fresh.append(make_result("mixed", result["seed"], answered))
+    verdicts = compare_with_baseline(fresh, as_baseline(baseline), ["ood_exact_match"],
+                                     min_effect=0.2, alpha=0.05, per_attribute=True)
+    by_name = {v.name: v for v in verdicts}
+    assert len(verdicts) == 1 + len(ATTRIBUTES)
+    assert by_name["mixed/tiny-llama ood_exact_match"].status == "pass"
+    assert by_name["mixed/tiny-llama ood_exact_match[birth_date]"].status == "fail"
+    assert by_name["mixed/tiny-llama ood_exact_match[major]"].status == "pass"
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration by simulation
+
+N_SIMULATIONS = 1000
+N_QUESTIONS = 200
+N_SEEDS = 3
+ALPHA = 0.05
+MIN_EFFECT = 0.05
+BETA_A, BETA_B = 2.0, 1.0  # per-question accuracy; mean 2/3
+QUESTION_IDS = _question_ids(N_QUESTIONS)
+
+
+def _simulated_run(strategy: str, seed: int, correct: np.ndarray) -> dict[str, Any]:
+    block = {"question_ids": QUESTION_IDS, "exact_match": correct.astype(int).tolist()}
+    return {"run_id": f"{strategy}-s{seed}", "strategy": strategy, "model": "m", "seed": seed,
+            "per_question": {"ood": block}}
+
+
+def _simulated_comparison(rng: np.random.Generator, drop: float) -> tuple[list, dict]:
+    """Baseline and fresh runs of one strategy whose accuracy differs by `drop` on average."""
+    fresh, baseline = [], []
+    for seed in range(N_SEEDS):
+        accuracy = rng.beta(BETA_A, BETA_B, N_QUESTIONS)
+        baseline.append(_simulated_run("s", seed, rng.random(N_QUESTIONS) < accuracy))
+        forget = rng.random(N_QUESTIONS) < drop / (BETA_A / (BETA_A + BETA_B))
+        fresh.append(_simulated_run("s", seed, (rng.random(N_QUESTIONS) < accuracy) & ~forget))
+    return fresh, {"runs": baseline}
+
+
+def flag_rate(drop: float, min_effect: float, seed: int, n: int = N_SIMULATIONS) -> float:
+    """Share of n simulated comparisons that the regression rule flags (status fail)."""
+    rng = np.random.default_rng(seed)
+    flagged = 0
+    for _ in range(n):
+        fresh, baseline = _simulated_comparison(rng, drop)
+        verdict, = compare_with_baseline(fresh, baseline, ["ood_exact_match"], min_effect, ALPHA)
+        flagged += verdict.status == "fail"
+    return flagged / n
+
+
+def _monte_carlo_bound(rate: float) -> float:
+    """rate plus three Monte Carlo standard errors of a rate estimated from N_SIMULATIONS."""
+    return rate + 3 * math.sqrt(rate * (1 - rate) / N_SIMULATIONS)
+
+
+def test_calibration_false_alarm_rate_within_alpha() -> None:
+    with_min_effect = flag_rate(drop=0.0, min_effect=MIN_EFFECT, seed=11)
+    test_alone = flag_rate(drop=0.0, min_effect=0.0, seed=12)
+    print(f"\nfalse-alarm rate over {N_SIMULATIONS} null comparisons: {with_min_effect:.3f} "
+          f"(min_effect {MIN_EFFECT}), {test_alone:.3f} (min_effect 0)")
+    assert with_min_effect <= _monte_carlo_bound(ALPHA)
+    assert test_alone <= _monte_carlo_bound(ALPHA)
+    assert test_alone > 0.01  # the test is not trivially silent
+
+
+def test_calibration_power_at_min_effect_is_reported() -> None:
+    power = flag_rate(drop=MIN_EFFECT, min_effect=MIN_EFFECT, seed=13)
+    power_double = flag_rate(drop=2 * MIN_EFFECT, min_effect=MIN_EFFECT, seed=14, n=300)
+    print(f"\npower against a planted drop of {MIN_EFFECT}: {power:.3f}; "
+          f"of {2 * MIN_EFFECT}: {power_double:.3f}")
+    assert ALPHA < power < 0.8
+    assert power_double > 0.95
+
+
+def test_calibration_of_the_seed_level_welch_rule() -> None:
+    rng = np.random.default_rng(21)
+    flagged = 0
+    for _ in range(N_SIMULATIONS):
+        values = rng.normal(0.7, 0.02, size=(2, 5))
+        runs = [[{"run_id": f"r{i}", "strategy": "s", "model": "m", "seed": i,
+                  "metrics": {"bio_first_token_test": float(v)}} for i, v in enumerate(row)]
+                for row in values]
+        verdict, = compare_with_baseline(runs[0], {"runs": runs[1]}, ["bio_first_token_test"],
+                                         0.0, ALPHA, test="welch")
+        flagged += verdict.status == "fail"
+    rate = flagged / N_SIMULATIONS
+    print(f"\nwelch false-alarm rate over {N_SIMULATIONS} null comparisons: {rate:.3f}")
+    assert 0.01 < rate <= _monte_carlo_bound(ALPHA)
