@@ -1,18 +1,14 @@
-"""Cost of the gradient trace on a tiny Llama: time as a ratio to one plain forward+backward over the
-same examples, and extra memory over the parameter bytes. Writes benchmarks/results/trace.json.
+"""Cost of the gradient trace on a tiny Llama: time as a ratio to a plain forward+backward over
+the same examples, and extra memory over the parameter bytes. Writes benchmarks/results/trace.json.
 
-    python benchmarks/bench_trace.py [--device cuda] [--repeats 5] [--out PATH]
+    python benchmarks/bench_trace.py [--device cuda] [--repeats 5] [--threads N] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -108,7 +104,7 @@ def sync(device: str) -> None:
 
 
 def time_all(fns: dict[str, Callable], device: str, repeats: int) -> dict[str, float]:
-    """Median wall seconds; the workloads interleave so that machine noise hits all of them."""
+    """Fastest of the repeats (the least disturbed by other load), workloads interleaved."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm-up
         fn()
@@ -119,7 +115,7 @@ def time_all(fns: dict[str, Callable], device: str, repeats: int) -> dict[str, f
             fn()
             sync(device)
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: min(values) for name, values in samples.items()}
 
 
 def time_top_k(model: LlamaForCausalLM, repeats: int) -> dict[str, float]:
@@ -136,7 +132,7 @@ def time_top_k(model: LlamaForCausalLM, repeats: int) -> dict[str, float]:
 
 
 def cuda_peaks(fns: dict[str, Callable], device: str) -> dict[str, dict[str, int]]:
-    """Exact: peak and retained bytes above what was allocated before each workload."""
+    """Peak and retained bytes above what was allocated before each workload (exact)."""
     out = {}
     for name, fn in fns.items():
         torch.cuda.synchronize()
@@ -152,52 +148,43 @@ def cuda_peaks(fns: dict[str, Callable], device: str) -> dict[str, dict[str, int
     return out
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def cpu_peaks(fns: dict[str, Callable]) -> dict[str, dict[str, int]]:
+    """Peak and retained bytes of CPU tensor allocations inside each workload, from the profiler's
+    memory timeline (exact for tensors; a private torch API, fine for a benchmark)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-
-def cpu_peak_child(name: str) -> None:
-    """In a fresh process: peak RSS above the RSS after setup, for one run of one workload."""
-    model, batches = build("cpu")
-    fns = workloads(model, batches)
-    before = rss_bytes()
-    fns[name]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_bytes": peak - before}))
-
-
-def cpu_peaks(names: list[str]) -> dict[str, dict[str, int]]:
-    """Approximate (allocator and lazy-init noise of ~1 MB): one fresh process per workload, large
-    allocations forced to mmap so that freed memory leaves the RSS."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     out = {}
-    for name in names:
-        child = subprocess.run(
-            [sys.executable, __file__, "--memory-child", name],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        out[name] = json.loads(child.stdout.strip().splitlines()[-1])
+    for name, fn in fns.items():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as profiler:  # fmt: skip
+            held = fn()
+        timeline = MemoryProfileTimeline(profiler._memory_profile())
+        _, sizes = timeline._coalesce_timeline(torch.device("cpu"))
+        totals = [sum(row) for row in sizes] or [0]
+        out[name] = {"peak_bytes": int(max(totals)), "retained_bytes": int(totals[-1])}
+        del held
     return out
 
 
 def memory_report(model: LlamaForCausalLM, batches: dict, device: str) -> dict[str, Any]:
     fns = workloads(model, batches)
     names = ["plain", "probe_summed_grad_x_weight", "consistency", "train_plain", "train_recorder"]
-    peaks = cuda_peaks({n: fns[n] for n in names}, device) if device.startswith("cuda") else cpu_peaks(names)
+    on_cuda = device.startswith("cuda")
+    chosen = {name: fns[name] for name in names}
+    peaks = cuda_peaks(chosen, device) if on_cuda else cpu_peaks(chosen)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    report: dict[str, Any] = {"method": "cuda_max_memory_allocated" if device.startswith("cuda")
-                              else "peak_rss_fresh_process", "param_bytes": param_bytes, "peaks": peaks}  # fmt: skip
-    for name in names[1:3]:
-        report[f"extra_peak_over_param_bytes/{name}"] = (
-            peaks[name]["peak_bytes"] - peaks["plain"]["peak_bytes"]
-        ) / param_bytes
-    report["extra_peak_over_param_bytes/train_recorder"] = (
-        peaks["train_recorder"]["peak_bytes"] - peaks["train_plain"]["peak_bytes"]
-    ) / param_bytes
-    scores = fns["probe_summed_grad_x_weight"]()
-    held = sum(v.numel() * v.element_size() for task in scores.values() for v in task.values())
-    report["scores_bytes_over_param_bytes"] = held / param_bytes
+    report: dict[str, Any] = {
+        "method": "cuda_max_memory_allocated" if on_cuda else "torch_profiler_memory_timeline",
+        "param_bytes": param_bytes,
+        "peaks": peaks,
+    }
+    for name, reference in (("probe_summed_grad_x_weight", "plain"), ("consistency", "plain"),
+                            ("train_recorder", "train_plain")):  # fmt: skip
+        extra = peaks[name]["peak_bytes"] - peaks[reference]["peak_bytes"]
+        report[f"extra_peak_over_param_bytes/{name}"] = extra / param_bytes
+        kept = peaks[name]["retained_bytes"] - peaks[reference]["retained_bytes"]
+        report[f"extra_retained_over_param_bytes/{name}"] = kept / param_bytes
     return report
 
 
@@ -206,22 +193,32 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "trace.json"))
-    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
-    if args.memory_child:
-        cpu_peak_child(args.memory_child)
-        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, batches = build(args.device)
     seconds = time_all(workloads(model, batches), args.device, args.repeats)
     seconds.update(time_top_k(model, args.repeats))
     result = {
         "schema_version": 1,
         "benchmark": "trace",
-        "model": {"arch": "llama", "vocab": VOCAB, "hidden": HIDDEN, "intermediate": INTER,
-                  "layers": LAYERS, "heads": HEADS,
-                  "n_parameters": sum(p.numel() for p in model.parameters())},  # fmt: skip
-        "workload": {"batch_size": BATCH, "seq_len": LENGTH, "batches_per_task": BATCHES_PER_TASK,
-                     "tasks": ["bio", "qa"], "per_example_batches_per_task": 1},  # fmt: skip
+        "model": {
+            "arch": "llama",
+            "vocab": VOCAB,
+            "hidden": HIDDEN,
+            "intermediate": INTER,
+            "layers": LAYERS,
+            "heads": HEADS,
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+        },  # fmt: skip
+        "workload": {
+            "batch_size": BATCH,
+            "seq_len": LENGTH,
+            "batches_per_task": BATCHES_PER_TASK,
+            "tasks": ["bio", "qa"],
+            "per_example_batches_per_task": 1,
+        },  # fmt: skip
         "seconds": seconds,
         "ratio_to_plain_forward_backward": ratios(seconds),
         "memory": memory_report(model, batches, args.device),
@@ -229,8 +226,8 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"ratios": result["ratio_to_plain_forward_backward"],
-                      "memory": {k: v for k, v in result["memory"].items() if "over" in k}}, indent=2))  # fmt: skip
+    memory = {key: value for key, value in result["memory"].items() if "over" in key}
+    print(json.dumps({"ratios": result["ratio_to_plain_forward_backward"], "memory": memory}))
 
 
 def ratios(seconds: dict[str, float]) -> dict[str, float]:

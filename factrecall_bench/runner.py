@@ -152,7 +152,8 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     events.emit("eval", phase="final", step=trainer.total_steps,
                 metrics=flat_metrics(recall["metrics"]))
     trace_started = time.perf_counter()
-    trace = after_eval(config, model, data, {"initial_state": initial_state}) if after_eval else None
+    context = {"initial_state": initial_state, "run_dir": folder}
+    trace = after_eval(config, model, data, context) if after_eval else None
     trace_s = time.perf_counter() - trace_started
     history = read_events(folder / "events.jsonl").events
     return {

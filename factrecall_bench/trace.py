@@ -193,7 +193,8 @@ class TrainingTraceRecorder:
     step, after the last backward and before optimizer.step(): on_optimizer_step() adds |g_task|
     (or |g_task * theta|) of the step's summed per-task gradient, so k accumulated micro-batches
     score as one batch of their concatenation. Gradient-scaler or DDP-reduced gradients are taken
-    as they stand in .grad. Extra memory: fp32 snapshot + one buffer and one score per task."""
+    as they stand in .grad. Extra memory (fp32, in parameter counts): a snapshot while a micro-batch
+    runs, one step buffer per task, one score per task."""
 
     def __init__(self, model: nn.Module, settings: TraceSettings) -> None:
         self._params = scored_parameters(model)
@@ -220,9 +221,11 @@ class TrainingTraceRecorder:
         for name, p in self._params.items():
             if p.grad is None:
                 continue
-            delta = p.grad.detach().to(torch.float32, copy=True)
-            if name in self._snapshot:
-                delta.sub_(self._snapshot[name])
+            snapshot = self._snapshot.get(name)
+            if snapshot is None:
+                delta = p.grad.detach().to(torch.float32, copy=True)
+            else:  # reuse the snapshot's memory for the delta
+                delta = snapshot.neg_().add_(p.grad.detach())
             if name in buffers:
                 buffers[name].add_(delta)
             else:

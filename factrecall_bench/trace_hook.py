@@ -1,14 +1,144 @@
-"""Glue between a run and the gradient trace: what `run_one` calls after evaluation."""
+"""Glue between a run and the gradient trace: the probe sets, the ablation's evaluation, retrace.
+
+The probe uses a fixed, seeded sample of BIO examples (all people) and of QA examples of P_train;
+the ablation resets parameters to their values before fact training (the random init of a tiny
+model, the pretrained weights otherwise) and re-measures recall.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from factrecall_bench.config import RunConfig
-from factrecall_bench.runner import RunHook
+import numpy as np
+import torch
+
+from factrecall_bench.batching import collate
+from factrecall_bench.checkpoints import latest_checkpoint
+from factrecall_bench.config import (
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    Phase,
+    RunConfig,
+    TrainSpec,
+    from_dict,
+)
+from factrecall_bench.data.examples import bio_examples
+from factrecall_bench.data.facts import FactData, load_fact_data
+from factrecall_bench.errors import UserError
+from factrecall_bench.evaluate import score_bio_first_token, score_qa
+from factrecall_bench.io import write_json_atomic
+from factrecall_bench.models import build_model
+from factrecall_bench.runner import RunHook, read_result
+from factrecall_bench.trace import TraceSettings, trace_summary
+
+PROBE_BATCH = 32
+ABLATION_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
+
+
+def trace_settings(config: RunConfig) -> TraceSettings:
+    values = {key: value for key, value in config.trace.items() if key != "enabled"}
+    values.setdefault("seed", config.seed)
+    values.setdefault("bio_loss", config.train.bio_loss)
+    try:
+        return TraceSettings(**values)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"suite {config.suite}: trace: {error}") from error
 
 
 def trace_hook_for(config: RunConfig) -> RunHook | None:
     if not config.trace.get("enabled", False):
         return None
-    return None
+    trace_settings(config)  # fail on bad settings before training, not after
+    return run_trace
+
+
+def probe_batches(data: FactData, settings: TraceSettings) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """Seeded samples of BIO and QA examples, collated into batches."""
+    rng = np.random.default_rng([settings.seed, 2])
+    bio = data.examples["bio"]
+    if settings.bio_loss == "values":
+        bio = bio_examples(data.bio_all, values_only=True)
+    sources = {"bio": bio, "qa": data.examples["qa_train"]}
+    batches = {}
+    for task, examples in sources.items():
+        chosen = rng.choice(len(examples), size=min(settings.probe_examples, len(examples)),
+                            replace=False)
+        picked = [examples[i] for i in sorted(chosen.tolist())]
+        batches[task] = [_model_inputs(collate(picked[i:i + PROBE_BATCH], data.pad_id))
+                         for i in range(0, len(picked), PROBE_BATCH)]
+    return batches
+
+
+def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: batch[key] for key in ("input_ids", "attention_mask", "labels")}
+
+
+def ablation_evaluator(data: FactData, batch_size: int):
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        id_scores = score_qa(model, data.id_questions, data.pad_id, batch_size)
+        ood_scores = score_qa(model, data.ood_questions, data.pad_id, batch_size)
+        bio = score_bio_first_token(model, data.bio_test_people, data.pad_id, batch_size)
+        hits = [hit for values in bio.values() for hit in values]
+        return {"id_exact_match": float(np.mean(id_scores.exact_match)),
+                "ood_exact_match": float(np.mean(ood_scores.exact_match)),
+                "bio_first_token_test": float(np.mean(hits)) if hits else 0.0}
+    return evaluate
+
+
+def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
+              context: dict[str, Any]) -> dict[str, Any]:
+    settings = trace_settings(config)
+    device = next(model.parameters()).device
+    batches = {task: [{k: v.to(device) for k, v in b.items()} for b in task_batches]
+               for task, task_batches in probe_batches(data, settings).items()}
+    trace = trace_summary(model, batches, settings,
+                          reference_state=context.get("initial_state"),
+                          evaluate=ablation_evaluator(data, config.eval.batch_size),
+                          heatmap_dir=context.get("run_dir"))
+    model.zero_grad(set_to_none=True)
+    return trace
+
+
+def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from a run folder's config.json."""
+    try:
+        phases = tuple(Phase(**phase) for phase in values["phases"])
+        return RunConfig(
+            suite=values["suite"], variant=values["variant"], strategy=values["strategy"],
+            seed=int(values["seed"]), data=from_dict(DataSpec, values["data"], "config.data"),
+            model=from_dict(ModelSpec, values["model"], "config.model"),
+            train=from_dict(TrainSpec, values["train"], "config.train"),
+            eval=from_dict(EvalSpec, values["eval"], "config.eval"), phases=phases,
+            trace=dict(values.get("trace") or {}))
+    except (KeyError, TypeError) as error:
+        raise UserError(f"config.json is incomplete or malformed: {error}") from error
+
+
+def retrace_run(run_folder: Path) -> dict[str, Any]:
+    """Recompute the trace of a finished run from its final checkpoint; stored in result.json."""
+    result = read_result(run_folder)
+    if result is None:
+        raise UserError(f"{run_folder} holds no finished run (no valid result.json)")
+    config = run_config_from_dict(json.loads((run_folder / "config.json").read_text("utf-8")))
+    checkpoint = latest_checkpoint(run_folder / "checkpoints")
+    if checkpoint is None:
+        raise UserError(f"{run_folder} has no valid checkpoint to trace")
+    runs_root = run_folder.parent.parent
+    data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
+                          values_only_bio_loss=config.train.bio_loss == "values")
+    model = build_model(config.model, data.tokenizer, config.seed)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    checkpoint.load_model(model)
+    config = _with_trace_enabled(config)
+    trace = run_trace(config, model, data, {"initial_state": initial_state, "run_dir": run_folder})
+    write_json_atomic(run_folder / "result.json", {**result, "trace": trace})
+    return trace
+
+
+def _with_trace_enabled(config: RunConfig) -> RunConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, trace={**config.trace, "enabled": True})

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 import datasets
+
+datasets.disable_progress_bars()
 from filelock import FileLock
 
 from factrecall_bench.config import DataSpec, to_dict

@@ -38,6 +38,8 @@ class FactData:
     """First biography of each P_train person (BIO value recall)."""
     bio_test_people: list[BioItem]
     """First biography of each P_test person."""
+    bio_all: list[BioItem]
+    """Every biography (for probes that put the loss on the values only)."""
 
     @property
     def pad_id(self) -> int:
@@ -69,4 +71,5 @@ def load_fact_data(data: DataSpec, model: ModelSpec, evaluation: EvalSpec, data_
         ood_questions=qa_items(_capped(dataset["qa_test"], evaluation.max_questions), tokenizer),
         bio_train_people=[item for item in first_bios if in_train[item.person_id]],
         bio_test_people=[item for item in first_bios if not in_train[item.person_id]],
+        bio_all=bios,
     )

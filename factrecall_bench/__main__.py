@@ -1,0 +1,3 @@
+from factrecall_bench.cli import main
+
+main()

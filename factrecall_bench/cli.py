@@ -1,0 +1,205 @@
+"""The `factrecall-bench` command: a thin Typer layer over the library.
+
+Errors a user can cause print one line and exit 2 (`--debug` shows the traceback); `--json`
+prints one JSON document to stdout while progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from factrecall_bench.errors import UserError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="A test-first benchmark of fact recall in language models.")
+data_app = typer.Typer(no_args_is_help=True, help="Generate and inspect the bioS-style fact data.")
+baseline_app = typer.Typer(no_args_is_help=True, help="Write and inspect stored baselines.")
+app.add_typer(data_app, name="data")
+app.add_typer(baseline_app, name="baseline")
+
+stderr = Console(stderr=True)
+DEFAULT_RUNS = Path("runs")
+DEFAULT_BASELINES = Path("baselines")
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are kept.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    people: Annotated[int, typer.Option(help="Number of people.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of everything in the data.")] = 0,
+    train_fraction: Annotated[float, typer.Option(help="Share of people in P_train.")] = 0.5,
+    variants: Annotated[int, typer.Option(help="multiM: biographies per person.")] = 1,
+    permute: Annotated[bool, typer.Option(help="Shuffle sentence order.")] = False,
+    fullname: Annotated[bool, typer.Option(help="Full name instead of pronouns.")] = False,
+    templates: Annotated[int, typer.Option(help="Templates per attribute (0 = all).")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generate a dataset and save it (loadable with datasets.load_from_disk(OUT/dataset))."""
+    from factrecall_bench.commands import generate_data
+
+    summary = generate_data(out, people, seed, train_fraction, variants, permute, fullname,
+                            templates, show_progress=not as_json)
+    if as_json:
+        print_json(summary)
+    else:
+        stderr.print(f"wrote {summary['counts']} to {out} (sha256 {summary['sha256'][:12]})")
+
+
+@data_app.command("show")
+def data_show(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `data generate`.")],
+    samples: Annotated[int, typer.Option(help="How many samples of each split.")] = 2,
+    as_json: JsonFlag = False,
+) -> None:
+    """Counts, a few samples and the spread of each attribute's values."""
+    from factrecall_bench.commands import describe_data, render_data_description
+
+    description = describe_data(folder, samples)
+    if as_json:
+        print_json(description)
+    else:
+        Console().print(render_data_description(description))
+
+
+@app.command("run")
+def run(
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="Suite name or .toml path.")] = None,
+    run_all: Annotated[bool, typer.Option("--all", help="Every CI suite, then verdicts.")] = False,
+    strategy: Annotated[str | None, typer.Option(help="One run: this strategy.")] = None,
+    model: Annotated[str, typer.Option(help="One run: model preset or hf:<id>.")] = "tiny-llama",
+    seed: Annotated[int, typer.Option(help="One run: the seed.")] = 0,
+    jobs: Annotated[int | None, typer.Option(help="Runs side by side (default: the suite's).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
+    check: Annotated[bool, typer.Option(help="Judge claims and baselines after the runs.")] = True,
+    junit_xml: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train and evaluate: one run, one or more suites, or every CI suite (`--all`)."""
+    from factrecall_bench.commands import run_command
+
+    code = run_command(suites=suite or [], run_all=run_all, strategy=strategy, model=model,
+                       seed=seed, jobs=jobs, runs_dir=runs_dir, baselines_dir=baselines_dir,
+                       check=check, junit_xml=junit_xml, as_json=as_json)
+    raise typer.Exit(code)
+
+
+@app.command("check")
+def check(
+    suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")] = "cpu",
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
+    as_json: JsonFlag = False,
+) -> None:
+    """Judge the suite's finished runs: its claims and the baseline comparison."""
+    from factrecall_bench.commands import check_command
+
+    raise typer.Exit(check_command(suite, runs_dir, baselines_dir, as_json))
+
+
+@baseline_app.command("update")
+def baseline_update(
+    suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")],
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
+) -> None:
+    """Run the suite (finished runs are reused) and store its results as the baseline."""
+    from factrecall_bench.commands import baseline_update_command
+
+    path = baseline_update_command(suite, runs_dir, baselines_dir)
+    stderr.print(f"wrote {path}")
+
+
+@app.command("trace")
+def trace(
+    run_folder: Annotated[Path, typer.Argument(help="A finished run's folder.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Recompute the cross-task gradient trace of a finished run."""
+    from factrecall_bench.commands import trace_command
+
+    summary = trace_command(run_folder)
+    if as_json:
+        print_json(summary)
+    else:
+        for key, value in sorted(summary.get("summary", {}).items()):
+            stderr.print(f"{key:40s} {value:.4g}")
+
+
+@app.command("tui")
+def tui(
+    runs_dir: Annotated[Path, typer.Argument(help="Runs folder to watch.")] = DEFAULT_RUNS,
+    suite: Annotated[str | None, typer.Option("--suite", help="Start this suite and watch it.")] = None,
+) -> None:
+    """Watch runs live in the terminal (closing it never stops a run)."""
+    from tui.app import run_app
+
+    command = None
+    if suite is not None:
+        from factrecall_bench.suite import load_suite
+
+        load_suite(suite)
+        command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
+                   "--runs-dir", str(runs_dir)]
+    run_app(runs_dir, suite=suite, launch_command=command)
+
+
+@app.command("suites")
+def suites(as_json: JsonFlag = False) -> None:
+    """List the shipped suites."""
+    from factrecall_bench.commands import list_suites
+
+    listing = list_suites()
+    if as_json:
+        print_json(listing)
+    else:
+        for entry in listing:
+            ci = "ci " if entry["ci"] else "   "
+            Console().print(f"{ci}{entry['name']:16s} {entry['runs']:3d} runs  {entry['description']}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line and exit code 2, unless --debug."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        code = app(standalone_mode=False)
+    except (UserError, ValueError, OSError) as error:
+        if debug:
+            raise
+        stderr.print(f"error: {_one_line(error)}", highlight=False, markup=False)
+        sys.exit(2)
+    except typer.Exit as exit_request:
+        sys.exit(exit_request.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted: finished runs are kept; rerun to resume", markup=False)
+        sys.exit(130)
+    except _click_exceptions() as error:
+        error.show()
+        sys.exit(error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    import click
+
+    return (click.ClickException,)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

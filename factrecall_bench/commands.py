@@ -1,0 +1,264 @@
+"""What each CLI command does, as plain functions (the CLI only parses flags and prints)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from factrecall_bench.config import DataSpec
+from factrecall_bench.errors import UserError
+from factrecall_bench.io import write_json_atomic
+from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def generate_data(out: Path, people: int, seed: int, train_fraction: float, variants: int,
+                  permute: bool, fullname: bool, templates: int, show_progress: bool
+                  ) -> dict[str, Any]:
+    from factrecall_bench.data.dataset import generate_dataset, save_dataset
+
+    spec = DataSpec(n_people=people, seed=seed, train_fraction=train_fraction,
+                    bio_variants=variants, permute=permute, fullname=fullname,
+                    templates_per_attribute=templates)
+    _check_writable(out)
+    with _people_progress(show_progress and people >= 20_000) as progress:
+        dataset = generate_dataset(spec, progress)
+    save_dataset(dataset, spec, out)
+    return {"out": str(out), "spec": dataclasses.asdict(spec), "sha256": _digest(out),
+            "counts": {split: len(rows) for split, rows in dataset.items()}}
+
+
+def _check_writable(out: Path) -> None:
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder {out} is not writable")
+
+
+def _digest(folder: Path) -> str:
+    import json
+
+    return json.loads((folder / "digest.json").read_text("utf-8"))["sha256"]
+
+
+class _people_progress:
+    """A rich progress bar over people generated (stderr), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._progress = Progress(console=Console(stderr=True))
+        self._progress.start()
+        task = self._progress.add_task("people", total=None)
+        return lambda done, total: self._progress.update(task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+
+def describe_data(folder: Path, samples: int) -> dict[str, Any]:
+    from factrecall_bench.data.dataset import load_saved_dataset
+    from factrecall_bench.data.pools import ATTRIBUTES
+
+    if not (folder / "dataset").is_dir():
+        raise UserError(f"{folder} holds no dataset (expected {folder / 'dataset'})")
+    dataset = load_saved_dataset(folder)
+    people = dataset["people"]
+    spread = {attribute: _spread(list(people[attribute])) for attribute in ATTRIBUTES}
+    return {"folder": str(folder), "counts": {split: len(rows) for split, rows in dataset.items()},
+            "samples": {split: [dataset[split][i] for i in range(min(samples, len(dataset[split])))]
+                        for split in ("bio", "qa_train", "qa_test")},
+            "attribute_spread": spread}
+
+
+def _spread(values: list[str]) -> dict[str, Any]:
+    counts = Counter(values)
+    top_value, top_count = counts.most_common(1)[0]
+    return {"distinct": len(counts), "most_common": top_value,
+            "most_common_share": round(top_count / len(values), 4)}
+
+
+def render_data_description(description: dict[str, Any]) -> Table:
+    table = Table(title=f"{description['folder']}: " + ", ".join(
+        f"{split} {count}" for split, count in description["counts"].items()))
+    for column in ("attribute", "distinct values", "most common", "its share"):
+        table.add_column(column)
+    for attribute, spread in description["attribute_spread"].items():
+        table.add_row(attribute, str(spread["distinct"]), spread["most_common"],
+                      f"{spread['most_common_share']:.1%}")
+    for split, rows in description["samples"].items():
+        for row in rows:
+            text = row.get("text") or f"{row['prompt']} {row['answer']}"
+            table.add_row(split, "", text[:100], "")
+    return table
+
+
+# --- runs and verdicts ------------------------------------------------------------------------
+
+
+def list_suites() -> list[dict[str, Any]]:
+    listing = []
+    for name in sorted(shipped_suites()):
+        suite = load_suite(name)
+        listing.append({"name": name, "ci": suite.ci, "needs_gpu": suite.needs_gpu,
+                        "runs": len(expand_suite(suite)), "description": suite.description})
+    return listing
+
+
+def single_run_suite(base: Suite, strategy: str, model: str, seed: int) -> Suite:
+    return dataclasses.replace(base, strategies=(strategy,), models=(model,), seeds=(seed,),
+                               variants=base.variants[:1], claims=(), regression={}, jobs=1)
+
+
+def selected_suites(names: list[str], run_all: bool, strategy: str | None, model: str,
+                    seed: int) -> list[Suite]:
+    if run_all:
+        if names or strategy:
+            raise UserError("--all runs every CI suite: give no --suite or --strategy with it")
+        return [load_suite(name) for name, _ in sorted(shipped_suites().items())
+                if load_suite(name).ci]
+    suites = [load_suite(name) for name in (names or ["cpu"])]
+    if strategy is not None:
+        if len(suites) != 1:
+            raise UserError("a single run (--strategy) takes at most one --suite as its base")
+        single = single_run_suite(suites[0], strategy, model, seed)
+        expand_suite(single)
+        return [single]
+    return suites
+
+
+def run_command(suites: list[str], run_all: bool, strategy: str | None, model: str, seed: int,
+                jobs: int | None, runs_dir: Path, baselines_dir: Path, check: bool,
+                junit_xml: Path | None, as_json: bool) -> int:
+    from factrecall_bench.report import (
+        print_summary,
+        write_junit,
+        write_suite_report,
+    )
+    from factrecall_bench.runner import ensure_writable
+
+    chosen = selected_suites(suites, run_all, strategy, model, seed)
+    ensure_writable(runs_dir)
+    documents, exit_codes = [], []
+    for suite in chosen:
+        results, outcome_rows = run_suite(suite, runs_dir, jobs, show_progress=not as_json)
+        verdicts = judge_suite(suite, results, baselines_dir) if check else []
+        document = write_suite_report(suite, results, outcome_rows, verdicts, runs_dir)
+        documents.append(document)
+        exit_codes.append(document["exit_code"])
+        if not as_json:
+            print_summary(document)
+    if junit_xml is not None:
+        write_junit(junit_xml, documents)
+    if as_json:
+        from factrecall_bench.cli import print_json
+
+        print_json({"suites": documents})
+    return combined_exit_code(exit_codes)
+
+
+def combined_exit_code(codes: list[int]) -> int:
+    """1 if anything failed, else 3 if anything was inconclusive, else 0."""
+    if 1 in codes:
+        return 1
+    return 3 if 3 in codes else 0
+
+
+def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from factrecall_bench.orchestrate import event_paths, run_configs
+    from factrecall_bench.progress import EventProgress
+
+    if suite.needs_gpu and not _has_gpu():
+        raise UserError(f"suite {suite.name} needs a GPU and none is visible")
+    configs = expand_suite(suite)
+    with EventProgress(event_paths(configs, runs_dir), enabled=show_progress):
+        outcome = run_configs(configs, runs_dir, jobs or suite.jobs)
+    rows = [{"run_id": o.run_id, "status": o.status, "reason": o.reason} for o in outcome.outcomes]
+    skipped = outcome.count("skipped")
+    if skipped == len(configs):
+        print(f"suite {suite.name}: all {skipped} runs already finished; nothing to do",
+              file=sys.stderr)
+    return outcome.results, rows
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def judge_suite(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,
+                baseline_file: Path | None = None) -> list[Any]:
+    from factrecall_bench.judge import judge_baseline, judge_claims
+
+    return judge_claims(suite, results) + judge_baseline(suite, results, baselines_dir,
+                                                         baseline_file)
+
+
+def finished_results(suite: Suite, runs_dir: Path) -> list[dict[str, Any]]:
+    from factrecall_bench.runner import read_result, run_dir
+
+    return [result for config in expand_suite(suite)
+            if (result := read_result(run_dir(runs_dir, config))) is not None]
+
+
+def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json: bool,
+                  baseline_file: Path | None = None) -> int:
+    """Judge a suite: its runs are run first if missing (finished ones are reused)."""
+    from factrecall_bench.report import print_summary, write_suite_report
+
+    suite = load_suite(suite_name)
+    results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json)
+    verdicts = judge_suite(suite, results, baselines_dir, baseline_file)
+    document = write_suite_report(suite, results, rows, verdicts, runs_dir)
+    if as_json:
+        from factrecall_bench.cli import print_json
+
+        print_json(document)
+    else:
+        print_summary(document)
+    return int(document["exit_code"])
+
+
+def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> Path:
+    from factrecall_bench.baselines import baseline_from_results, baseline_path, write_baseline
+    from factrecall_bench.environment import hardware_class
+    from factrecall_bench.judge import regression_settings
+
+    suite = load_suite(suite_name)
+    results, rows = run_suite(suite, runs_dir, None, show_progress=True)
+    missing = [row["run_id"] for row in rows if row["status"] not in ("finished", "skipped")]
+    if missing:
+        raise UserError(f"not storing a baseline: {len(missing)} run(s) did not finish "
+                        f"({', '.join(missing[:3])})")
+    settings = regression_settings(suite)
+    baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware_class(),
+                                     settings["alpha"], settings["min_effect"], settings["metrics"])
+    path = baseline_path(baselines_dir, suite.name)
+    write_baseline(path, baseline)
+    return Path(path)
+
+
+def trace_command(run_folder: Path) -> dict[str, Any]:
+    from factrecall_bench.trace_hook import retrace_run
+
+    summary = retrace_run(run_folder)
+    write_json_atomic(run_folder / "trace.json", summary)
+    return summary

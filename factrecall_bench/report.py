@@ -1,0 +1,183 @@
+"""A suite's report: verdicts.json, report.md with PNG plots, a summary table, JUnit XML."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from rich.console import Console
+from rich.table import Table
+
+from factrecall_bench.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from factrecall_bench.suite import Suite
+from factrecall_bench.verdicts import Verdict, suite_exit_code, verdicts_document
+
+SUMMARY_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
+
+
+def group_key(result: dict[str, Any]) -> str:
+    variant = result.get("variant", "base")
+    prefix = "" if variant == "base" else f"{variant} / "
+    return f"{prefix}{result['strategy']} / {result['model']}"
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds of the headline metrics, per (variant, strategy, model)."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        grouped[group_key(result)].append(result)
+    rows = []
+    for key, members in grouped.items():
+        row: dict[str, Any] = {"group": key, "seeds": sorted(r["seed"] for r in members)}
+        for metric in SUMMARY_METRICS:
+            values = [r["metrics"][metric]["value"] for r in members]
+            row[metric] = {"mean": statistics.fmean(values),
+                           "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        row["train_s_mean"] = statistics.fmean(r["timings"]["total_s"] for r in members)
+        rows.append(row)
+    return rows
+
+
+def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows: list[dict],
+                       verdicts: list[Verdict], runs_dir: Path) -> dict[str, Any]:
+    """Write verdicts.json and report.md (+ plots) into RUNS_DIR/<suite>/; return the document."""
+    folder = runs_dir / suite.name
+    failed = [row for row in outcome_rows if row["status"] in ("failed", "busy")]
+    document = verdicts_document(suite.name, verdicts)
+    document["exit_code"] = _exit_code(verdicts, failed)
+    document.update({"summary": summary_rows(results), "runs": outcome_rows})
+    write_json_atomic(folder / "verdicts.json", document)
+    plots = write_plots(results, folder)
+    write_text_atomic(folder / "report.md", markdown_report(suite, document, plots))
+    return document
+
+
+def _exit_code(verdicts: list[Verdict], failed_runs: list[dict]) -> int:
+    code = suite_exit_code(verdicts)
+    return 3 if code == 0 and failed_runs else code
+
+
+def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str]) -> str:
+    lines = [f"# Suite `{suite.name}`", "", suite.description, "",
+             "| group | seeds | ID exact match | OOD exact match | BIO recall (P_test) | s/run |",
+             "|---|---|---|---|---|---|"]
+    for row in document["summary"]:
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in SUMMARY_METRICS]
+        lines.append(f"| {row['group']} | {len(row['seeds'])} | " + " | ".join(cells)
+                     + f" | {row['train_s_mean']:.0f} |")
+    lines += ["", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
+              "|---|---|---|---|---|---|"]
+    for verdict in document["verdicts"]:
+        lines.append(f"| {verdict['name']} | **{verdict['status']}** | {_num(verdict['effect'])} | "
+                     f"[{_num(verdict['ci_low'])}, {_num(verdict['ci_high'])}] | "
+                     f"{_num(verdict['p_value'])} ({_num(verdict['p_adjusted'])}) | "
+                     f"{verdict['detail']} |")
+    failed = [row for row in document["runs"] if row["status"] in ("failed", "busy")]
+    lines += [""] + [f"- run {row['run_id']} {row['status']}: {row['reason']}" for row in failed]
+    lines += [""] + [f"![{name}]({name})" for name in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def write_plots(results: list[dict[str, Any]], folder: Path) -> list[str]:
+    if not results:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return [_ood_plot(results, folder), _curves_plot(results, folder)]
+
+
+def _save(figure: Any, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _ood_plot(results: list[dict[str, Any]], folder: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    groups = sorted({group_key(r) for r in results})
+    for index, group in enumerate(groups):
+        members = [r for r in results if group_key(r) == group]
+        for offset, result in enumerate(members):
+            metric = result["metrics"]["ood_exact_match"]
+            x = index + (offset - (len(members) - 1) / 2) * 0.1
+            axes.errorbar(x, metric["value"], yerr=[[metric["value"] - metric["low"]],
+                                                    [metric["high"] - metric["value"]]],
+                          fmt="o", capsize=3, color=f"C{index}")
+    axes.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("OOD exact match (95% Wilson)")
+    _save(figure, folder / "ood_accuracy.png")
+    plt.close(figure)
+    return "ood_accuracy.png"
+
+
+def _curves_plot(results: list[dict[str, Any]], folder: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    groups = sorted({group_key(r) for r in results})
+    for result in results:
+        curve = result.get("loss_curve") or []
+        color = f"C{groups.index(group_key(result))}"
+        axes.plot([p[0] for p in curve], [p[1] for p in curve], color=color, alpha=0.7,
+                  label=group_key(result) if result["seed"] == min(
+                      r["seed"] for r in results if group_key(r) == group_key(result)) else None)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("training loss")
+    axes.set_yscale("log")
+    axes.legend(fontsize=7)
+    _save(figure, folder / "learning_curves.png")
+    plt.close(figure)
+    return "learning_curves.png"
+
+
+def print_summary(document: dict[str, Any]) -> None:
+    console = Console(stderr=True)
+    table = Table(title=f"suite {document['suite']}")
+    for column in ("group", "seeds", "ID EM", "OOD EM", "BIO recall P_test"):
+        table.add_column(column)
+    for row in document["summary"]:
+        table.add_row(row["group"], str(len(row["seeds"])),
+                      *[f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in SUMMARY_METRICS])
+    console.print(table)
+    for verdict in document["verdicts"]:
+        console.print(f"[{_style(verdict['status'])}]{verdict['status']:12s}[/] {verdict['name']}: "
+                      f"{verdict['detail']}", highlight=False)
+    console.print(f"exit code {document['exit_code']}")
+    sys.stderr.flush()
+
+
+def _style(status: str) -> str:
+    return {"pass": "green", "fail": "red"}.get(status, "yellow")
+
+
+def write_junit(path: Path, documents: list[dict[str, Any]]) -> None:
+    """One testsuite per suite, one testcase per verdict (inconclusive = skipped)."""
+    root = ElementTree.Element("testsuites", name="factrecall-bench")
+    for document in documents:
+        verdicts = document["verdicts"]
+        node = ElementTree.SubElement(
+            root, "testsuite", name=document["suite"], tests=str(len(verdicts)),
+            failures=str(sum(v["status"] == "fail" for v in verdicts)),
+            skipped=str(sum(v["status"] == "inconclusive" for v in verdicts)))
+        for verdict in verdicts:
+            case = ElementTree.SubElement(node, "testcase", classname=document["suite"],
+                                          name=verdict["name"])
+            if verdict["status"] == "fail":
+                ElementTree.SubElement(case, "failure", message=verdict["detail"])
+            elif verdict["status"] == "inconclusive":
+                ElementTree.SubElement(case, "skipped", message=verdict["detail"])
+    write_bytes_atomic(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))

@@ -1,0 +1,624 @@
+"""The TUI: its pure state layer on the recorded runs folder, and the app driven through Pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Log, Static
+
+from tui.app import CurvePanel, FactRecallApp, HelpScreen
+from tui.format import fmt_duration, head_map_lines, shade
+from tui.launcher import SuiteLauncher
+from tui.state import (
+    Interval,
+    LogTail,
+    RunsReader,
+    RunsState,
+    RunState,
+    load_runs,
+    wilson_interval,
+)
+
+RUNS = Path(__file__).parent / "data" / "tui_runs"
+FROZEN = 1767226716.52  # 5 s after the last event of the still-running run
+SIZE = (80, 24)
+MIXED_0 = "mixed-tiny-llama-s0-3f9a1c2e"
+MIXED_1 = "mixed-tiny-llama-s1-9e03b5d8"  # running: events up to step 300, no result.json
+TWO_STAGE_0 = "two-stage-tiny-llama-s0-7b2d4e61"
+TWO_STAGE_1 = "two-stage-tiny-llama-s1-c41e9a07"  # finished, last event line truncated
+
+
+def sync(test):
+    """Run an async Pilot test without an asyncio pytest plugin (none is a test dependency)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def frozen() -> float:
+    return FROZEN
+
+
+def step_line(run_id: str, step: int, t: float, loss: float = 1.0) -> str:
+    event = {
+        "t": t,
+        "event": "step",
+        "run_id": run_id,
+        "phase": "mixed",
+        "step": step,
+        "loss": loss,
+        "lr": 0.001,
+        "tokens_per_s": 9000.0,
+    }
+    return json.dumps(event) + "\n"
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@pytest.fixture
+def runs_copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(RUNS, tmp_path / "runs"))
+
+
+@pytest.fixture
+def state() -> RunsState:
+    return load_runs(RUNS)
+
+
+def by_id(state: RunsState, run_id: str) -> RunState:
+    run = state.run(run_id)
+    assert run is not None
+    return run
+
+
+# -- the state layer ------------------------------------------------------------------------------
+def test_log_tail_keeps_a_partial_line_for_the_next_read(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"a": 1}\n{"b": ')
+    tail = LogTail(path)
+    assert tail.read_lines() == ([(1, '{"a": 1}')], False)
+    assert tail.read_lines() == ([], False)
+    append(path, '2}\n{"c": 3}\n')
+    assert tail.read_lines() == ([(2, '{"b": 2}'), (3, '{"c": 3}')], False)
+
+
+def test_log_tail_starts_over_when_the_file_shrinks(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n')
+    tail = LogTail(path)
+    tail.read_lines()
+    path.write_text('{"c": 3}\n')
+    assert tail.read_lines() == ([(1, '{"c": 3}')], True)
+
+
+def test_recorded_runs_have_their_status_and_progress(state: RunsState) -> None:
+    assert {r.run_id: r.status for r in state.sorted_runs()} == {
+        MIXED_0: "finished",
+        MIXED_1: "running",
+        TWO_STAGE_0: "finished",
+        TWO_STAGE_1: "finished",
+    }
+    running = by_id(state, MIXED_1)
+    assert (running.suite, running.strategy, running.model, running.seed) == (
+        "cpu",
+        "mixed",
+        "tiny-llama",
+        1,
+    )
+    assert (running.phase, running.step, running.total_steps) == ("mixed", 300, 600)
+    assert running.loss == pytest.approx(1.263)
+    assert running.tokens_per_s == pytest.approx(11779.3)
+    assert len(running.loss_values) == 30
+    assert running.metric_history("ood_exact_match") == [0.0447, 0.1382, 0.2611]
+    assert by_id(state, TWO_STAGE_0).phase == "qa"
+
+
+def test_eta_comes_from_the_step_rate_and_the_clock(state: RunsState) -> None:
+    running = by_id(state, MIXED_1)
+    rate = running.steps_per_s
+    assert rate == pytest.approx(2.0, rel=0.05)  # 10 steps per ~5 s in the recording
+    last_step_t = running.rate_window[-1][0]
+    assert running.eta_s(last_step_t) == pytest.approx(300 / rate)
+    assert running.eta_s(last_step_t + 60) == pytest.approx(300 / rate - 60)
+    assert running.eta_s(last_step_t + 10_000) == 0.0
+    assert by_id(state, MIXED_0).eta_s(FROZEN) is None  # finished runs have none
+
+
+def test_malformed_event_line_is_one_warning_not_a_crash(state: RunsState) -> None:
+    assert len(state.warnings) == 1
+    assert TWO_STAGE_1 in state.warnings[0] and "not valid JSON" in state.warnings[0]
+    assert by_id(state, TWO_STAGE_1).warnings == state.warnings
+
+
+def test_results_give_intervals_per_attribute_and_bio_retention(state: RunsState) -> None:
+    metrics = by_id(state, MIXED_0).metrics
+    assert metrics["ood_exact_match"] == Interval(0.7167, 0.6303, 0.7896, 120)
+    assert metrics["bio_first_token_test"].value == pytest.approx(0.81)
+    per_attribute = by_id(state, MIXED_0).per_attribute
+    assert set(per_attribute) == {"id_exact_match", "ood_exact_match"}
+    assert per_attribute["ood_exact_match"]["company_city"].value == pytest.approx(0.85)
+    # a running run shows its latest eval, without intervals
+    assert by_id(state, MIXED_1).metrics["ood_exact_match"] == Interval(0.2611)
+
+
+def test_trace_head_maps_and_numbers(state: RunsState) -> None:
+    mixed = by_id(state, MIXED_0)
+    assert list(mixed.head_maps) == ["0.01", "0.05"]
+    grid = mixed.head_maps["0.01"]
+    assert grid is not None and len(grid) == 4 and all(len(row) == 4 for row in grid)
+    assert mixed.trace_numbers["shared_count@0.01"] == 1843
+    assert mixed.trace_numbers["ablation_ood_drop@0.05"] == pytest.approx(0.41)
+    assert by_id(state, TWO_STAGE_0).head_maps == {"0.01": None, "0.05": None}
+    assert by_id(state, TWO_STAGE_1).head_maps == {}  # "trace": null
+
+
+def test_trace_as_factrecall_bench_trace_writes_it() -> None:
+    run = RunState("r", "cpu", Path("r"))
+    run.result = {
+        "trace": {
+            "n_parameters": 1000,
+            "per_k": {"0.01": {"location": {"heads": [[1, 2], [3, 4]]}, "heatmap": None}},
+            "summary": {"shared_count@0.01": 10.0, "ablation_ood_exact_match_drop@0.01": 0.3},
+        }
+    }
+    assert run.head_maps == {"0.01": [[1.0, 2.0], [3.0, 4.0]]}
+    assert run.trace_numbers == {
+        "n_parameters": 1000.0,
+        "shared_count@0.01": 10.0,
+        "ablation_ood_exact_match_drop@0.01": 0.3,
+    }
+
+
+def test_verdicts_are_read(state: RunsState) -> None:
+    (suite,) = state.all_verdicts()
+    assert (suite.suite, suite.exit_code, len(suite.verdicts)) == ("cpu", 1, 4)
+    first = suite.verdicts[0]
+    assert (first.status, first.effect, first.p_adjusted) == ("pass", 0.63, 0.0003)
+    assert [v.status for v in suite.verdicts] == ["pass", "inconclusive", "pass", "fail"]
+
+
+def test_event_folding_failed_resumed_skipped_and_junk() -> None:
+    run = RunState("r", "cpu", Path("r"))
+    start = {
+        "t": 1.0,
+        "event": "run_start",
+        "strategy": "mixed",
+        "model": "m",
+        "seed": 2,
+        "total_steps": 100,
+        "phases": [{"name": "mixed", "steps": 100}],
+        "resumed_from_step": None,
+    }
+    run.apply_event(start)
+    run.apply_event({"t": 2.0, "event": "step", "step": "ten", "loss": None})  # bad types
+    run.apply_event({"t": 3.0, "event": "mystery", "x": 1})
+    run.apply_event({"t": 4.0, "event": "run_failed", "reason": "CUDA out of memory"})
+    assert (run.status, run.failure_reason, run.step) == ("failed", "CUDA out of memory", 0)
+    run.apply_event({**start, "t": 5.0, "resumed_from_step": 40})
+    assert (run.status, run.step, run.failure_reason) == ("running", 40, None)
+    run.apply_event({"t": 6.0, "event": "run_end", "step": 100, "metrics": {"ood": 0.5}})
+    assert run.status == "finished" and run.metrics["ood"].value == 0.5
+    run.apply_event({"t": 7.0, "event": "warning", "message": "corrupted checkpoint skipped"})
+    run.apply_event({"t": 8.0, "event": "resume", "step": 60, "path": "checkpoints/step-60"})
+    assert (run.step, run.notes) == (60, ["corrupted checkpoint skipped"])
+    skipped = RunState("s", "cpu", Path("s"))
+    skipped.apply_event({"t": 1.0, "event": "run_skipped"})
+    assert skipped.status == "skipped"
+
+
+def test_interval_fills_missing_wilson_bounds() -> None:
+    interval = Interval.parse({"value": 0.5, "n": 100})
+    assert interval is not None
+    assert (interval.low, interval.high) == pytest.approx(wilson_interval(50, 100))
+    assert interval.low == pytest.approx(0.4038, abs=1e-4)
+    assert Interval.parse({}) is None and Interval.parse("x") is None
+
+
+def test_polls_are_incremental(runs_copy: Path) -> None:
+    reader, state = RunsReader(runs_copy), RunsState()
+    state.apply(reader.poll())
+    version, run = state.version, by_id(state, MIXED_1)
+    lines_before = run.lines_read
+    state.apply(reader.poll())
+    assert state.version == version and run.lines_read == lines_before  # nothing new
+    log = runs_copy / "cpu" / MIXED_1 / "events.jsonl"
+    append(log, step_line(MIXED_1, 310, FROZEN) + '{"t": 1, "event": "st')
+    state.apply(reader.poll())
+    assert state.version == version + 1
+    assert (run.step, run.lines_read) == (310, lines_before + 1)
+    append(log, 'ep", "step": 320, "loss": 0.5}\n')
+    state.apply(reader.poll())
+    assert (run.step, run.loss, state.warnings[1:]) == (320, 0.5, [])
+
+
+def test_broken_result_and_verdicts_are_warnings(runs_copy: Path) -> None:
+    (runs_copy / "cpu" / MIXED_0 / "result.json").write_text('{"schema_version": 1, "met')
+    (runs_copy / "cpu" / "verdicts.json").write_text("[1, 2]")
+    state = load_runs(runs_copy)
+    assert by_id(state, MIXED_0).status == "finished"  # run_end still says so
+    assert by_id(state, MIXED_0).metrics["ood_exact_match"].low is None  # from run_end
+    assert any("result.json" in w for w in state.warnings)
+    assert any("verdicts.json: not a JSON object" in w for w in state.warnings)
+    assert state.all_verdicts() == []
+
+
+def test_a_finished_run_with_a_partial_last_line_warns_once(runs_copy: Path) -> None:
+    append(runs_copy / "cpu" / MIXED_0 / "events.jsonl", '{"t": 1, "eve')
+    reader, state = RunsReader(runs_copy), RunsState()
+    state.apply(reader.poll())
+    state.apply(reader.poll())
+    assert [w for w in state.warnings if "truncated" in w] == [
+        f"{MIXED_0}: events.jsonl ends in a truncated line"
+    ]
+
+
+def test_suite_filter_and_nested_layout(tmp_path: Path) -> None:
+    shutil.copytree(RUNS / "cpu", tmp_path / "deep" / "cpu")
+    shutil.copytree(RUNS / "cpu" / MIXED_0, tmp_path / "gpu" / MIXED_0)
+    assert len(load_runs(tmp_path).runs) == 5
+    assert [r.path.parent.name for r in load_runs(tmp_path, suite="gpu").runs.values()] == ["gpu"]
+    assert len(load_runs(tmp_path / "deep" / "cpu", suite="cpu").runs) == 4
+    model_dir = tmp_path / "deep" / "cpu" / "some-model"  # a config.json alone is no run
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    assert len(load_runs(tmp_path).runs) == 5
+
+
+def test_formatting_helpers() -> None:
+    assert [fmt_duration(s) for s in (None, 5, 144.06, 3900)] == ["–", "5s", "2m24s", "1h05m"]
+    assert [shade(v, 8) for v in (0, 1, 3, 5, 8)] == [" ", "░", "▒", "▓", "█"]
+    lines = head_map_lines([[0, 8], [4, 2]])
+    assert lines[1:3] == ["L0      ██ ", "L1   ▒▒ ░░ "]
+
+
+# -- the app through Pilot ------------------------------------------------------------------------
+def make_app(runs_dir: Path = RUNS, **kwargs) -> FactRecallApp:
+    kwargs.setdefault("clock", frozen)
+    kwargs.setdefault("poll_interval", None)
+    app = FactRecallApp(runs_dir, **kwargs)
+    app.animation_level = "none"  # tab underlines would otherwise slide on every switch
+    return app
+
+
+async def loaded(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def matrix_rows(app: FactRecallApp) -> dict[str, list[str]]:
+    table = app.query_one("#matrix-table", DataTable)
+    return {row.key.value: [str(c) for c in table.get_row(row.key)] for row in table.ordered_rows}
+
+
+def text_of(app: FactRecallApp, selector: str) -> str:
+    return str(app.query_one(selector, Static).content)
+
+
+@sync
+async def test_matrix_shows_every_run_with_progress_and_eta() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        rows = matrix_rows(app)
+        assert list(rows) == [MIXED_0, MIXED_1, TWO_STAGE_0, TWO_STAGE_1]
+        assert rows[MIXED_1] == [
+            "mixed",
+            "1",
+            "tiny-llama",
+            "running",
+            "mixed",
+            "300/600",
+            "1.263",
+            "2m24s",
+            "11.8k",
+        ]
+        assert rows[MIXED_0][3:6] == ["finished", "mixed", "600/600"]
+        status = text_of(app, "#matrix-status")
+        assert "4 runs: 1 running, 3 finished" in status and "last event 5s ago" in status
+        assert app.poll_errors == []
+
+
+@sync
+async def test_selecting_a_run_shows_its_config_and_log() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.selected_run_id == MIXED_0
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.selected_run_id == MIXED_1
+        assert app.active_view == "details"
+        config = json.loads(text_of(app, "#details-config"))
+        assert (config["strategy"], config["seed"]) == ("mixed", 1)
+        assert MIXED_1 in text_of(app, "#details-title")
+        log_lines = app.query_one("#details-log", Log).lines
+        assert '"step": 300' in log_lines[-2] and '"event": "eval"' in log_lines[-1]
+        await pilot.press("down")  # up/down keep selecting runs in the details view
+        await pilot.pause()
+        config = json.loads(text_of(app, "#details-config"))
+        assert (config["strategy"], config["seed"]) == ("two-stage", 0)
+
+
+@sync
+async def test_every_view_is_reachable_by_number_and_tab() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        seen = []
+        for key in "123456":
+            await pilot.press(key)
+            seen.append(app.active_view)
+        assert seen == ["matrix", "curves", "results", "verdicts", "trace", "details"]
+        await pilot.press("tab")
+        assert app.active_view == "matrix"
+        await pilot.press("shift+tab")
+        assert app.active_view == "details"
+
+
+@sync
+async def test_curves_show_loss_and_exact_match_per_run() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        panels = list(app.query(CurvePanel))
+        assert [p.run_id for p in panels] == [MIXED_0, TWO_STAGE_0, MIXED_1, TWO_STAGE_1]
+        first = panels[0]
+        assert first.has_class("selected")
+        assert len(first.sparks["loss"].data or []) == 60
+        assert list(first.sparks["ood_exact_match"].data or [])[-1] == pytest.approx(0.7183)
+        assert str(first.values["ood_exact_match"].content) == "0.72"
+        await pilot.press("down")  # select mixed s1: seed 1 panels come first
+        await pilot.pause()
+        assert [p.run_id for p in app.query(CurvePanel)][:2] == [MIXED_1, TWO_STAGE_1]
+
+
+@sync
+async def test_results_and_verdicts_views() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("3")
+        results = app.query_one("#results-table", DataTable)
+        rows = [[str(c) for c in results.get_row_at(i)] for i in range(results.row_count)]
+        assert rows[0] == ["mixed", "0", "0.99 [0.95,1.00]", "0.72 [0.63,0.79]", "0.94", "0.81"]
+        assert rows[-1][:2] == ["two-stage", "mean"]
+        assert len(rows) == 4  # three finished runs and one mean
+        attributes = app.query_one("#attribute-table", DataTable)
+        assert attributes.row_count == 12
+        await pilot.press("4")
+        verdicts = app.query_one("#verdicts-table", DataTable)
+        assert verdicts.row_count == 4
+        assert [str(c) for c in verdicts.get_row_at(0)][2:] == [
+            "+0.63",
+            "[+0.55,+0.70]",
+            "1e-04 (3e-04)",
+        ]
+        assert "exit code 1" in text_of(app, "#verdicts-title")
+        await pilot.press("down", "down", "down")
+        await pilot.pause()
+        assert "two-stage OOD vs baseline" in text_of(app, "#verdict-detail")
+
+
+@sync
+async def test_trace_view_renders_the_head_map() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        maps = text_of(app, "#trace-maps")
+        assert "(k=0.01)" in maps and "L3   ░░ ░░ ░░ ██" in maps
+        assert "shared_count@0.01" in text_of(app, "#trace-numbers")
+        await pilot.press("down", "down")  # two-stage s0: no map in its result
+        await pilot.pause()
+        assert "no layer x head map" in text_of(app, "#trace-maps")
+        await pilot.press("down")  # two-stage s1: "trace": null
+        await pilot.pause()
+        assert "no trace yet" in text_of(app, "#trace-maps")
+
+
+@sync
+async def test_filter_narrows_the_matrix() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("3", "slash")
+        assert app.active_view == "matrix"
+        await pilot.press(*"two")
+        await pilot.pause()
+        assert list(matrix_rows(app)) == [TWO_STAGE_0, TWO_STAGE_1]
+        assert app.selected_run_id == TWO_STAGE_0
+        await pilot.press("enter")  # keeps the filter, back to the table
+        assert app.focused is app.query_one("#matrix-table")
+        await pilot.press("slash", "backspace", "backspace", "backspace", *"running")
+        await pilot.pause()
+        assert list(matrix_rows(app)) == [MIXED_1]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(matrix_rows(app)) == 4
+
+
+@sync
+async def test_malformed_line_is_notified_as_a_warning() -> None:
+    app = make_app()
+    notes: list[tuple[str, str]] = []
+    app.notify = lambda message, **kw: notes.append((message, kw.get("severity", "")))
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert len(notes) == 1 and notes[0][1] == "warning"
+        assert TWO_STAGE_1 in notes[0][0] and "not valid JSON" in notes[0][0]
+        assert "1 warning(s)" in text_of(app, "#matrix-status")
+        await pilot.press("6", "end")
+        await pilot.pause()
+        await pilot.press("down", "down", "down")
+        await pilot.pause()
+        assert "not valid JSON" in text_of(app, "#details-title")
+        assert app.poll_errors == []
+
+
+@sync
+async def test_new_event_lines_show_after_a_poll(runs_copy: Path) -> None:
+    app = make_app(runs_copy, poll_interval=0.05)
+    log = runs_copy / "cpu" / MIXED_1 / "events.jsonl"
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert matrix_rows(app)[MIXED_1][5] == "300/600"
+        append(log, step_line(MIXED_1, 310, FROZEN - 4, loss=0.987) + '{"t": 1, "event": "st')
+        for _ in range(200):  # up to 10 s on a loaded machine; usually two polls
+            await pilot.pause(0.05)
+            if matrix_rows(app)[MIXED_1][5] == "310/600":
+                break
+        assert matrix_rows(app)[MIXED_1][5:7] == ["310/600", "0.987"]
+        append(log, step_line(MIXED_1, 320, FROZEN - 2)[len('{"t": 1, "event": "st') :])
+        await pilot.press("r")
+        await loaded(pilot)
+        # the partial line was completed into garbage+valid JSON: one new warning, no crash
+        assert len(app.state.warnings) == 2 and app.poll_errors == []
+        (runs_copy / "cpu" / MIXED_1 / "result.json").write_text(
+            (runs_copy / "cpu" / MIXED_0 / "result.json").read_text()
+        )
+        await pilot.press("r")
+        await loaded(pilot)
+        assert matrix_rows(app)[MIXED_1][3] == "finished"
+
+
+@sync
+async def test_a_new_run_folder_appears(runs_copy: Path) -> None:
+    app = make_app(runs_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        new = runs_copy / "cpu" / "mixed-tiny-llama-s2-00000000"
+        new.mkdir()
+        start = {
+            "t": FROZEN,
+            "event": "run_start",
+            "run_id": new.name,
+            "suite": "cpu",
+            "strategy": "mixed",
+            "model": "tiny-llama",
+            "seed": 2,
+            "config_hash": "0",
+            "phases": [{"name": "mixed", "steps": 600}],
+            "total_steps": 600,
+            "resumed_from_step": None,
+        }
+        (new / "events.jsonl").write_text(json.dumps(start) + "\n")
+        await pilot.press("r")
+        await loaded(pilot)
+        assert matrix_rows(app)[new.name][:6] == [
+            "mixed",
+            "2",
+            "tiny-llama",
+            "running",
+            "–",
+            "0/600",
+        ]
+
+
+@sync
+async def test_missing_runs_folder_is_empty_not_an_error(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "nothing-here")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        for key in "123456":
+            await pilot.press(key)
+        assert matrix_rows(app) == {} and app.poll_errors == []
+        assert "no verdicts.json" in text_of(app, "#verdicts-title")
+
+
+@sync
+async def test_help_screen_lists_the_keys() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = str(app.screen.query_one("#help-text", Static).content)
+        for key in ("q ", "1-6, tab", "up/down", "enter", "/ ", "s ", "r ", "?"):
+            assert key in help_text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+@sync
+async def test_s_without_a_launch_command_only_notifies() -> None:
+    app = make_app()
+    notes: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        app.notify = lambda message, **kw: notes.append(message)
+        await pilot.press("s")
+        assert app.launcher is None and "--suite" in notes[-1]
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def kill_group(launcher: SuiteLauncher | None) -> None:
+    if launcher is not None and launcher.running and launcher.process is not None:
+        os.killpg(launcher.process.pid, signal.SIGKILL)
+        launcher.process.wait(5)
+
+
+SLEEPER = [sys.executable, "-c", "import time; print('suite up', flush=True); time.sleep(60)"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+@sync
+async def test_s_starts_and_stops_the_launched_suite(tmp_path: Path) -> None:
+    log_path = tmp_path / "launch.log"
+    app = make_app(RUNS, launch_command=SLEEPER, launch_log=log_path)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot)
+            assert "suite not started" in text_of(app, "#matrix-status")
+            await pilot.press("s")
+            assert app.launcher is not None and app.launcher.running
+            assert "suite running (pid" in text_of(app, "#matrix-status")
+            assert wait_for(lambda: "suite up" in log_path.read_text())
+            await pilot.press("s")
+            assert app.launcher.process is not None
+            assert app.launcher.process.wait(10) == -signal.SIGTERM
+            await pilot.press("r")
+            await loaded(pilot)
+            assert "suite stopped" in text_of(app, "#matrix-status")
+    finally:
+        kill_group(app.launcher)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+@sync
+async def test_quitting_leaves_a_running_suite_alone(tmp_path: Path) -> None:
+    app = make_app(RUNS, launch_command=SLEEPER, launch_log=tmp_path / "launch.log")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot)
+            await pilot.press("s")
+            await pilot.press("q")
+        assert app.launcher is not None and app.launcher.running
+        assert app.launcher.process is not None
+        assert os.getpgid(app.launcher.process.pid) != os.getpgid(0)  # its own session
+    finally:
+        kill_group(app.launcher)

@@ -1,0 +1,88 @@
+"""Plain-text formatting of run state for the TUI's cells and panels (pure, no Textual)."""
+
+from __future__ import annotations
+
+import math
+
+from tui.state import Interval
+
+DASH = "–"
+SHADES = " ░▒▓█"
+
+
+def fmt_num(value: float | None, digits: int = 3) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def fmt_p(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:.0e}" if value < 0.001 else f"{value:.3f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """Compact: 45s, 2m24s, 1h05m."""
+    if seconds is None or not math.isfinite(seconds):
+        return DASH
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def fmt_ago(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{fmt_duration(max(0.0, seconds))} ago"
+
+
+def fmt_rate(per_s: float | None) -> str:
+    if per_s is None:
+        return DASH
+    return f"{per_s / 1000:.1f}k" if per_s >= 1000 else f"{per_s:.0f}"
+
+
+def fmt_interval(interval: Interval | None, digits: int = 2) -> str:
+    """0.72 [0.63,0.79]; the bounds are dropped when unknown."""
+    if interval is None:
+        return DASH
+    value = f"{interval.value:.{digits}f}"
+    if interval.low is None or interval.high is None:
+        return value
+    return f"{value} [{interval.low:.{digits}f},{interval.high:.{digits}f}]"
+
+
+def fmt_ci(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return DASH
+    return f"[{low:+.2f},{high:+.2f}]"
+
+
+def fmt_steps(step: int, total: int | None) -> str:
+    return f"{step}/{total}" if total else str(step)
+
+
+def shade(value: float, maximum: float) -> str:
+    """One of SHADES: blank for zero, then four levels relative to the map's maximum."""
+    if value <= 0 or maximum <= 0:
+        return SHADES[0]
+    return SHADES[min(4, max(1, math.ceil(4 * value / maximum)))]
+
+
+def head_map_lines(grid: list[list[float]]) -> list[str]:
+    """A layer x head grid as text: a header row of head numbers, one row per layer."""
+    heads = max((len(row) for row in grid), default=0)
+    cell = 3 if heads <= 16 else 2 if heads <= 32 else 1
+    maximum = max((v for row in grid for v in row), default=0.0)
+    header = "     " + "".join(f"{h:<{cell}}"[:cell] for h in range(heads))
+    lines = [header.rstrip()]
+    for layer, row in enumerate(grid):
+        cells = "".join(_cell(shade(v, maximum), cell) for v in row)
+        lines.append(f"L{layer:<3} {cells}")
+    lines.append(f"░≤25% ▒≤50% ▓≤75% █ of max {maximum:g}")
+    return lines
+
+
+def _cell(block: str, width: int) -> str:
+    # a gap between cells keeps neighbouring heads of the same shade apart
+    return block * (width - 1) + " " if width > 1 else block
