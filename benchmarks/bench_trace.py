@@ -120,14 +120,14 @@ def time_all(fns: dict[str, Callable], device: str, repeats: int) -> dict[str, f
 
 def time_top_k(model: LlamaForCausalLM, repeats: int) -> dict[str, float]:
     scores = {n: torch.rand(p.shape, device=p.device) for n, p in model.named_parameters()}
-    result = {}
-    for path, limit in (("candidates", trace.MAX_TOPK_CANDIDATES), ("bisection", 0)):
+    result, default_limit = {}, trace.MAX_TOPK_CANDIDATES
+    for path, limit in (("candidates", default_limit), ("bisection", 0)):
         trace.MAX_TOPK_CANDIDATES = limit
         start = time.perf_counter()
         for _ in range(repeats):
             top_k_masks(scores, 0.05, "global")
         result[f"top_k_global_0.05_{path}"] = (time.perf_counter() - start) / repeats
-    trace.MAX_TOPK_CANDIDATES = 2**24
+    trace.MAX_TOPK_CANDIDATES = default_limit
     return result
 
 
@@ -203,27 +203,16 @@ def main() -> None:
     result = {
         "schema_version": 1,
         "benchmark": "trace",
-        "model": {
-            "arch": "llama",
-            "vocab": VOCAB,
-            "hidden": HIDDEN,
-            "intermediate": INTER,
-            "layers": LAYERS,
-            "heads": HEADS,
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-        },  # fmt: skip
-        "workload": {
-            "batch_size": BATCH,
-            "seq_len": LENGTH,
-            "batches_per_task": BATCHES_PER_TASK,
-            "tasks": ["bio", "qa"],
-            "per_example_batches_per_task": 1,
-        },  # fmt: skip
+        "model": {"arch": "llama", "vocab": VOCAB, "hidden": HIDDEN, "intermediate": INTER,
+                  "layers": LAYERS, "heads": HEADS,
+                  "n_parameters": sum(p.numel() for p in model.parameters())},
+        "workload": {"batch_size": BATCH, "seq_len": LENGTH, "batches_per_task": BATCHES_PER_TASK,
+                     "tasks": ["bio", "qa"], "per_example_batches_per_task": 1},
         "seconds": seconds,
         "ratio_to_plain_forward_backward": ratios(seconds),
         "memory": memory_report(model, batches, args.device),
         "environment": environment(args.device),
-    }
+    }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     memory = {key: value for key, value in result["memory"].items() if "over" in key}

@@ -181,12 +181,12 @@ def main() -> None:
     except (UserError, ValueError, OSError) as error:
         if debug:
             raise
-        stderr.print(f"error: {_one_line(error)}", highlight=False, markup=False)
+        sys.stderr.write(f"error: {_one_line(error)}\n")
         sys.exit(2)
     except typer.Exit as exit_request:
         sys.exit(exit_request.exit_code)
     except KeyboardInterrupt:
-        stderr.print("interrupted: finished runs are kept; rerun to resume", markup=False)
+        sys.stderr.write("interrupted: finished runs are kept; rerun to resume\n")
         sys.exit(130)
     except _click_exceptions() as error:
         error.show()

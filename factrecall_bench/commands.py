@@ -22,10 +22,13 @@ def generate_data(out: Path, people: int, seed: int, train_fraction: float, vari
                   permute: bool, fullname: bool, templates: int, show_progress: bool
                   ) -> dict[str, Any]:
     from factrecall_bench.data.dataset import generate_dataset, save_dataset
+    from factrecall_bench.data.generate import check_spec_fits
+    from factrecall_bench.data.pools import load_pools
 
     spec = DataSpec(n_people=people, seed=seed, train_fraction=train_fraction,
                     bio_variants=variants, permute=permute, fullname=fullname,
                     templates_per_attribute=templates)
+    check_spec_fits(spec, load_pools())
     _check_writable(out)
     with _people_progress(show_progress and people >= 20_000) as progress:
         dataset = generate_dataset(spec, progress)

@@ -271,6 +271,9 @@ def top_k_masks(scores: Scores, fraction: float, ranking: str = "global") -> Mas
     if ranking not in _CHOICES["ranking"]:
         raise ValueError(f"ranking must be global or per_matrix; got {ranking!r}")
     scores = {name: value.float() for name, value in scores.items()}
+    bad = [name for name, value in scores.items() if not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ValueError(f"scores of {bad[:3]} are not finite (a diverged model?)")
     if ranking == "per_matrix":
         return {
             name: _top_count_masks({name: value}, _k_of(fraction, value.numel()))[name]

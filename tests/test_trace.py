@@ -132,7 +132,8 @@ def test_probe_examples_limits_the_probe() -> None:
     model = tiny_llama()
     batches = batches_by_task()
     limited = probe_scores(model, batches, TraceSettings(probe_examples=4))
-    reference = naive_scores(model, [batches["qa"][0], {k: v[:1] for k, v in batches["qa"][1].items()}], "grad_x_weight")
+    first_four = [batches["qa"][0], {k: v[:1] for k, v in batches["qa"][1].items()}]
+    reference = naive_scores(model, first_four, "grad_x_weight")
     for name, value in limited["qa"].items():
         torch.testing.assert_close(value, reference[name], rtol=1e-4, atol=1e-7)
 
@@ -226,7 +227,7 @@ def test_planted_shared_parameters_are_found() -> None:
     assert stats["jaccard"] == pytest.approx(4 / 12)
     assert stats["expected_by_chance"] == pytest.approx(8 * 8 / 200)
     assert stats["enrichment"] == pytest.approx(4 / (64 / 200))
-    control = bio_only_masks(scores["bio"], {n: masks["bio"][n] & masks["qa"][n] for n in masks["bio"]})
+    control = bio_only_masks(scores["bio"], trace.intersect(masks["bio"], masks["qa"]))
     assert sorted(control["w"].flatten().nonzero().flatten().tolist()) == bio_only
 
 
@@ -329,7 +330,8 @@ def test_locate_llama_heads_neurons_and_grouped_kv() -> None:
     assert location["neurons"][1][7] == 2 * HIDDEN and sum(location["neurons"][1]) == 2 * HIDDEN
     assert location["by_kind"]["q"] == head_dim * HIDDEN and location["by_kind"]["embed"] == 1
     assert location["by_kind"]["mlp_gate"] == HIDDEN == location["by_kind"]["mlp_down"]
-    assert location["by_layer"] == [HIDDEN * head_dim + 3 * head_dim, head_dim * HIDDEN + 2 * HIDDEN]
+    layer_0, layer_1 = HIDDEN * head_dim + 3 * head_dim, head_dim * HIDDEN + 2 * HIDDEN
+    assert location["by_layer"] == [layer_0, layer_1]
     assert location["outside_layers"] == 1
 
 

@@ -77,7 +77,7 @@ def bio_items(rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> lis
     for person, ids, offsets, starts, ends in zip(rows["person_id"], encoded["input_ids"],
                                                   encoded["offset_mapping"], rows["value_starts"],
                                                   rows["value_ends"]):
-        spans = {attribute: (len(prefix) + _token_at(offsets, start + 1),
+        spans = {attribute: (len(prefix) + _token_at(offsets, start),
                              len(prefix) + _token_at(offsets, end) + 1)
                  for attribute, start, end in zip(ATTRIBUTES, starts, ends)}
         items.append(BioItem(person, prefix + ids + [tokenizer.eos_token_id], spans))

@@ -45,11 +45,22 @@ class Template:
         return cls(before, after)
 
 
-def draw_people(spec: DataSpec, pools: Pools, rng: np.random.Generator) -> People:
-    """Unique full names, genders, six attributes and the P_train/P_test split."""
+def check_spec_fits(spec: DataSpec, pools: Pools) -> None:
+    """Refuse, with one line, a spec the pools cannot serve."""
     if spec.n_people > pools.max_people:
         raise UserError(f"n_people={spec.n_people} exceeds the {pools.max_people} unique names "
                         "the pools allow")
+    if spec.n_people < 2:
+        raise UserError("n_people must be at least 2 to split into P_train and P_test")
+    shipped = min(len(templates) for templates in pools.templates.values())
+    if spec.templates_per_attribute > shipped:
+        raise UserError(f"templates_per_attribute={spec.templates_per_attribute} exceeds the "
+                        f"{shipped} templates shipped per attribute")
+
+
+def draw_people(spec: DataSpec, pools: Pools, rng: np.random.Generator) -> People:
+    """Unique full names, genders, six attributes and the P_train/P_test split."""
+    check_spec_fits(spec, pools)
     codes = rng.choice(pools.max_people, size=spec.n_people, replace=False)
     n_middle, n_last = len(pools.middle_names), len(pools.last_names)
     first_idx, rest = np.divmod(codes, n_middle * n_last)
@@ -82,8 +93,6 @@ def _draw_attributes(n: int, pools: Pools, rng: np.random.Generator) -> dict[str
 
 def _draw_split(spec: DataSpec, rng: np.random.Generator) -> np.ndarray:
     n_train = min(max(round(spec.n_people * spec.train_fraction), 1), spec.n_people - 1)
-    if spec.n_people < 2:
-        raise UserError("n_people must be at least 2 to split into P_train and P_test")
     in_train = np.zeros(spec.n_people, dtype=bool)
     in_train[rng.permutation(spec.n_people)[:n_train]] = True
     return in_train
@@ -96,9 +105,6 @@ def choose_templates(spec: DataSpec, pools: Pools, rng: np.random.Generator
     for attribute in ATTRIBUTES:
         texts = pools.templates[attribute]
         count = spec.templates_per_attribute or len(texts)
-        if count > len(texts):
-            raise UserError(f"templates_per_attribute={count} exceeds the {len(texts)} shipped "
-                            f"for {attribute}")
         picked = sorted(rng.choice(len(texts), size=count, replace=False).tolist())
         chosen[attribute] = [Template.parse(texts[i]) for i in picked]
     return chosen
@@ -210,6 +216,7 @@ def _qa_columns(people: People, in_group: np.ndarray) -> dict[str, list]:
 
 def build_corpus(spec: DataSpec, pools: Pools, progress: ProgressCallback | None = None) -> Corpus:
     """All splits of one dataset, from one seeded generator."""
+    check_spec_fits(spec, pools)
     rng = np.random.default_rng(spec.seed)
     templates = choose_templates(spec, pools, rng)
     people = draw_people(spec, pools, rng)

@@ -1,0 +1,108 @@
+"""The training loop: accumulation equivalence, where the loss goes, schedules, determinism."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from factrecall_bench.batching import collate
+from factrecall_bench.config import Phase, TrainSpec
+from factrecall_bench.data.examples import IGNORE, Example, QAItem, qa_examples
+from factrecall_bench.train import make_optimizer, make_scheduler, optimizer_step
+
+VOCAB = 50
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=64, pad_token_id=0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def random_examples(count: int, seed: int) -> list[Example]:
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for index in range(count):
+        length = int(torch.randint(6, 20, (1,), generator=generator))
+        ids = torch.randint(3, VOCAB, (length,), generator=generator).tolist()
+        if index % 2:  # a QA-like example: loss on the last 3 tokens only
+            examples.append(Example(ids, [IGNORE] * (length - 3) + ids[-3:], "qa"))
+        else:
+            examples.append(Example(ids, list(ids), "bio"))
+    return examples
+
+
+def one_update(model, micro_batches) -> dict[str, torch.Tensor]:
+    accelerator = Accelerator(cpu=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer_step(model, optimizer, [collate(mb, pad_id=0) for mb in micro_batches],
+                   accelerator, clip_norm=0.0)
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_k_micro_batches_equal_one_batch_of_their_concatenation(k):
+    examples = random_examples(12, seed=k)
+    whole = one_update(tiny_model(), [examples])
+    size = len(examples) // k
+    split = one_update(tiny_model(), [examples[i:i + size] for i in range(0, len(examples), size)])
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], rtol=1e-5, atol=1e-6)
+
+
+def test_dropping_micro_batches_is_caught():
+    """The replication bug: backward on one micro-batch of k. The equivalence must notice it."""
+    examples = random_examples(12, seed=9)
+    whole = one_update(tiny_model(), [examples])
+    buggy = one_update(tiny_model(), [examples[8:]])
+    assert any(not torch.allclose(buggy[n], whole[n], atol=1e-6) for n in whole)
+
+
+def test_qa_loss_covers_answer_and_eos_only():
+    item = QAItem("p0/major", "major", prompt_ids=[1, 5, 6, 7], answer_ids=[8, 9, 2])
+    example = qa_examples([item])[0]
+    assert example.input_ids == [1, 5, 6, 7, 8, 9, 2]
+    assert example.labels == [IGNORE] * 4 + [8, 9, 2]
+
+
+def test_masked_prompt_differs_from_whole_sequence_loss():
+    """The answer-only loss is a different update from a loss on the whole question."""
+    answer_only = [Example([3, 4, 5, 6, 7], [IGNORE, IGNORE, IGNORE, 6, 7], "qa")]
+    whole = [Example([3, 4, 5, 6, 7], [3, 4, 5, 6, 7], "qa")]
+    a, c = one_update(tiny_model(), [answer_only]), one_update(tiny_model(), [whole])
+    assert any(not torch.equal(a[n], c[n]) for n in a)
+
+
+def test_warmup_then_cosine_to_min_fraction():
+    model = tiny_model()
+    train = TrainSpec(warmup_fraction=0.1, min_lr_fraction=0.1)
+    optimizer = make_optimizer(model, Phase("p", {"bio": 1.0}, lr=1e-3), train)
+    scheduler = make_scheduler(optimizer, 100, train)
+    rates = []
+    for _ in range(100):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == 0.0 and max(rates) == pytest.approx(1e-3)
+    assert rates.index(max(rates)) == 10
+    assert rates[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    optimizer = make_optimizer(tiny_model(), Phase("p", {"bio": 1.0}), TrainSpec())
+    decayed, plain = optimizer.param_groups
+    assert all(p.ndim >= 2 for p in decayed["params"]) and decayed["weight_decay"] == 0.1
+    assert all(p.ndim < 2 for p in plain["params"]) and plain["weight_decay"] == 0.0
+
+
+def test_same_seed_same_update():
+    examples = random_examples(8, seed=1)
+    a = one_update(tiny_model(seed=3), [examples])
+    b = one_update(copy.deepcopy(tiny_model(seed=3)), [examples])
+    assert all(torch.equal(a[n], b[n]) for n in a)
