@@ -154,8 +154,11 @@ def print_summary(document: dict[str, Any]) -> None:
                       *[f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in SUMMARY_METRICS])
     console.print(table)
     for verdict in document["verdicts"]:
-        console.print(f"[{_style(verdict['status'])}]{verdict['status']:12s}[/] {verdict['name']}: "
-                      f"{verdict['detail']}", highlight=False)
+        label = verdict["status"]
+        if verdict["expect"] == "report":
+            label = f"report ({verdict['outcome']})"
+        console.print(f"[{_style(verdict['status'])}]{label:12s}[/] {verdict['name']}: "
+                      f"{verdict['detail']}", highlight=False, soft_wrap=True)
     console.print(f"exit code {document['exit_code']}")
     sys.stderr.flush()
 
