@@ -10,6 +10,7 @@ import datetime
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +26,15 @@ DATA_ROOT = REPO / "runs" / "bench-data"
 
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 
+from factrecall_bench.batching import PhasePlan  # noqa: E402
 from factrecall_bench.config import RunConfig  # noqa: E402
 from factrecall_bench.data.facts import FactData, load_fact_data  # noqa: E402
 from factrecall_bench.environment import environment_record  # noqa: E402
+from factrecall_bench.events import EventLog  # noqa: E402
 from factrecall_bench.io import write_json_atomic  # noqa: E402
+from factrecall_bench.runner import accelerator_for  # noqa: E402
 from factrecall_bench.suite import expand_suite, load_suite  # noqa: E402
+from factrecall_bench.train import Trainer  # noqa: E402
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +75,27 @@ def smoke_overrides() -> dict[str, dict[str, Any]]:
 
 def load_data(config: RunConfig, data_root: Path) -> FactData:
     return load_fact_data(config.data, config.model, config.eval, data_root)
+
+
+class NoSaveTrainer(Trainer):
+    """Our Trainer without its checkpoints (a baseline that saves nothing is timed against it)."""
+
+    def _checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def train_plans(model: torch.nn.Module, data: FactData, config: RunConfig,
+                plans: list[PhasePlan]) -> dict[str, float]:
+    """One `Trainer.run` over `plans` on CPU; its wall time and non-pad tokens."""
+    accelerator = accelerator_for("no")
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = NoSaveTrainer(
+            model=accelerator.prepare_model(model), plans=plans, examples=data.examples,
+            train=config.train, accelerator=accelerator,
+            events=EventLog(Path(workdir) / "events.jsonl", "bench"),
+            checkpoint_dir=Path(workdir) / "checkpoints", pad_id=data.pad_id)
+        wall, result = seconds(trainer.run)
+    return {"seconds": wall, "tokens": result["train_tokens"], "steps": trainer.total_steps}
 
 
 def seconds(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -147,14 +147,14 @@ def tui(
     """Watch runs live in the terminal (closing it never stops a run)."""
     from tui.app import run_app
 
-    command = None
+    command, suite_name = None, None
     if suite is not None:
         from factrecall_bench.suite import load_suite
 
-        load_suite(suite)
+        suite_name = load_suite(suite).name
         command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
                    "--runs-dir", str(runs_dir)]
-    run_app(runs_dir, suite=suite, launch_command=command)
+    run_app(runs_dir, suite=suite_name, launch_command=command)
 
 
 @app.command("suites")
@@ -172,32 +172,21 @@ def suites(as_json: JsonFlag = False) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line and exit code 2, unless --debug."""
+    """Entry point: user errors become one line and exit code 2, unless --debug.
+
+    Typer's standalone mode handles usage errors (exit 2) and `typer.Exit`; what escapes it
+    is ours to turn into one line.
+    """
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
     try:
-        code = app(standalone_mode=False)
+        app()
     except (UserError, ValueError, OSError) as error:
         if debug:
             raise
         sys.stderr.write(f"error: {_one_line(error)}\n")
         sys.exit(2)
-    except typer.Exit as exit_request:
-        sys.exit(exit_request.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: finished runs are kept; rerun to resume\n")
-        sys.exit(130)
-    except _click_exceptions() as error:
-        error.show()
-        sys.exit(error.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _click_exceptions() -> tuple[type[BaseException], ...]:
-    import click
-
-    return (click.ClickException,)
 
 
 def _one_line(error: BaseException) -> str:

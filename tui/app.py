@@ -499,8 +499,10 @@ class FactRecallApp(App[None]):
         clock: Clock = time.time,
         poll_interval: float | None = 0.5,
         launch_log: Path | None = None,
+        start_on_open: bool = False,
     ) -> None:
         super().__init__()
+        self.start_on_open = start_on_open
         self.runs_dir = Path(runs_dir)
         self.clock = clock
         self.poll_interval = poll_interval
@@ -536,7 +538,9 @@ class FactRecallApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = self.runs_dir.name
         self.query_one("#matrix-table", DataTable).focus()
-        if self.launcher is not None:
+        if self.launcher is not None and self.start_on_open:
+            self.action_toggle_suite()
+        elif self.launcher is not None:
             self.notify("press s to start the suite; q leaves it running", title="suite")
         self.request_poll()
         if self.poll_interval:
@@ -699,7 +703,8 @@ class FactRecallApp(App[None]):
 def run_app(runs_dir: Path, suite: str | None = None, launch_command: list[str] | None = None) -> None:
     """Entry point of `factrecall-bench tui`: follow RUNS_DIR (only SUITE when given).
 
-    With `launch_command`, "s" starts and stops that suite as a detached subprocess whose output
-    goes to RUNS_DIR/SUITE/tui-launch.log; quitting the TUI leaves it running.
+    With `launch_command`, the suite starts as a detached subprocess when the app opens (runs that
+    another process is already training are locked and skipped by it); "s" stops and restarts it;
+    its output goes to RUNS_DIR/SUITE/tui-launch.log; quitting the TUI leaves it running.
     """
-    FactRecallApp(Path(runs_dir), suite, launch_command).run()
+    FactRecallApp(Path(runs_dir), suite, launch_command, start_on_open=bool(launch_command)).run()

@@ -1,0 +1,329 @@
+"""Memory and throughput planning for a suite, without downloading a single weight.
+
+Parameter counts come from the published architectures built on the meta device. Memory per GPU
+follows the usual mixed-precision AdamW accounting (Rajbhandari et al., ZeRO, 2020):
+
+    16 bytes per parameter = 2 (bf16 weights) + 2 (bf16 gradients)
+                             + 4 (fp32 master weights) + 4 + 4 (fp32 AdamW moments)
+
+(accelerate's autocast path with fp32 weights and fp32 gradients also comes to 16). DDP keeps all of
+it on every GPU; FSDP2 keeps 1/N of it plus the gathered working set: the root module (embeddings,
+final norm, untied head) and two decoder layers (current and prefetched) in bf16, and their bf16
+gradients before the reduce-scatter.
+
+Activations, bytes per token of a micro-batch, bf16, with fused (flash / SDPA) attention, so no
+[seq x seq] score matrix is kept:
+    per layer   2 * (attention 4h + 2kv  +  MLP 2h + (4i gated | 2i plain))
+                (norm input and output, q/k/v, attention output; MLP input, hidden, activation)
+    logits      10 * V  (bf16 logits, the loss's fp32 upcast, and its fp32 gradient)
+    no checkpointing:  L * per_layer + logits
+    checkpointing:     L * 2h (each layer's input) + one layer recomputed + logits
+h = hidden size, kv = key/value width, i = MLP width, L = layers, V = vocabulary. Under autocast
+with fp32 weights the residual stream stays fp32, so read activations as a lower bound (~1.5x).
+
+Time per run = 6 * parameters * tokens / (GPUs * peak bf16 FLOP/s * MFU) (8 instead of 6 with
+gradient checkpointing, which recomputes the forward); evaluation and trace are not included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+from factrecall_bench.batching import example_counts
+from factrecall_bench.config import DataSpec, RunConfig
+from factrecall_bench.errors import UserError
+from factrecall_bench.suite import Suite, expand_suite
+
+GIB = 1024**3
+STATE_BYTES_PER_PARAM = 16
+LOGIT_BYTES_PER_VOCAB_ENTRY = 10
+CHARS_PER_TOKEN = 3.8
+"""Measured 3.9 for bioS biographies with SmolLM2's BPE (digits split); slightly low = cautious."""
+SPECIAL_TOKENS_PER_EXAMPLE = 2
+SAMPLE_PEOPLE = 64
+TINY_VOCAB = 4096
+"""Vocabulary assumed for tiny presets (their word-level tokenizer is built from the data)."""
+H100_BF16_PEAK = 989e12
+"""H100 SXM dense bf16 FLOP/s (the H200 has the same tensor cores)."""
+DEFAULT_MFU = 0.35
+
+PAPER_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama-3.2-1b": dict(
+        model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+        num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001),
+    "llama-3.2-3b": dict(
+        model_type="llama", vocab_size=128256, hidden_size=3072, intermediate_size=8192,
+        num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, head_dim=128,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001),
+    "pythia-2.8b": dict(
+        model_type="gpt_neox", vocab_size=50304, hidden_size=2560, intermediate_size=10240,
+        num_hidden_layers=32, num_attention_heads=32, rotary_pct=0.25, rotary_emb_base=10000,
+        max_position_embeddings=2048, layer_norm_eps=1e-5, use_parallel_residual=True,
+        tie_word_embeddings=False, bos_token_id=0, eos_token_id=0),
+    "smollm2-135m": dict(
+        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+        max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2),
+}
+"""Hyper-parameters typed in from each model's published config.json."""
+
+MODEL_ALIASES = {
+    "hf:meta-llama/Llama-3.2-1B": "llama-3.2-1b", "hf:meta-llama/Llama-3.2-1B-Instruct": "llama-3.2-1b",
+    "hf:meta-llama/Llama-3.2-3B": "llama-3.2-3b", "hf:meta-llama/Llama-3.2-3B-Instruct": "llama-3.2-3b",
+    "hf:EleutherAI/pythia-2.8b": "pythia-2.8b", "hf:EleutherAI/pythia-2.8b-deduped": "pythia-2.8b",
+    "hf:HuggingFaceTB/SmolLM2-135M": "smollm2-135m",
+    "hf:HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
+}
+"""Suite model names (as `factrecall_bench.models` reads them) that have a known architecture."""
+
+
+def architecture_config(name: str) -> PretrainedConfig:
+    """The config of a known architecture, a suite model name, or a local `hf:` folder."""
+    key = MODEL_ALIASES.get(name, name)
+    if key in PAPER_ARCHITECTURES:
+        values = dict(PAPER_ARCHITECTURES[key])
+        return AutoConfig.for_model(values.pop("model_type"), **values)
+    if key in ("tiny-llama", "tiny-neox"):
+        raise UserError(f"{name} depends on the suite's model settings: use model_dims_for_run")
+    local = Path(name[3:]).expanduser() if name.startswith("hf:") else None
+    if local is not None and (local / "config.json").is_file():
+        return AutoConfig.from_pretrained(str(local))
+    known = ", ".join([*PAPER_ARCHITECTURES, *MODEL_ALIASES])
+    raise UserError(f"no architecture known for {name} (known: {known}; or hf:<local folder>)")
+
+
+def _config_for_run(config: RunConfig) -> PretrainedConfig:
+    """A suite run's architecture; tiny presets are built from the suite's model settings."""
+    model = config.model
+    if not model.from_scratch:
+        return architecture_config(model.name)
+    common = dict(vocab_size=TINY_VOCAB, hidden_size=model.d_model, intermediate_size=model.d_ff,
+                  num_hidden_layers=model.n_layer, num_attention_heads=model.n_head,
+                  max_position_embeddings=512, tie_word_embeddings=False)
+    if model.name == "tiny-llama":
+        return AutoConfig.for_model("llama", num_key_value_heads=model.n_head, **common)
+    return AutoConfig.for_model("gpt_neox", **common)
+
+
+def _meta_model(config: PretrainedConfig) -> torch.nn.Module:
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())  # tied weights count once
+
+
+@cache
+def parameter_count(name: str) -> int:
+    """Parameters of a known architecture (e.g. `llama-3.2-1b`) or a suite model name, built on
+    the meta device: no memory, no weights, no download."""
+    return _count(_meta_model(architecture_config(name)))
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """What the memory formulas need from an architecture."""
+
+    parameters: int
+    layer_parameters: int
+    """Parameters of one decoder layer."""
+    root_parameters: int
+    """Parameters outside the decoder layers (embeddings, final norm, untied head)."""
+    hidden: int
+    layers: int
+    intermediate: int
+    kv_width: int
+    vocab: int
+    gated_mlp: bool
+
+
+def model_dims(config: PretrainedConfig) -> ModelDims:
+    model = _meta_model(config)
+    layers = next(module for module in model.modules()
+                  if isinstance(module, torch.nn.ModuleList) and len(module) == config.num_hidden_layers)
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    total, per_layer = _count(model), _count(layers[0])
+    return ModelDims(parameters=total, layer_parameters=per_layer,
+                     root_parameters=total - per_layer * config.num_hidden_layers,
+                     hidden=config.hidden_size, layers=config.num_hidden_layers,
+                     intermediate=config.intermediate_size, kv_width=kv_heads * head_dim,
+                     vocab=config.vocab_size, gated_mlp=config.model_type != "gpt_neox")
+
+
+def activation_bytes_per_token(dims: ModelDims, checkpointing: bool) -> float:
+    """Saved activations per token of a micro-batch (module docstring: the formula)."""
+    mlp_hidden = (4 if dims.gated_mlp else 2) * dims.intermediate
+    per_layer = 2 * (4 * dims.hidden + 2 * dims.kv_width + 2 * dims.hidden + mlp_hidden)
+    logits = LOGIT_BYTES_PER_VOCAB_ENTRY * dims.vocab
+    if checkpointing:
+        return dims.layers * 2 * dims.hidden + per_layer + logits
+    return dims.layers * per_layer + logits
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """GiB per GPU."""
+
+    states: float
+    """Weights, gradients, master weights and AdamW moments held by this GPU."""
+    working_set: float
+    """FSDP2's gathered (unsharded) parameters and gradients; 0 under DDP."""
+    activations: float
+    total: float
+
+
+def memory_per_gpu(dims: ModelDims, strategy: str, gpus: int, micro_batch_tokens: int,
+                   checkpointing: bool) -> MemoryEstimate:
+    """Estimated peak memory per GPU under `ddp` or `fsdp2`."""
+    states = STATE_BYTES_PER_PARAM * dims.parameters
+    working = 0.0
+    if strategy == "fsdp2":
+        states /= gpus
+        gathered = dims.root_parameters + 2 * dims.layer_parameters
+        working = 2 * gathered + 2 * (dims.root_parameters + dims.layer_parameters)
+    elif strategy != "ddp":
+        raise ValueError(f"unknown parallel strategy {strategy!r} (ddp or fsdp2)")
+    activations = micro_batch_tokens * activation_bytes_per_token(dims, checkpointing)
+    return MemoryEstimate(states=states / GIB, working_set=working / GIB,
+                          activations=activations / GIB,
+                          total=(states + working + activations) / GIB)
+
+
+@dataclass(frozen=True)
+class SequenceLengths:
+    """Tokens per example, estimated from a sample of the suite's own data (bos and eos included)."""
+
+    bio_mean: float
+    bio_max: int
+    qa_mean: float
+    qa_max: int
+
+
+@cache
+def sequence_lengths(data: DataSpec) -> SequenceLengths:
+    from factrecall_bench.data.dataset import generate_dataset
+
+    sample = DataSpec(**{**asdict(data), "n_people": min(data.n_people, SAMPLE_PEOPLE)})
+    dataset = generate_dataset(sample)
+    bio = [_tokens(text) for text in dataset["bio"]["text"]]
+    qa = [_tokens(f"{p} {a}") for p, a in zip(dataset["qa_train"]["prompt"], dataset["qa_train"]["answer"])]
+    return SequenceLengths(sum(bio) / len(bio), max(bio), sum(qa) / len(qa), max(qa))
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) + SPECIAL_TOKENS_PER_EXAMPLE
+
+
+def source_sizes(data: DataSpec) -> dict[str, int]:
+    """Examples per source: every biography, and six questions per P_train person."""
+    return {"bio": data.n_people * data.bio_variants,
+            "qa_train": 6 * round(data.n_people * data.train_fraction)}
+
+
+def run_volume(config: RunConfig) -> dict[str, float]:
+    """Optimizer steps and training tokens of one run (the strategy's phases, as batching plans them)."""
+    lengths = sequence_lengths(config.data)
+    mean = {"bio": lengths.bio_mean, "qa_train": lengths.qa_mean}
+    steps, tokens = 0, 0.0
+    for phase in config.phases:
+        counts = example_counts(phase, source_sizes(config.data))
+        steps += math.ceil(sum(counts.values()) / config.train.batch_size)
+        tokens += sum(count * mean[source] for source, count in counts.items())
+    return {"steps": steps, "tokens": tokens, "tokens_per_step": tokens / max(steps, 1)}
+
+
+def _micro_batch_tokens(config: RunConfig, gpus: int) -> tuple[int, int]:
+    """(examples, padded width) of the largest micro-batch one GPU computes at once."""
+    lengths = sequence_lengths(config.data)
+    examples = math.ceil(config.train.batch_size / (config.train.grad_accum * gpus))
+    uses_bio = any(phase.epochs.get("bio", 0) > 0 for phase in config.phases)
+    return examples, lengths.bio_max if uses_bio else lengths.qa_max
+
+
+def plan_run(config: RunConfig, gpus: int, gpu_memory_gib: float, mfu: float, peak_flops: float
+             ) -> dict[str, Any]:
+    dims = model_dims(_config_for_run(config))
+    volume = run_volume(config)
+    examples, width = _micro_batch_tokens(config, gpus)
+    checkpointing = config.model.gradient_checkpointing
+    memory = {strategy: {key: asdict(memory_per_gpu(dims, strategy, gpus, examples * width, ckpt))
+                         for key, ckpt in (("no_checkpointing", False), ("checkpointing", True))}
+              for strategy in ("ddp", "fsdp2")}
+    chosen = "checkpointing" if checkpointing else "no_checkpointing"
+    flops_per_token = (8 if checkpointing else 6) * dims.parameters
+    seconds = volume["tokens"] * flops_per_token / (gpus * peak_flops * mfu)
+    return {"variant": config.variant, "model": config.model.name, "strategy": config.strategy,
+            "parameters": dims.parameters, "steps": volume["steps"],
+            "tokens_per_step": round(volume["tokens_per_step"]), "run_tokens": round(volume["tokens"]),
+            "micro_batch_per_gpu": examples, "sequence_width": width,
+            "gradient_checkpointing": checkpointing, "memory_gib": memory,
+            "fits": {s: memory[s][chosen]["total"] <= gpu_memory_gib for s in memory},
+            "run_hours": seconds / 3600}
+
+
+def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFAULT_MFU,
+               peak_flops: float = H100_BF16_PEAK) -> dict[str, Any]:
+    """Per (variant, model, strategy): parameters, memory per GPU under DDP and FSDP2 (with and
+    without gradient checkpointing), tokens per step and hours per run at the stated MFU."""
+    if gpus < 1 or gpu_memory_gib <= 0 or not 0 < mfu <= 1:
+        raise UserError("plan needs gpus >= 1, gpu memory > 0 GiB and 0 < mfu <= 1")
+    seen: dict[tuple[str, str, str], RunConfig] = {}
+    for config in expand_suite(suite):
+        seen.setdefault((config.variant, config.model.name, config.strategy), config)
+    rows = [plan_run(config, gpus, gpu_memory_gib, mfu, peak_flops) for config in seen.values()]
+    runs_per_row = len(suite.seeds)
+    return {"suite": suite.name, "gpus": gpus, "gpu_memory_gib": gpu_memory_gib, "mfu": mfu,
+            "peak_flops": peak_flops, "seeds": runs_per_row, "rows": rows,
+            "suite_gpu_hours": gpus * runs_per_row * sum(row["run_hours"] for row in rows),
+            "assumptions": {"state_bytes_per_parameter": STATE_BYTES_PER_PARAM,
+                            "logit_bytes_per_vocab_entry": LOGIT_BYTES_PER_VOCAB_ENTRY,
+                            "chars_per_token": CHARS_PER_TOKEN, "tiny_vocab": TINY_VOCAB,
+                            "formula": "see factrecall_bench/plan.py"}}
+
+
+def _gib_cell(value: float, limit: float) -> str:
+    text = f"{value:.1f}"
+    return text if value <= limit else f"[red]{text}[/red]"
+
+
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def render_plan(plan: dict[str, Any]) -> Table:
+    """The plan as a table (memory over the GPU's size in red)."""
+    title = (f"{plan['suite']}: {plan['gpus']} GPU(s) x {plan['gpu_memory_gib']:g} GiB, "
+             f"MFU {plan['mfu']:.0%}, {plan['seeds']} seed(s), "
+             f"suite {_duration(plan['suite_gpu_hours'])} GPU time")
+    table = Table(title=title)
+    for column in ("model", "strategy", "params", "steps", "tokens/step", "time/run",
+                   "DDP GiB", "DDP+ckpt", "FSDP2 GiB", "FSDP2+ckpt"):
+        table.add_column(column, justify="left" if column in ("model", "strategy") else "right")
+    limit = plan["gpu_memory_gib"]
+    for row in plan["rows"]:
+        memory = row["memory_gib"]
+        name = row["model"] if row["variant"] == "base" else f"{row['model']} ({row['variant']})"
+        table.add_row(name, row["strategy"], f"{row['parameters'] / 1e6:,.0f}M", f"{row['steps']:,}",
+                      f"{row['tokens_per_step']:,}", _duration(row["run_hours"]),
+                      *(_gib_cell(memory[s][c]["total"], limit) for s in ("ddp", "fsdp2")
+                        for c in ("no_checkpointing", "checkpointing")))
+    return table

@@ -1,0 +1,112 @@
+"""The CLI end to end: verdicts, baselines, a planted regression, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+from typer.testing import CliRunner
+
+from factrecall_bench.cli import app
+from tests.conftest import TINY_SUITE, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_with_baseline(tmp_path_factory) -> tuple[Path, Path]:
+    runs = tmp_path_factory.mktemp("runs")
+    baselines = tmp_path_factory.mktemp("baselines")
+    made = run_cli("baseline", "update", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                   "--baselines-dir", str(baselines))
+    assert made.returncode == 0, made.stderr
+    return runs, baselines
+
+
+def test_unchanged_code_passes_its_own_baseline(tiny_with_baseline, tmp_path):
+    runs, baselines = tiny_with_baseline
+    junit = tmp_path / "junit.xml"
+    checked = run_cli("run", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                      "--baselines-dir", str(baselines), "--json", "--junit-xml", str(junit))
+    assert checked.returncode == 0, checked.stderr
+    document = json.loads(checked.stdout)["suites"][0]
+    regressions = [v for v in document["verdicts"] if v["kind"] == "regression"]
+    assert regressions and all(v["status"] == "pass" for v in regressions)
+    cases = ElementTree.parse(junit).getroot().iter("testcase")
+    assert len(list(cases)) == len(document["verdicts"])
+    assert (runs / "tiny" / "report.md").exists() and (runs / "tiny" / "ood_accuracy.png").exists()
+
+
+def test_planted_regression_fails_the_check_and_names_the_metric(tiny_with_baseline, tmp_path):
+    runs, baselines = tiny_with_baseline
+    planted = tmp_path / "tiny-planted.toml"
+    text = TINY_SUITE.read_text()
+    assert "stage2_lr = 3e-3" in text
+    planted.write_text(text.replace("stage2_lr = 3e-3", "stage2_lr = 0.0"))
+    checked = run_cli("check", "--suite", str(planted), "--runs-dir", str(runs),
+                      "--baselines-dir", str(baselines), "--json")
+    assert checked.returncode == 1, checked.stderr
+    failed = [v for v in json.loads(checked.stdout)["verdicts"] if v["status"] == "fail"]
+    assert any(v["metric"] == "id_exact_match" and "two-stage" in v["name"] for v in failed)
+
+
+def test_missing_baseline_is_inconclusive_not_pass(tiny_with_baseline, tmp_path):
+    runs, _ = tiny_with_baseline
+    checked = run_cli("check", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                      "--baselines-dir", str(tmp_path / "none"))
+    assert checked.returncode == 3
+
+
+def test_broken_baseline_is_an_input_error(tiny_with_baseline, tmp_path):
+    runs, _ = tiny_with_baseline
+    (tmp_path / "tiny.json").write_text('{"schema_version": 1, "suite": "tiny"')
+    checked = run_cli("check", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                      "--baselines-dir", str(tmp_path))
+    assert checked.returncode == 2
+    assert "Traceback" not in checked.stderr and "tiny.json" in checked.stderr
+
+
+def test_trace_command_recomputes_a_finished_run(tiny_with_baseline):
+    runs, _ = tiny_with_baseline
+    run_folder = sorted((runs / "tiny").glob("mixed-*"))[0]
+    stored = json.loads((run_folder / "result.json").read_text())["trace"]["summary"]
+    traced = run_cli("trace", str(run_folder), "--json")
+    assert traced.returncode == 0, traced.stderr
+    assert json.loads(traced.stdout)["summary"]["shared_count@0.01"] == \
+        stored["shared_count@0.01"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--suite", "no-such-suite"], "unknown suite"),
+    (["run", "--strategy", "three-stage"], "unknown strategy"),
+    (["run", "--strategy", "mixed", "--model", "gpt-7"], "unknown model"),
+    (["run", "--strategy", "mixed", "--model", "hf:./no/such/dir"], "does not exist"),
+])
+def test_bad_run_arguments_one_line_exit_2(args, message, tmp_path):
+    result = run_cli(*args, "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_broken_suite_file(tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text('name = "x"\n[train]\nlr = "fast"\n')
+    result = run_cli("run", "--suite", str(broken), "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and "train.lr" in result.stderr
+    broken.write_text("name = [unclosed\n")
+    result = run_cli("run", "--suite", str(broken), "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
+
+
+def test_wrong_flag_is_a_usage_error():
+    result = run_cli("run", "--no-such-flag")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_suites_listing_through_cli_runner():
+    result = CliRunner().invoke(app, ["suites", "--json"])
+    assert result.exit_code == 0
+    names = {entry["name"] for entry in json.loads(result.stdout)}
+    assert "cpu" in names
