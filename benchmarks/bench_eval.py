@@ -3,7 +3,7 @@ per-example greedy `model.generate`, on the same questions of a briefly trained 
 both times, the ratio, and the verdicts that disagree (there must be none).
 Writes benchmarks/results/eval.json.
 
-    python benchmarks/bench_eval.py [--smoke] [--qa-epochs 12] [--rounds 2]
+    python benchmarks/bench_eval.py [--smoke] [--qa-epochs 20] [--lr 3e-3] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from factrecall_bench.evaluate import generate_answers, score_qa  # noqa: E402
 from factrecall_bench.models import build_model  # noqa: E402
 
 
-def train_briefly(data: FactData, config: RunConfig, qa_epochs: float) -> torch.nn.Module:
+def train_briefly(data: FactData, config: RunConfig, qa_epochs: float, lr: float
+                  ) -> torch.nn.Module:
     """A few epochs on QA of P_train: ID questions come out mostly right, OOD mostly wrong,
     so both verdicts (and near misses) occur."""
     model = build_model(config.model, data.tokenizer, config.seed)
-    phase = Phase("qa", {"qa_train": qa_epochs}, lr=config.train.lr)
+    phase = Phase("qa", {"qa_train": qa_epochs}, lr=lr)
     plans = plan_run((phase,), data.source_sizes(), config.train.batch_size, config.seed)
     common.train_plans(model, data, config, plans)
     return model
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = common.cpu_suite_config("mixed", **overrides)
     data = common.load_data(config, args.data_root)
     qa_epochs, rounds = (1.0, 1) if args.smoke else (args.qa_epochs, args.rounds)
-    train_s, model = common.seconds(lambda: train_briefly(data, config, qa_epochs))
+    train_s, model = common.seconds(lambda: train_briefly(data, config, qa_epochs, args.lr))
     items = data.id_questions + data.ood_questions
     with contextlib.redirect_stdout(sys.stderr):
         times, found = time_methods(model, data, items, rounds, config.eval.batch_size)
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_id = len(data.id_questions)
     result = {
         "settings": {"suite": "cpu", "questions": len(items), "qa_epochs_trained": qa_epochs,
+                     "lr": args.lr,
                      "train_s": train_s, "rounds": rounds, "score_batch_size": config.eval.batch_size,
                      "model": dataclasses.asdict(config.model), "smoke": args.smoke},
         "alternative": "model.generate per question, greedy, max_new_tokens = answer length + end",
@@ -129,8 +131,9 @@ def summary(result: dict[str, Any], path: Path) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--qa-epochs", type=float, default=12.0,
+    parser.add_argument("--qa-epochs", type=float, default=20.0,
                         help="epochs on QA of P_train before scoring")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of that training")
     parser.add_argument("--rounds", type=int, default=2)
 
 

@@ -37,6 +37,8 @@ from factrecall_bench.suite import expand_suite, load_suite  # noqa: E402
 from factrecall_bench.train import Trainer  # noqa: E402
 
 SCHEMA_VERSION = 1
+LOAD_AT_START = os.getloadavg()[0]
+"""The 1-minute load average when the script started (another process skews every timing)."""
 
 
 def parse_args(description: str, argv: list[str] | None,
@@ -108,7 +110,8 @@ def seconds(fn: Callable[[], Any]) -> tuple[float, Any]:
 def machine() -> dict[str, Any]:
     """The CPU, its cores, and how loaded the machine was (other processes skew timings)."""
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
-            "load_average_1m": round(os.getloadavg()[0], 2)}
+            "load_average_1m": {"start": round(LOAD_AT_START, 2),
+                                "end": round(os.getloadavg()[0], 2)}}
 
 
 def _cpu_model() -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,153 @@ def unpack_q8_0_rows(packed: dict[str, np.ndarray], name: str) -> np.ndarray:
     full = np.zeros((rows, columns), dtype=np.float32)
     full[packed[f"{name}.rows"]] = kept
     return full
+
+
+def pack_gguf(gguf_path: Path, keep_tokens: set[int]) -> dict[str, np.ndarray]:
+    """Every tensor of the GGUF, in transformers' names and row order, packed."""
+    from gguf import GGUFReader
+    from gguf.constants import GGMLQuantizationType as Quant
+
+    from factrecall_bench.plan import PAPER_ARCHITECTURES
+
+    arch = PAPER_ARCHITECTURES["smollm2-135m"]
+    heads = {"attn_q.weight": arch["num_attention_heads"], "attn_k.weight": arch["num_key_value_heads"]}
+    packed: dict[str, np.ndarray] = {}
+    for tensor in GGUFReader(str(gguf_path)).tensors:
+        name, raw = hf_name(tensor.name), np.asarray(tensor.data)
+        head_count = heads.get(tensor.name.split(".", 2)[-1])
+        if head_count is not None:
+            raw = unpermute_rows(raw, head_count)
+        if tensor.tensor_type == Quant.Q4_1:
+            packed.update(pack_q4_1(raw, name))
+        elif tensor.tensor_type == Quant.Q8_0:
+            packed.update(pack_q8_0_rows(raw, name, np.array(sorted(keep_tokens))))
+        elif tensor.tensor_type == Quant.F32:
+            packed[f"{name}.f32"] = np.ascontiguousarray(raw, dtype=np.float32)
+        else:
+            raise ValueError(f"{tensor.name}: unexpected type {tensor.tensor_type.name}")
+    return packed
+
+
+def unpacked_state_dict(packed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    names = sorted({key.rsplit(".", 1)[0] for key in packed})
+    state = {}
+    for name in names:
+        if f"{name}.f32" in packed:
+            values = packed[f"{name}.f32"]
+        elif f"{name}.q8_0" in packed:
+            values = unpack_q8_0_rows(packed, name)
+        else:
+            values = unpack_q4_1(packed, name)
+        state[name] = torch.from_numpy(np.ascontiguousarray(values))
+    return state
+
+
+def used_tokens(tokenizer, texts: list[str]) -> set[int]:
+    """Every token id the texts use (each with and without a leading space), plus the specials."""
+    ids = tokenizer([f" {t}" for t in texts] + texts, add_special_tokens=False)["input_ids"]
+    specials = {tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS.values()}
+    return {i for row in ids for i in row} | specials
+
+
+def dataset_texts(spec) -> list[str]:
+    """Biographies, prompts and answers of a generated dataset, and every pool value."""
+    from factrecall_bench.data.dataset import generate_dataset
+    from factrecall_bench.data.pools import load_pools
+
+    dataset = generate_dataset(spec)
+    pools = load_pools()
+    values = [*pools.first_names, *pools.middle_names, *pools.last_names, *pools.birth_cities,
+              *pools.universities, *pools.majors, *pools.companies, *pools.company_cities]
+    return [*dataset["bio"]["text"], *(f"{p} {a}" for split in ("qa_train", "qa_test")
+                                       for p, a in zip(dataset[split]["prompt"], dataset[split]["answer"])),
+            *values]
+
+
+def write_pack(packed: dict[str, np.ndarray], tokenizer_json: str, out: Path) -> None:
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(packed, str(out / "weights.safetensors"))
+    (out / "tokenizer.json.xz").write_bytes(lzma.compress(tokenizer_json.encode("utf-8")))
+
+
+def unpack(pack_dir: Path, out: Path) -> Path:
+    """Rebuild a transformers folder (config, fp32 safetensors, tokenizer) from a pack."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from factrecall_bench.plan import PAPER_ARCHITECTURES
+
+    values = dict(PAPER_ARCHITECTURES["smollm2-135m"])
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    model = AutoModelForCausalLM.from_config(config)
+    state = unpacked_state_dict(load_file(str(pack_dir / "weights.safetensors")))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise RuntimeError(f"pack does not fit the architecture: {missing} {unexpected}")
+    model.tie_weights()
+    model.save_pretrained(str(out))
+    backend = Tokenizer.from_str(lzma.decompress((pack_dir / "tokenizer.json.xz").read_bytes()).decode())
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=SPECIAL_TOKENS["bos"],
+                                        eos_token=SPECIAL_TOKENS["eos"], pad_token=SPECIAL_TOKENS["pad"],
+                                        unk_token=SPECIAL_TOKENS["unk"])
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def check_pack(pack_dir: Path, tokenizer, spec) -> dict[str, float]:
+    """Mean token loss on a sample of biographies and answers: GGUF model vs unpacked pack."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factrecall_bench.config import ModelSpec
+    from factrecall_bench.models import build_model
+
+    texts = dataset_texts(spec)[:48]
+    reference = build_model(ModelSpec(name="smollm2-135m"), tokenizer, 0)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = unpack(pack_dir, Path(scratch))
+        packed_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        packed_tokenizer = AutoTokenizer.from_pretrained(folder)
+    same_ids = all(packed_tokenizer(f" {t}", add_special_tokens=False)["input_ids"]
+                   == tokenizer(f" {t}", add_special_tokens=False)["input_ids"] for t in texts)
+    return {"same_token_ids": float(same_ids), "loss_gguf": _mean_loss(reference, tokenizer, texts),
+            "loss_pack": _mean_loss(packed_model, tokenizer, texts)}
+
+
+@torch.inference_mode()
+def _mean_loss(model: torch.nn.Module, tokenizer, texts: list[str]) -> float:
+    model.eval()
+    losses = []
+    for text in texts:
+        ids = torch.tensor([[1, *tokenizer(f" {text}", add_special_tokens=False)["input_ids"], 2]])
+        losses.append(float(model(input_ids=ids, labels=ids).loss))
+    return sum(losses) / len(losses)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(".devwork/smollm2-pack"))
+    parser.add_argument("--check", action="store_true", help="Compare losses with the GGUF model.")
+    args = parser.parse_args()
+    from factrecall_bench.config import ModelSpec
+    from factrecall_bench.models import load_pretrained_tokenizer, smollm2_gguf_path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpu_check import GPU_DATA
+
+    tokenizer = load_pretrained_tokenizer(ModelSpec(name="smollm2-135m"))
+    keep = used_tokens(tokenizer, dataset_texts(GPU_DATA))
+    packed = pack_gguf(smollm2_gguf_path(), keep)
+    write_pack(packed, tokenizer.backend_tokenizer.to_str(), args.out)
+    size = sum(path.stat().st_size for path in args.out.iterdir())
+    print(json.dumps({"out": str(args.out), "bytes": size, "kept_tokens": len(keep)}))
+    if args.check:
+        print(json.dumps(check_pack(args.out, tokenizer, GPU_DATA), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,8 +12,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
-
 from factrecall_bench.data.examples import BioItem, QAItem
 from factrecall_bench.stats import wilson_interval
 
@@ -38,7 +36,7 @@ def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
-def _argmax_predictions(model: PreTrainedModel, sequences: list[list[int]], pad_id: int
+def _argmax_predictions(model: torch.nn.Module, sequences: list[list[int]], pad_id: int
                         ) -> torch.Tensor:
     """[batch, width] argmax of the next-token logits at every position."""
     device = next(model.parameters()).device
@@ -53,7 +51,7 @@ def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int
 
 
 @torch.inference_mode()
-def score_qa(model: PreTrainedModel, items: list[QAItem], pad_id: int, batch_size: int = 128
+def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_size: int = 128
              ) -> QAScores:
     model.eval()
     exact = [0] * len(items)
@@ -71,7 +69,7 @@ def score_qa(model: PreTrainedModel, items: list[QAItem], pad_id: int, batch_siz
 
 
 @torch.inference_mode()
-def score_bio_first_token(model: PreTrainedModel, items: list[BioItem], pad_id: int,
+def score_bio_first_token(model: torch.nn.Module, items: list[BioItem], pad_id: int,
                           batch_size: int = 64) -> dict[str, list[int]]:
     """Per attribute, 1 where the value's first token is the argmax after its true prefix."""
     model.eval()
@@ -87,7 +85,7 @@ def score_bio_first_token(model: PreTrainedModel, items: list[BioItem], pad_id: 
 
 
 @torch.inference_mode()
-def generate_answers(model: PreTrainedModel, items: list[QAItem], pad_id: int, eos_id: int,
+def generate_answers(model: torch.nn.Module, items: list[QAItem], pad_id: int, eos_id: int,
                      batch_size: int = 64, max_new_tokens: int = 16) -> list[list[int]]:
     """Greedy answers (up to and including the end token) by batched, left-padded `generate`."""
     model.eval()
@@ -98,9 +96,9 @@ def generate_answers(model: PreTrainedModel, items: list[QAItem], pad_id: int, e
         width = max(len(prompt) for prompt in prompts)
         ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                eos_token_id=eos_id, use_cache=True)
+        output = model.generate(  # type: ignore[operator]
+            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
         answers.extend(_until_eos(row[width:].tolist(), eos_id) for row in output)
     return answers
 

@@ -7,6 +7,7 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +27,9 @@ from factrecall_bench.config import (
 from factrecall_bench.errors import UserError
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import resolve_strategy
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
+"""Suite and variant names become folder names: no separators, no `..`, nothing hidden."""
 
 SUITE_KEYS = {"name", "description", "ci", "seeds", "strategies", "models", "jobs", "data",
               "model", "train", "eval", "trace", "variants", "custom_strategies", "claims",
@@ -109,6 +113,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
     if not isinstance(raw.get("name"), str) or not raw["name"]:
         raise UserError(f"{where}: the suite needs a name")
+    _check_safe_name(raw["name"], "suite name", where)
     base = {key: _table(raw, key, where) for key in ("data", "model", "train", "eval")}
     suite = Suite(
         name=raw["name"], description=str(raw.get("description", "")),
@@ -116,13 +121,40 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         seeds=_typed_list(raw, "seeds", int, [0], where),
         strategies=_typed_list(raw, "strategies", str, ["mixed", "two-stage"], where),
         models=_typed_list(raw, "models", str, ["tiny-llama"], where),
-        jobs=int(raw.get("jobs", 1)), base=base, variants=_variants(raw, where),
+        jobs=_jobs(raw, where), base=base, variants=_variants(raw, where),
         trace=_table(raw, "trace", where),
         custom_strategies=_table(raw, "custom_strategies", where),
-        claims=tuple(raw.get("claims", [])), regression=_table(raw, "regression", where),
+        claims=_claims(raw, where), regression=_table(raw, "regression", where),
         source=where)
     expand_suite(suite)  # validates every run's config now, not mid-suite
     return suite
+
+
+def _jobs(raw: dict[str, Any], where: str) -> int:
+    jobs = raw.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 64:
+        raise UserError(f"{where}: jobs must be an integer from 1 to 64, got {jobs!r}")
+    return jobs
+
+
+def _claims(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], ...]:
+    from factrecall_bench.verdicts import Claim
+
+    claims = raw.get("claims", [])
+    if not isinstance(claims, list):
+        raise UserError(f"{where}: claims must be a list of tables ([[claims]])")
+    for claim in claims:
+        try:
+            Claim.from_dict(claim)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"{where}: {error}") from error
+    return tuple(claims)
+
+
+def _check_safe_name(name: str, what: str, where: str) -> None:
+    if not SAFE_NAME.match(name) or ".." in name:
+        raise UserError(f"{where}: {what} {name!r} must be letters, digits and _.=+- "
+                        "(it names a folder inside the runs folder)")
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -140,6 +172,7 @@ def _variants(raw: dict[str, Any], where: str) -> tuple[Variant, ...]:
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise UserError(f"{where}: every variant needs a name")
+        _check_safe_name(entry["name"], "variant name", where)
         extra = set(entry) - {"name", "data", "model", "train"}
         if extra:
             raise UserError(f"{where}: variant {entry['name']}: unknown key(s) {sorted(extra)}")

@@ -239,7 +239,7 @@ RESULT_METRICS = (
 def result_rows(runs: Sequence[RunState]) -> list[tuple[str, ...]]:
     """One row per finished run, then a mean row per strategy with two or more seeds."""
     finished = [r for r in runs if r.status == "finished" and r.metrics]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for run in finished:
         m = run.metrics
         rows.append(

