@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+
 from factrecall_bench.data.examples import BioItem, QAItem
 from factrecall_bench.stats import wilson_interval
 

@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from filelock import FileLock, Timeout
 
 from factrecall_bench.batching import plan_run
-from factrecall_bench.checkpoints import corrupted_checkpoints
+from factrecall_bench.checkpoints import corrupted_checkpoints, latest_checkpoint
 from factrecall_bench.config import RunConfig, config_hash
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
@@ -142,8 +142,11 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
                       checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
     trainer.on_phase_end = _phase_end_eval(model, data, config, events) \
         if config.eval.at_phase_end and len(plans) > 1 else None
-    events.emit("run_start", suite=config.suite, strategy=config.strategy, model=config.model.name,
-                seed=config.seed, config_hash=config_hash(config), total_steps=trainer.total_steps,
+    resume_from = latest_checkpoint(folder / "checkpoints")
+    events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
+                model=config.model.name, seed=config.seed, config_hash=config_hash(config),
+                total_steps=trainer.total_steps,
+                resumed_from_step=resume_from.step if resume_from else None,
                 phases=[{"name": p.phase.name, "steps": len(p.batches)} for p in plans])
     timings = trainer.run()
     eval_started = time.perf_counter()

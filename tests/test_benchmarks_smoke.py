@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ SCRIPTS = {"train": ["ours_tokens_per_s", "hf_tokens_per_s", "ratio", "levers"],
            "scaling": ["table"]}
 
 
-def load_script(name: str) -> ModuleType:
+def load_script(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"bench_{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -28,23 +29,29 @@ def load_script(name: str) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("bench-data")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Any]]:
+    """Runs a script once at --smoke (shared data folder) and returns the JSON it wrote."""
+    data_root, out_dir = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("results")
+    results: dict[str, dict[str, Any]] = {}
+
+    def run(name: str) -> dict[str, Any]:
+        if name not in results:
+            load_script(name).main(["--smoke", "--out-dir", str(out_dir),
+                                    "--data-root", str(data_root)])
+            results[name] = json.loads((out_dir / f"{name}.json").read_text())
+        return results[name]
+    return run
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
-def test_script_runs_at_smoke_setting_and_writes_its_json(name, data_root, tmp_path):
-    main = load_script(name).main
-    main(["--smoke", "--out-dir", str(tmp_path), "--data-root", str(data_root)])
-    result = json.loads((tmp_path / f"{name}.json").read_text())
+def test_script_runs_at_smoke_setting_and_writes_its_json(name, smoke_run):
+    result = smoke_run(name)
     assert result["benchmark"] == name and result["settings"]["smoke"] is True
     for key in [*SCRIPTS[name], "environment", "machine", "date", "torch_threads"]:
         assert key in result, key
     assert result["environment"]["git_revision"]
 
 
-def test_eval_verdicts_agree_even_at_smoke_setting(data_root, tmp_path):
+def test_score_qa_verdicts_equal_one_by_one_generate_at_smoke_setting(smoke_run):
     """The one correctness claim of the benchmarks: score_qa decides as generate would."""
-    result = load_script("eval").main(["--smoke", "--out-dir", str(tmp_path),
-                                       "--data-root", str(data_root)])
-    assert result["disagreements"]["generate_one_by_one"] == []
+    assert smoke_run("eval")["disagreements"]["generate_one_by_one"] == []

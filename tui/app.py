@@ -102,13 +102,13 @@ def seed_text(run: RunState) -> str:
 
 
 def run_label(run: RunState) -> str:
-    return f"{run.strategy} s{seed_text(run)}"
+    return f"{run.label} s{seed_text(run)}"
 
 
 # -- 1. run matrix --------------------------------------------------------------------------
 def matrix_row(run: RunState, now: float) -> tuple[str | Text, ...]:
     return (
-        run.strategy,
+        run.label,
         seed_text(run),
         run.model,
         styled(run.status),

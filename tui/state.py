@@ -127,6 +127,8 @@ class RunState:
     suite: str
     path: Path
     strategy: str = "?"
+    variant: str = "base"
+    """The suite variant (e.g. a stage-2 learning rate); `base` when the suite has none."""
     model: str = "?"
     seed: int | None = None
     event_status: str = "pending"
@@ -254,6 +256,11 @@ class RunState:
         return numbers
 
     @property
+    def label(self) -> str:
+        """Strategy, prefixed by the variant where the suite has variants."""
+        return self.strategy if self.variant == "base" else f"{self.variant}/{self.strategy}"
+
+    @property
     def shown_config(self) -> dict[str, Any]:
         if self.config is not None:
             return self.config
@@ -265,7 +272,7 @@ class RunState:
     def matches(self, text: str) -> bool:
         """The run-matrix filter: a case-insensitive substring of strategy, model, status, suite."""
         needle = text.strip().lower()
-        haystack = (self.strategy, self.model, self.status, self.suite)
+        haystack = (self.strategy, self.model, self.status, self.suite, self.variant)
         return not needle or any(needle in part.lower() for part in haystack)
 
     # -- folding events ---------------------------------------------------------------------
@@ -280,6 +287,7 @@ class RunState:
     def _on_run_start(self, event: dict[str, Any], t: float | None) -> None:
         self.suite = str(event.get("suite") or self.suite)
         self.strategy = str(event.get("strategy") or self.strategy)
+        self.variant = str(event.get("variant") or self.variant)
         self.model = str(event.get("model") or self.model)
         self.seed = as_int(event.get("seed"))
         self.total_steps = as_int(event.get("total_steps"))
@@ -600,7 +608,8 @@ class RunsState:
     # -- views over the state -------------------------------------------------------------------
     def sorted_runs(self, text: str = "") -> list[RunState]:
         runs = [r for r in self.runs.values() if r.matches(text)]
-        return sorted(runs, key=lambda r: (r.suite, r.strategy, r.seed or 0, r.model, r.run_id))
+        return sorted(runs, key=lambda r: (r.suite, r.variant, r.strategy, r.seed or 0, r.model,
+                                           r.run_id))
 
     def run(self, run_id: str | None) -> RunState | None:
         return next((r for r in self.runs.values() if r.run_id == run_id), None)
@@ -628,6 +637,8 @@ def _fill_from_result(run: RunState) -> None:
             setattr(run, attr, value)
     if run.seed is None:
         run.seed = as_int(result.get("seed"))
+    if isinstance(result.get("variant"), str) and run.variant == "base":
+        run.variant = result["variant"]
 
 
 def load_runs(root: Path, suite: str | None = None) -> RunsState:
