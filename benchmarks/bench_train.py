@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "phase-end checkpoint) vs HF Trainer.train (which saves nothing); best of rounds",
         "alternative": "transformers.Trainer + DataCollatorForSeq2Seq on the same examples",
         "target": {"ratio_at_least": 2.0, "met": result["ratio"] >= 2.0},
-        **result, "levers": levers}
+        **result, "levers": levers,
+        "levers_note": "each lever against the plain loop in the same rounds; warmup_s includes "
+                       "torch.compile's compilation, shorter when inductor's on-disk cache is warm"}
     path = common.write_result("train", payload, args.out_dir)
     print(summary(result, levers, path))
     return payload

@@ -54,8 +54,9 @@ def encode_answer(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     return tokenizer(f" {answer}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
-def qa_items(rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> list[QAItem]:
-    prompts = tokenizer(list(rows["prompt"]), add_special_tokens=False)["input_ids"]
+def qa_items(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> list[QAItem]:
+    rows = dataset[:]  # plain lists: a lazy column would format row by row
+    prompts = tokenizer(rows["prompt"], add_special_tokens=False)["input_ids"]
     answers = tokenizer([f" {a}" for a in rows["answer"]], add_special_tokens=False)["input_ids"]
     prefix, eos = _prefix(tokenizer), tokenizer.eos_token_id
     return [QAItem(qid, attribute, prefix + prompt, answer + [eos])
@@ -68,8 +69,9 @@ def qa_examples(items: list[QAItem]) -> list[Example]:
                     [IGNORE] * len(item.prompt_ids) + item.answer_ids, "qa") for item in items]
 
 
-def bio_items(rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> list[BioItem]:
+def bio_items(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> list[BioItem]:
     """Biographies get a leading space, so the name opening them tokenizes as in a question."""
+    rows = dataset[:]  # plain lists: a lazy column would format row by row
     texts = [f" {text}" for text in rows["text"]]
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     prefix = _prefix(tokenizer)

@@ -61,9 +61,9 @@ def load_fact_data(data: DataSpec, model: ModelSpec, evaluation: EvalSpec, data_
                  else load_pretrained_tokenizer(model))
     bios = bio_items(dataset["bio"], tokenizer)
     train_qa = qa_items(dataset["qa_train"], tokenizer)
-    in_train = dict(zip(dataset["people"]["person_id"],
-                        (group == "train" for group in dataset["people"]["group"])))
-    first_bios = [item for item, variant in zip(bios, dataset["bio"]["variant"]) if variant == 0]
+    people = dataset["people"][:]
+    in_train = dict(zip(people["person_id"], (group == "train" for group in people["group"])))
+    first_bios = [item for item, variant in zip(bios, dataset["bio"][:]["variant"]) if variant == 0]
     return FactData(
         tokenizer=tokenizer,
         examples={"bio": bio_examples(bios, values_only_bio_loss), "qa_train": qa_examples(train_qa)},
