@@ -190,6 +190,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m", help="Model of the two runs.")
     parser.add_argument("--pack", type=Path, help="A folder written by pack_smollm2.py.")
     parser.add_argument("--people", type=int, help="Override the number of people.")
+    parser.add_argument("--epochs", type=float, help="Override bio_epochs and qa_epochs.")
     parser.add_argument("--runs-dir", type=Path, help="Run folders (default: a temporary folder).")
     parser.add_argument("--out", type=Path, help="JSON file to write.")
     return parser.parse_args(argv)
@@ -222,10 +223,12 @@ def run_both(args: argparse.Namespace, scratch: Path, report: dict[str, Any], pa
     data = TINY_DATA if args.tiny else GPU_DATA
     if args.people:
         data = DataSpec(**{**asdict(data), "n_people": args.people})
-    report.update(model=model, model_source=source, data=asdict(data),
-                  train=TINY_TRAIN if args.tiny else GPU_TRAIN, trace=TRACE)
+    train = dict(TINY_TRAIN if args.tiny else GPU_TRAIN)
+    if args.epochs is not None:
+        train.update(bio_epochs=args.epochs, qa_epochs=args.epochs)
+    report.update(model=model, model_source=source, data=asdict(data), train=train, trace=TRACE)
     runs_root = args.runs_dir or scratch / "runs"
-    for config in check_configs(model, data, TINY_TRAIN if args.tiny else GPU_TRAIN):
+    for config in check_configs(model, data, train):
         report["runs"][config.strategy] = run_strategy(config, runs_root, peak)
         write_report({**report, "wall_s": round(time.perf_counter() - started, 1)}, path)
         _free_memory()

@@ -194,7 +194,7 @@ class MemoryEstimate:
 def memory_per_gpu(dims: ModelDims, strategy: str, gpus: int, micro_batch_tokens: int,
                    checkpointing: bool) -> MemoryEstimate:
     """Estimated peak memory per GPU under `ddp` or `fsdp2`."""
-    states = STATE_BYTES_PER_PARAM * dims.parameters
+    states = float(STATE_BYTES_PER_PARAM * dims.parameters)
     working = 0.0
     if strategy == "fsdp2":
         states /= gpus
@@ -291,9 +291,10 @@ def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFA
         seen.setdefault((config.variant, config.model.name, config.strategy), config)
     rows = [plan_run(config, gpus, gpu_memory_gib, mfu, peak_flops) for config in seen.values()]
     runs_per_row = len(suite.seeds)
+    wall_hours = runs_per_row * sum(row["run_hours"] for row in rows)
     return {"suite": suite.name, "gpus": gpus, "gpu_memory_gib": gpu_memory_gib, "mfu": mfu,
             "peak_flops": peak_flops, "seeds": runs_per_row, "rows": rows,
-            "suite_gpu_hours": gpus * runs_per_row * sum(row["run_hours"] for row in rows),
+            "suite_hours": wall_hours, "suite_gpu_hours": gpus * wall_hours,
             "assumptions": {"state_bytes_per_parameter": STATE_BYTES_PER_PARAM,
                             "logit_bytes_per_vocab_entry": LOGIT_BYTES_PER_VOCAB_ENTRY,
                             "chars_per_token": CHARS_PER_TOKEN, "tiny_vocab": TINY_VOCAB,
@@ -301,11 +302,13 @@ def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFA
 
 
 def _gib_cell(value: float, limit: float) -> str:
-    text = f"{value:.1f}"
+    text = f"{value:.1f}" if value >= 1 else f"{value:.2f}"
     return text if value <= limit else f"[red]{text}[/red]"
 
 
 def _duration(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
 
 
@@ -313,7 +316,8 @@ def render_plan(plan: dict[str, Any]) -> Table:
     """The plan as a table (memory over the GPU's size in red)."""
     title = (f"{plan['suite']}: {plan['gpus']} GPU(s) x {plan['gpu_memory_gib']:g} GiB, "
              f"MFU {plan['mfu']:.0%}, {plan['seeds']} seed(s), "
-             f"suite {_duration(plan['suite_gpu_hours'])} GPU time")
+             f"suite {_duration(plan['suite_hours'])} ({plan['suite_gpu_hours']:.1f} GPU-hours), "
+             "training only")
     table = Table(title=title)
     for column in ("model", "strategy", "params", "steps", "tokens/step", "time/run",
                    "DDP GiB", "DDP+ckpt", "FSDP2 GiB", "FSDP2+ckpt"):
