@@ -6,7 +6,8 @@ fp16 values (`d` on a per-tensor log grid; `m` as a multiple of d/8, refitted to
 nibbles after `d` is rounded; blocks out of range keep an exact fp32 `m`). Embedding rows of the
 tokens a dataset uses stay exact (Q8_0); the other rows are zero: they never appear in the input
 and only enter the softmax, with logit 0. `python benchmarks/pack_smollm2.py --check` measures
-what this costs in loss on biographies against the GGUF model.
+what this costs in loss on biographies against the GGUF model (measured: 4.0541 -> 4.0548 nats
+per token; 63.2 MB with the 4,381 tokens the GPU check's data and the pools use).
 
     python benchmarks/pack_smollm2.py --out .devwork/smollm2-pack     # here, where the GGUF is
     unpack(Path(".devwork/smollm2-pack"), Path("/tmp/smollm2"))       # there: an `hf:` folder

@@ -157,6 +157,25 @@ def tui(
     run_app(runs_dir, suite=suite_name, launch_command=command)
 
 
+@app.command("plan")
+def plan(
+    suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")] = "paper",
+    gpus: Annotated[int, typer.Option(help="GPUs per run.")] = 1,
+    gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of memory per GPU.")] = 80.0,
+    mfu: Annotated[float, typer.Option(help="Model FLOP utilization assumed for the time.")] = 0.35,
+    as_json: JsonFlag = False,
+) -> None:
+    """Parameters, memory per GPU (DDP / FSDP2, with and without checkpointing), time per run."""
+    from factrecall_bench.plan import plan_suite, render_plan
+    from factrecall_bench.suite import load_suite
+
+    result = plan_suite(load_suite(suite), gpus, gpu_memory, mfu)
+    if as_json:
+        print_json(result)
+    else:
+        Console().print(render_plan(result))
+
+
 @app.command("suites")
 def suites(as_json: JsonFlag = False) -> None:
     """List the shipped suites."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -41,8 +42,6 @@ def _check_writable(out: Path) -> None:
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    import os
-
     if not os.access(parent, os.W_OK):
         raise UserError(f"output folder {out} is not writable")
 
@@ -190,6 +189,10 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each rank would lock and train a different run; refuse rather than mix them.
+        raise UserError("multi-process runs (accelerate launch with several processes) are not "
+                        "supported yet: run on one GPU per process")
     configs = expand_suite(suite)
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress):
         outcome = run_configs(configs, runs_dir, jobs or suite.jobs)
