@@ -52,28 +52,34 @@ def test_finished_run_is_skipped_and_says_so(tmp_path):
     assert rerun.returncode == 0 and "nothing to do" in rerun.stderr
 
 
-def _wait_for_checkpoint(events_file: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for_step(events_file: Path, process: subprocess.Popen, step: int,
+                   timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         events = read_events(events_file).events if events_file.exists() else []
-        if any(e["event"] == "checkpoint" and e["step"] >= 30 for e in events):
+        if any(e["event"] == "step" and e["step"] >= step for e in events):
             return
         assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint in time")
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in time")
 
 
-def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, uninterrupted):
+@pytest.mark.parametrize("kill_at_steps", [(40,), (25, 170, 290)])
+def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, uninterrupted,
+                                                            kill_at_steps):
+    """Killed mid-phase, at a phase boundary's neighbourhood, several times: same result."""
     config = expand_suite(load_suite(str(MICRO)))[0]
     events_file = tmp_path / "micro" / config.run_id / "events.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "factrecall_bench", "run", "--suite",
-                                str(MICRO), "--runs-dir", str(tmp_path), "--no-check"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_checkpoint(events_file, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "micro" / config.run_id / "result.json").exists()
+    command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", str(MICRO),
+               "--runs-dir", str(tmp_path), "--no-check"]
+    for step in kill_at_steps:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        _wait_for_step(events_file, process, step)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (tmp_path / "micro" / config.run_id / "result.json").exists()
     resumed = run_cli("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
     assert resumed.returncode == 0, resumed.stderr
     assert any(e["event"] == "resume" for e in read_events(events_file).events)
