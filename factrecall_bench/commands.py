@@ -31,7 +31,7 @@ def generate_data(out: Path, people: int, seed: int, train_fraction: float, vari
                     templates_per_attribute=templates)
     check_spec_fits(spec, load_pools())
     _check_writable(out)
-    with _people_progress(show_progress and people >= 20_000) as progress:
+    with PeopleProgress(show_progress and people >= 20_000) as progress:
         dataset = generate_dataset(spec, progress)
     save_dataset(dataset, spec, out)
     return {"out": str(out), "spec": dataclasses.asdict(spec), "sha256": _digest(out),
@@ -52,7 +52,7 @@ def _digest(folder: Path) -> str:
     return json.loads((folder / "digest.json").read_text("utf-8"))["sha256"]
 
 
-class _people_progress:
+class PeopleProgress:
     """A rich progress bar over people generated (stderr), or nothing."""
 
     def __init__(self, enabled: bool):
