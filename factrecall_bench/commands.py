@@ -133,8 +133,7 @@ def selected_suites(names: list[str], run_all: bool, strategy: str | None, model
     if run_all:
         if names or strategy:
             raise UserError("--all runs every CI suite: give no --suite or --strategy with it")
-        return [load_suite(name) for name, _ in sorted(shipped_suites().items())
-                if load_suite(name).ci]
+        return [suite for suite in map(load_suite, sorted(shipped_suites())) if suite.ci]
     suites = [load_suite(name) for name in (names or ["cpu"])]
     if strategy is not None:
         if len(suites) != 1:

@@ -55,21 +55,19 @@ H100_BF16_PEAK = 989e12
 """H100 SXM dense bf16 FLOP/s (the H200 has the same tensor cores)."""
 DEFAULT_MFU = 0.35
 
+_LLAMA_3_2: dict[str, Any] = dict(
+    model_type="llama", vocab_size=128256, intermediate_size=8192, num_key_value_heads=8,
+    max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001)
+"""What Llama-3.2-1B and -3B share (their published config.json); the sizes differ below."""
+
 PAPER_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "llama-3.2-1b": dict(
-        model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-        num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-        max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-        tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001),
+        **_LLAMA_3_2, hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, head_dim=64),
     "llama-3.2-3b": dict(
-        model_type="llama", vocab_size=128256, hidden_size=3072, intermediate_size=8192,
-        num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, head_dim=128,
-        max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-        tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001),
+        **_LLAMA_3_2, hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, head_dim=128),
     "pythia-2.8b": dict(
         model_type="gpt_neox", vocab_size=50304, hidden_size=2560, intermediate_size=10240,
         num_hidden_layers=32, num_attention_heads=32, rotary_pct=0.25, rotary_emb_base=10000,

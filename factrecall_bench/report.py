@@ -129,12 +129,13 @@ def _curves_plot(results: list[dict[str, Any]], folder: Path) -> str:
 
     figure, axes = plt.subplots(figsize=(7, 3.5))
     groups = sorted({group_key(r) for r in results})
+    labelled: set[str] = set()
     for result in results:
         curve = result.get("loss_curve") or []
-        color = f"C{groups.index(group_key(result))}"
-        axes.plot([p[0] for p in curve], [p[1] for p in curve], color=color, alpha=0.7,
-                  label=group_key(result) if result["seed"] == min(
-                      r["seed"] for r in results if group_key(r) == group_key(result)) else None)
+        group = group_key(result)
+        axes.plot([p[0] for p in curve], [p[1] for p in curve], color=f"C{groups.index(group)}",
+                  alpha=0.7, label=None if group in labelled else group)  # one legend entry a group
+        labelled.add(group)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("training loss")
     axes.set_yscale("log")

@@ -136,11 +136,14 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     model = build_model(config.model, data.tokenizer, config.seed)
     accelerator = accelerator_for(config.train.mixed_precision)
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
-    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # The ablation resets parameters to their values before fact training: keep a copy only if
+    # something after evaluation (the trace) will need it.
+    initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                     if after_eval is not None else None)
     trainer = Trainer(model=accelerator.prepare_model(model), plans=plans, examples=data.examples,
                       train=config.train, accelerator=accelerator, events=events,
                       checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
-    trainer.on_phase_end = _phase_end_eval(model, data, config, events) \
+    trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
     resume_from = latest_checkpoint(folder / "checkpoints")
     events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
@@ -172,9 +175,11 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     }
 
 
-def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, events: EventLog
-                    ) -> Callable[[str, int], None]:
+def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, events: EventLog,
+                    last_step: int) -> Callable[[str, int], None]:
     def evaluate_at(phase: str, step: int) -> None:
+        if step == last_step:  # the final evaluation measures the end of the last phase
+            return
         recall = evaluate_recall(model, data, config.eval.batch_size)
         events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
     return evaluate_at

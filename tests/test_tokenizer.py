@@ -41,10 +41,12 @@ def test_names_tokenize_alike_in_bio_and_question(tokenizer, small_dataset):
         assert name in text
 
 
-def test_training_is_deterministic(small_dataset, tokenizer):
-    kind = "word" if tokenizer.vocab_size < 10_000 and "<|unk|>" in tokenizer.get_vocab() else "bpe"
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_training_is_deterministic(small_dataset, kind):
+    first = train_tokenizer(small_dataset, kind=kind, vocab_size=600)
     again = train_tokenizer(small_dataset, kind=kind, vocab_size=600)
-    assert again.get_vocab() == train_tokenizer(small_dataset, kind=kind, vocab_size=600).get_vocab()
+    assert again.get_vocab() == first.get_vocab()
+    assert again(" Princeton, NJ")["input_ids"] == first(" Princeton, NJ")["input_ids"]
 
 
 def test_answers_end_with_eos_and_prompts_carry_no_answer(tokenizer, small_dataset):
