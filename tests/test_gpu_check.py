@@ -56,9 +56,14 @@ def test_peak_flops_by_device_name(gpu_check, name, peak):
 
 
 def test_check_configs_are_validated_suite_runs(gpu_check):
-    configs = gpu_check.check_configs("tiny-llama", gpu_check.TINY_DATA, gpu_check.TINY_TRAIN)
-    assert [c.strategy for c in configs] == ["mixed", "two-stage"]
+    configs = gpu_check.check_configs("tiny-llama", gpu_check.TINY_DATA, gpu_check.TINY_TRAIN,
+                                      ["two-stage", "mixed"])
+    assert [c.strategy for c in configs] == ["two-stage", "mixed"]
     assert all(c.trace["enabled"] for c in configs)
+
+
+def test_strategies_option_is_parsed_in_order(gpu_check):
+    assert gpu_check.parse_args(["--strategies", "two-stage, mixed"]).strategies == "two-stage, mixed"
 
 
 def _q4_1_blocks(rows: int, blocks: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
