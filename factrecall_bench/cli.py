@@ -120,7 +120,8 @@ def baseline_update(
     from factrecall_bench.commands import baseline_update_command
 
     path = baseline_update_command(suite, runs_dir, baselines_dir)
-    stderr.print(f"wrote {path}")
+    if path is not None:
+        stderr.print(f"wrote {path}")
 
 
 @app.command("trace")

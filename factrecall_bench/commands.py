@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
+from factrecall_bench import distributed
 from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import write_json_atomic
@@ -159,12 +160,16 @@ def run_command(suites: list[str], run_all: bool, strategy: str | None, model: s
     documents, exit_codes = [], []
     for suite in chosen:
         results, outcome_rows = run_suite(suite, runs_dir, jobs, show_progress=not as_json)
+        if not distributed.is_main():
+            continue  # the main process judges and reports
         verdicts = judge_suite(suite, results, baselines_dir) if check else []
         document = write_suite_report(suite, results, outcome_rows, verdicts, runs_dir)
         documents.append(document)
         exit_codes.append(document["exit_code"])
         if not as_json:
             print_summary(document)
+    if not distributed.is_main():
+        return 0  # the main process reports, and its exit code is the job's
     if junit_xml is not None:
         write_junit(junit_xml, documents)
     if as_json:
@@ -188,16 +193,17 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Each rank would lock and train a different run; refuse rather than mix them.
-        raise UserError("multi-process runs (accelerate launch with several processes) are not "
-                        "supported yet: run on one GPU per process")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise UserError("FSDP is not supported yet (checkpoints, evaluation and the trace need the "
+                        "whole model): launch with configs/accelerate/ddp.yaml")
     configs = expand_suite(suite)
-    with EventProgress(event_paths(configs, runs_dir), enabled=show_progress):
-        outcome = run_configs(configs, runs_dir, jobs or suite.jobs)
+    # Several processes (accelerate launch) train each run together, one run after another.
+    jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
+    with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
+        outcome = run_configs(configs, runs_dir, jobs)
     rows = [{"run_id": o.run_id, "status": o.status, "reason": o.reason} for o in outcome.outcomes]
     skipped = outcome.count("skipped")
-    if skipped == len(configs):
+    if skipped == len(configs) and distributed.is_main():
         print(f"suite {suite.name}: all {skipped} runs already finished; nothing to do",
               file=sys.stderr)
     return outcome.results, rows
@@ -231,6 +237,8 @@ def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json:
 
     suite = load_suite(suite_name)
     results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json)
+    if not distributed.is_main():
+        return 0
     verdicts = judge_suite(suite, results, baselines_dir, baseline_file)
     document = write_suite_report(suite, results, rows, verdicts, runs_dir)
     if as_json:
@@ -242,13 +250,16 @@ def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json:
     return int(document["exit_code"])
 
 
-def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> Path:
+def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> Path | None:
+    """Run the suite and store its baseline; the path written (None in non-main processes)."""
     from factrecall_bench.baselines import baseline_from_results, baseline_path, write_baseline
     from factrecall_bench.environment import hardware_class
     from factrecall_bench.judge import regression_settings
 
     suite = load_suite(suite_name)
     results, rows = run_suite(suite, runs_dir, None, show_progress=True)
+    if not distributed.is_main():
+        return None
     missing = [row["run_id"] for row in rows if row["status"] not in ("finished", "skipped")]
     if missing:
         raise UserError(f"not storing a baseline: {len(missing)} run(s) did not finish "
@@ -264,6 +275,8 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
 def trace_command(run_folder: Path) -> dict[str, Any]:
     from factrecall_bench.trace_hook import retrace_run
 
+    if distributed.is_distributed():
+        raise UserError("trace runs in one process: run it without accelerate launch")
     summary = retrace_run(run_folder)
     write_json_atomic(run_folder / "trace.json", summary)
     return summary

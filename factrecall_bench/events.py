@@ -24,8 +24,12 @@ class EventLog:
     path: Path
     run_id: str
     listeners: list[EventSink] = field(default_factory=list)
+    writes: bool = True
+    """False in the non-main processes of a multi-process run: only the main one writes."""
 
     def emit(self, event: str, **fields: Any) -> None:
+        if not self.writes:
+            return
         record = {"t": round(time.time(), 3), "event": event, "run_id": self.run_id, **fields}
         line = json.dumps(record, sort_keys=True) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Runs: one folder per resolved config; finished runs are skipped, interrupted ones resume.
 
 A run is: data -> model -> train (strategy) -> evaluate -> trace -> result.json, with every
-step reported to the run's event log.
+step reported to the run's event log. Under several processes (DDP) all of them train; the main
+one alone locks, writes, evaluates and traces (see `distributed`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from filelock import FileLock, Timeout
 
+from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
 from factrecall_bench.checkpoints import corrupted_checkpoints, latest_checkpoint
 from factrecall_bench.config import RunConfig, config_hash
@@ -39,6 +40,7 @@ class RunOutcome:
     status: str
     """`finished`, `skipped` (already finished), `failed` or `busy` (another process runs it)."""
     result: dict[str, Any] | None
+    """The result document (None for a failed or busy run, and in non-main processes)."""
     reason: str = ""
 
 
@@ -101,27 +103,29 @@ def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = Non
     """Run (or skip, or resume) one run; never raises for a run that merely fails."""
     folder = run_dir(runs_root, config)
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(str(folder / ".lock"), timeout=0):
-            return _run_locked(config, folder, runs_root, after_eval)
-    except Timeout:
-        return RunOutcome(config.run_id, "busy", None, "another process is running it")
+    with distributed.main_process_lock(folder / ".lock") as locked:
+        if not locked:
+            return RunOutcome(config.run_id, "busy", None, "another process is running it")
+        return _run_locked(config, folder, runs_root, after_eval)
 
 
 def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None
                 ) -> RunOutcome:
-    existing = read_result(folder)
+    existing = distributed.from_main(read_result(folder) if distributed.is_main() else None)
     if existing is not None and existing.get("config_hash") == config_hash(config):
-        return RunOutcome(config.run_id, "skipped", existing)
-    write_json_atomic(folder / "config.json", run_config_dict(config))
-    events = EventLog(folder / "events.jsonl", config.run_id)
-    for bad in corrupted_checkpoints(folder / "checkpoints"):
-        events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
+        return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
+    events = EventLog(folder / "events.jsonl", config.run_id, writes=distributed.is_main())
+    if distributed.is_main():
+        write_json_atomic(folder / "config.json", run_config_dict(config))
+        for bad in corrupted_checkpoints(folder / "checkpoints"):
+            events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
     try:
         result = _train_and_measure(config, folder, runs_root, events, after_eval)
     except RunFailed as failure:
         events.emit("run_failed", reason=str(failure))
         return RunOutcome(config.run_id, "failed", None, str(failure))
+    if result is None:  # a non-main process: the main one evaluated and wrote the result
+        return RunOutcome(config.run_id, "finished", None)
     write_json_atomic(folder / "result.json", result)
     events.emit("run_end", step=result["total_steps"], wall_s=result["timings"]["total_s"],
                 metrics=flat_metrics(result["metrics"]))
@@ -129,7 +133,8 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: Ru
 
 
 def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
-                       after_eval: RunHook | None) -> dict[str, Any]:
+                       after_eval: RunHook | None) -> dict[str, Any] | None:
+    """The run's result document (None in non-main processes, which only help train)."""
     started = time.perf_counter()
     data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
                           values_only_bio_loss=config.train.bio_loss == "values")
@@ -139,23 +144,36 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     # The ablation resets parameters to their values before fact training: keep a copy only if
     # something after evaluation (the trace) will need it.
     initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                     if after_eval is not None else None)
+                     if after_eval is not None and distributed.is_main() else None)
     trainer = Trainer(model=accelerator.prepare_model(model), plans=plans, examples=data.examples,
                       train=config.train, accelerator=accelerator, events=events,
                       checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
     trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
-    resume_from = latest_checkpoint(folder / "checkpoints")
+    resume_from = latest_checkpoint(folder / "checkpoints") if distributed.is_main() else None
     events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
                 model=config.model.name, seed=config.seed, config_hash=config_hash(config),
                 total_steps=trainer.total_steps,
                 resumed_from_step=resume_from.step if resume_from else None,
                 phases=[{"name": p.phase.name, "steps": len(p.batches)} for p in plans])
     timings = trainer.run()
+    if not distributed.is_main():
+        distributed.barrier()  # until the main process has evaluated, traced and written
+        return None
+    result = _measure(config, folder, model, data, events, after_eval, initial_state,
+                      trainer.total_steps, timings, started)
+    distributed.barrier()
+    return result
+
+
+def _measure(config: RunConfig, folder: Path, model: torch.nn.Module, data: FactData,
+             events: EventLog, after_eval: RunHook | None, initial_state: dict | None,
+             total_steps: int, timings: dict[str, float], started: float) -> dict[str, Any]:
+    """Evaluate, trace, and assemble the result document (the main process only)."""
     eval_started = time.perf_counter()
     recall = evaluate_recall(model, data, config.eval.batch_size)
     eval_s = time.perf_counter() - eval_started
-    events.emit("eval", phase="final", step=trainer.total_steps,
+    events.emit("eval", phase="final", step=total_steps,
                 metrics=flat_metrics(recall["metrics"]))
     trace_started = time.perf_counter()
     context = {"initial_state": initial_state, "run_dir": folder}
@@ -167,7 +185,7 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
         "variant": config.variant, "strategy": config.strategy, "model": config.model.name,
         "seed": config.seed, "config_hash": config_hash(config), "config": run_config_dict(config),
         **recall, "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
-        "trace": trace, "total_steps": trainer.total_steps,
+        "trace": trace, "total_steps": total_steps,
         "timings": {"train_s": timings["train_s"], "eval_s": eval_s, "trace_s": trace_s,
                     "total_s": time.perf_counter() - started},
         "throughput": {"train_tokens_per_s": timings["train_tokens_per_s"]},
@@ -180,12 +198,16 @@ def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, e
     def evaluate_at(phase: str, step: int) -> None:
         if step == last_step:  # the final evaluation measures the end of the last phase
             return
-        recall = evaluate_recall(model, data, config.eval.batch_size)
-        events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
+        if distributed.is_main():
+            recall = evaluate_recall(model, data, config.eval.batch_size)
+            events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
+        distributed.barrier()
     return evaluate_at
 
 
 def ensure_writable(runs_root: Path) -> None:
+    if not distributed.is_main():
+        return
     try:
         runs_root.mkdir(parents=True, exist_ok=True)
         probe = runs_root / ".write-probe"

@@ -4,6 +4,10 @@ One optimizer step sees `batch_size` examples split into `grad_accum` micro-batc
 the sum of token losses over the whole step divided by the step's loss-token count, so k
 accumulated micro-batches give exactly the update of one batch of their concatenation.
 Checkpoints are written atomically; a resumed run continues from the latest valid one.
+
+Under DDP (several processes) each process takes every world_size-th example of each micro-batch,
+and the loss is divided by the whole step's loss-token count over world_size (DDP averages the
+processes' gradients), so the update equals one process's. Only the main process writes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
 
+from factrecall_bench import distributed
 from factrecall_bench.batching import Batch, PhasePlan, collate, split_micro_batches
 from factrecall_bench.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from factrecall_bench.config import Phase, TrainSpec
@@ -46,6 +51,18 @@ class StepLosses:
         return {f"loss_{task}": float(self.loss_sum[task].item()) / count
                 for task, count in self.tokens.items() if count}
 
+    def summed_over_processes(self, accelerator: Accelerator) -> StepLosses:
+        """The step's losses over every process (the same on all, so all judge divergence alike)."""
+        if accelerator.num_processes == 1:
+            return self
+        tasks = ("bio", "qa")
+        local = torch.tensor([[float(self.loss_sum[task]) if task in self.loss_sum else 0.0,
+                               float(self.tokens.get(task, 0))] for task in tasks],
+                             dtype=torch.float64, device=accelerator.device)
+        total = accelerator.reduce(local, reduction="sum")
+        return StepLosses({task: total[i, 0] for i, task in enumerate(tasks) if total[i, 1] > 0},
+                          {task: int(total[i, 1]) for i, task in enumerate(tasks) if total[i, 1] > 0})
+
 
 def token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[batch, width-1] next-token cross-entropy, 0 where the label is ignored."""
@@ -60,6 +77,11 @@ def _loss_tokens(micro_batches: list[dict[str, torch.Tensor]]) -> int:
     return int(sum(int((mb["labels"][:, 1:] != IGNORE).sum()) for mb in micro_batches))
 
 
+def example_loss_tokens(example: Example) -> int:
+    """Tokens that carry loss in one example (labels are predicted from the position before)."""
+    return sum(label != IGNORE for label in example.labels[1:])
+
+
 def _task_split(losses: torch.Tensor, batch: dict[str, torch.Tensor]
                 ) -> dict[str, tuple[torch.Tensor, int]]:
     counted = batch["labels"][:, 1:] != IGNORE
@@ -72,9 +94,14 @@ def _task_split(losses: torch.Tensor, batch: dict[str, torch.Tensor]
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    micro_batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
-                   clip_norm: float, recorder: Any = None) -> StepLosses:
-    """Forward/backward every micro-batch, clip, step; returns the step's per-task losses."""
-    total_tokens = max(_loss_tokens(micro_batches), 1)
+                   clip_norm: float, recorder: Any = None, normalizer: float | None = None
+                   ) -> StepLosses:
+    """Forward/backward every micro-batch, clip, step; returns this process's per-task losses.
+
+    The summed token loss is divided by `normalizer`: by default the micro-batches' loss-token
+    count; under DDP the whole step's count over the number of processes.
+    """
+    total_tokens = normalizer or max(_loss_tokens(micro_batches), 1)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     for index, micro in enumerate(micro_batches):
@@ -95,7 +122,7 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return StepLosses(sums, counts)
 
 
-def _backward(per_task: dict[str, tuple[torch.Tensor, int]], total_tokens: int,
+def _backward(per_task: dict[str, tuple[torch.Tensor, int]], total_tokens: float,
               accelerator: Accelerator, recorder: Any) -> None:
     if recorder is None:
         accelerator.backward(sum(loss for loss, _ in per_task.values()) / total_tokens)
@@ -147,7 +174,7 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train to the end (resuming if a checkpoint exists); returns timing and throughput."""
-        resume = latest_checkpoint(self.checkpoint_dir)
+        resume = distributed.from_main(latest_checkpoint(self.checkpoint_dir))
         if resume is not None:
             resume.load_model(self.accelerator.unwrap_model(self.model))
             self.events.emit("resume", step=resume.step, path=str(resume.path))
@@ -192,19 +219,33 @@ class Trainer:
         return tokens
 
     def _step(self, optimizer: torch.optim.Optimizer, batch: Batch) -> tuple[StepLosses, int]:
-        device = self.accelerator.device
-        micro_batches = []
-        for micro in split_micro_batches(batch, self.train.grad_accum):
-            tensors = collate([self.examples[source][index] for source, index in micro], self.pad_id)
-            micro_batches.append({name: tensor.to(device) for name, tensor in tensors.items()})
-        tokens = int(sum(int(mb["attention_mask"].sum()) for mb in micro_batches))
+        """One optimizer step; returns this process's losses and the step's tokens (all processes)."""
+        examples = [[self.examples[source][index] for source, index in micro]
+                    for micro in split_micro_batches(batch, self.train.grad_accum)]
+        step_tokens = sum(len(example.input_ids) for micro in examples for example in micro)
+        loss_tokens = max(sum(example_loss_tokens(e) for micro in examples for e in micro), 1)
+        micro_batches = [self._local_tensors(micro) for micro in examples]
         self.model.train()
         losses = optimizer_step(self.model, optimizer, micro_batches, self.accelerator,
-                                self.train.clip_norm, self.recorder)
-        return losses, tokens
+                                self.train.clip_norm, self.recorder,
+                                normalizer=loss_tokens / self.accelerator.num_processes)
+        return losses, step_tokens
+
+    def _local_tensors(self, micro: list[Example]) -> dict[str, torch.Tensor]:
+        """This process's share of a micro-batch, on its device.
+
+        A process whose share is empty still runs forward and backward (DDP reduces gradients
+        in every backward) on one example whose loss is masked out: it adds zero gradient.
+        """
+        share = distributed.shard(micro)
+        tensors = collate(share or micro[:1], self.pad_id)
+        if not share:
+            tensors["labels"].fill_(IGNORE)
+        return {name: tensor.to(self.accelerator.device) for name, tensor in tensors.items()}
 
     def _log_step(self, phase: Phase, step: int, losses: StepLosses,
                   scheduler: torch.optim.lr_scheduler.LambdaLR, tokens_per_s: float) -> None:
+        losses = losses.summed_over_processes(self.accelerator)
         loss = losses.mean()
         if not math.isfinite(loss) or loss > self.train.divergence_loss:
             raise RunFailed(f"loss diverged at step {step}: {loss}")
@@ -214,6 +255,8 @@ class Trainer:
 
     def _checkpoint(self, step: int, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LambdaLR, phase_done: bool) -> None:
+        if not self.accelerator.is_main_process:
+            return
         model = self.accelerator.unwrap_model(self.model)
         path = save_checkpoint(self.checkpoint_dir, step, model, optimizer, scheduler,
                                phase_done=phase_done)

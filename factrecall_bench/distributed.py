@@ -1,0 +1,94 @@
+"""Several processes per run (`accelerate launch`, `torchrun`): who does what.
+
+Under data parallelism (DDP) every process trains the same run on its share of each step's
+examples. The main process alone takes the run's lock, decides whether to skip or resume, writes
+events, checkpoints and result.json, and evaluates and traces the trained model while the others
+wait. With one process (the default) every helper here is a no-op, so the single-process path
+is the same code.
+
+The process group is accelerate's (`PartialState`): no home-made launcher or collectives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+
+T = TypeVar("T")
+
+
+def world_size() -> int:
+    """Processes launched for this job (the launcher's WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+WAIT_FOR_MAIN = timedelta(hours=12)
+"""How long the other processes wait while the main one evaluates and traces a run (the process
+group's timeout; torch's default of 10 minutes is shorter than a paper-scale evaluation)."""
+
+
+def _state() -> Any:
+    """accelerate's process state; on a machine without CUDA the processes use gloo on CPU."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu, timeout=WAIT_FOR_MAIN) if is_distributed() else PartialState(cpu=cpu)
+
+
+def rank() -> int:
+    return _state().process_index if is_distributed() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        _state().wait_for_everyone()
+
+
+def from_main(value: T) -> T:
+    """The main process's `value`, on every process (picklable values only)."""
+    if not is_distributed():
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def shard(items: list[T]) -> list[T]:
+    """This process's share of `items`: every world_size-th one, from its rank."""
+    return items[rank()::world_size()] if is_distributed() else items
+
+
+@contextlib.contextmanager
+def main_process_lock(path: Path) -> Iterator[bool]:
+    """Yields on every process whether the main process got the lock (without waiting)."""
+    lock = FileLock(str(path), timeout=0) if is_main() else None
+    acquired = True
+    if lock is not None:
+        try:
+            lock.acquire()
+        except Timeout:
+            acquired = False
+    acquired = from_main(acquired)
+    try:
+        yield acquired
+    finally:
+        if lock is not None and acquired:
+            lock.release()

@@ -1,0 +1,161 @@
+"""Several processes per run (DDP through accelerate), on CPU with gloo under `torchrun`.
+
+Two processes must give the single-process run: the same answers question by question and the
+same loss curve up to float summation order, with one process alone locking and writing. An
+interrupted two-process run resumes from its checkpoint to the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factrecall_bench.events import read_events
+from tests.conftest import TESTS, run_cli
+from tests.test_runner import _wait_for_step
+
+MICRO = TESTS / "data" / "suites" / "micro.toml"
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun_command(*args: str, processes: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "-m", "factrecall_bench", *args]
+
+
+def run_two_processes(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(torchrun_command(*args), capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def micro_suite(folder: Path, grad_accum: int) -> Path:
+    """The micro suite with `grad_accum` micro-batches per step, and the gradient trace."""
+    text = MICRO.read_text().replace("[train]\n", f"[train]\ngrad_accum = {grad_accum}\n")
+    text += "\n[trace]\nenabled = true\nprobe_examples = 16\ntop_k = [0.05]\nablation_random_draws = 1\n"
+    path = folder / f"micro-accum{grad_accum}.toml"
+    path.write_text(text)
+    return path
+
+
+def the_result(runs: Path) -> dict:
+    (path,) = runs.glob("micro/*/result.json")
+    return json.loads(path.read_text())
+
+
+def assert_same_run(distributed: dict, single: dict) -> None:
+    assert distributed["metrics"] == single["metrics"]
+    assert distributed["per_question"] == single["per_question"]
+    assert [step for step, _ in distributed["loss_curve"]] == [s for s, _ in single["loss_curve"]]
+    np.testing.assert_allclose([loss for _, loss in distributed["loss_curve"]],
+                               [loss for _, loss in single["loss_curve"]], rtol=1e-4)
+    assert [e["metrics"] for e in distributed["phase_evals"]] == \
+        [e["metrics"] for e in single["phase_evals"]]
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory) -> dict:
+    runs = tmp_path_factory.mktemp("single")
+    completed = run_cli("run", "--suite", str(MICRO), "--runs-dir", str(runs), "--no-check")
+    assert completed.returncode == 0, completed.stderr
+    return the_result(runs)
+
+
+def test_two_processes_train_the_single_process_run(tmp_path, single_process):
+    """Each process takes half of every micro-batch; the update is the same."""
+    completed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path),
+                                  "--no-check", "--json")
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)  # one document: only the main process prints
+    assert [run["status"] for run in report["suites"][0]["runs"]] == ["finished"]
+    result = the_result(tmp_path)
+    assert_same_run(result, single_process)
+    events = read_events(next(tmp_path.glob("micro/*/events.jsonl"))).events
+    assert [e["event"] for e in events].count("run_start") == 1  # only the main process writes
+    assert len([e for e in events if e["event"] == "step"]) == len(single_process["loss_curve"])
+
+
+def test_a_process_without_examples_adds_nothing(tmp_path):
+    """Micro-batches of one example: the second process runs a masked copy, and the run is still
+    the single-process one (the same suite in one process, with the same accumulation)."""
+    suite = micro_suite(tmp_path, grad_accum=8)
+    single = run_cli("run", "--suite", str(suite), "--runs-dir", str(tmp_path / "one"), "--no-check")
+    assert single.returncode == 0, single.stderr
+    completed = run_two_processes("run", "--suite", str(suite), "--runs-dir", str(tmp_path / "two"),
+                                  "--no-check")
+    assert completed.returncode == 0, completed.stderr
+    two = the_result(tmp_path / "two")
+    assert_same_run(two, the_result(tmp_path / "one"))
+    assert two["trace"]["summary"]["shared_count@0.05"] > 0  # traced by the main process
+
+
+def test_killed_two_process_run_resumes_to_the_same_result(tmp_path, single_process):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = torchrun_command("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    events_file = next_events_file(tmp_path, launcher)
+    _wait_for_step(events_file, launcher, 40)
+    for pid in [launcher.pid, *descendants(launcher.pid)]:  # workers have sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+    assert not any(tmp_path.glob("micro/*/result.json"))
+    resumed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
+    assert resumed.returncode == 0, resumed.stderr
+    assert any(e["event"] == "resume" for e in read_events(events_file).events)
+    assert_same_run(the_result(tmp_path), single_process)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def next_events_file(runs: Path, process: subprocess.Popen, timeout: float = 120) -> Path:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = list(runs.glob("micro/*/events.jsonl"))
+        if found:
+            return found[0]
+        assert process.poll() is None, "the run ended before it started"
+        time.sleep(0.05)
+    raise AssertionError("the run did not start in time")
+
+
+def test_fsdp_is_refused_with_one_line(tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_FSDP": "true"}
+    completed = subprocess.run([sys.executable, "-m", "factrecall_bench", "run", "--suite",
+                                str(MICRO), "--runs-dir", str(tmp_path)], capture_output=True,
+                               text=True, env=env, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().count("\n") == 0 and "FSDP" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_retrace_refuses_several_processes(tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    completed = subprocess.run([sys.executable, "-m", "factrecall_bench", "trace", str(tmp_path)],
+                               capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 2 and "one process" in completed.stderr
