@@ -76,6 +76,19 @@ def shard(items: list[T]) -> list[T]:
     return items[rank()::world_size()] if is_distributed() else items
 
 
+def gather_shards(local: list[T]) -> list[T]:
+    """Every process's `shard` results, back in the order of the unsharded list (on all)."""
+    if not is_distributed():
+        return local
+    from accelerate.utils import gather_object
+
+    parts = gather_object([local])  # one list per process, in rank order
+    merged: list[Any] = [None] * sum(len(part) for part in parts)
+    for process, part in enumerate(parts):
+        merged[process::len(parts)] = part
+    return merged
+
+
 @contextlib.contextmanager
 def main_process_lock(path: Path) -> Iterator[bool]:
     """Yields on every process whether the main process got the lock (without waiting)."""

@@ -70,19 +70,34 @@ def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_siz
 
 
 @torch.inference_mode()
-def score_bio_first_token(model: torch.nn.Module, items: list[BioItem], pad_id: int,
-                          batch_size: int = 64) -> dict[str, list[int]]:
-    """Per attribute, 1 where the value's first token is the argmax after its true prefix."""
+def score_bio_values(model: torch.nn.Module, items: list[BioItem], pad_id: int,
+                     batch_size: int = 64) -> list[dict[str, int]]:
+    """Per biography and attribute, 1 where the value's first token is the argmax after its true
+    prefix."""
     model.eval()
-    correct: dict[str, list[int]] = defaultdict(list)
+    hits: list[dict[str, int]] = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         predictions = _argmax_predictions(model, [item.input_ids for item in batch], pad_id)
         for row, item in enumerate(batch):
-            for attribute, (token_start, _) in item.value_token_spans.items():
-                hit = predictions[row, token_start - 1].item() == item.input_ids[token_start]
-                correct[attribute].append(int(hit))
+            hits.append({attribute: int(predictions[row, token_start - 1].item()
+                                        == item.input_ids[token_start])
+                         for attribute, (token_start, _) in item.value_token_spans.items()})
+    return hits
+
+
+def hits_by_attribute(per_item: list[dict[str, int]]) -> dict[str, list[int]]:
+    correct: dict[str, list[int]] = defaultdict(list)
+    for item_hits in per_item:
+        for attribute, hit in item_hits.items():
+            correct[attribute].append(hit)
     return dict(correct)
+
+
+def score_bio_first_token(model: torch.nn.Module, items: list[BioItem], pad_id: int,
+                          batch_size: int = 64) -> dict[str, list[int]]:
+    """Per attribute, 1 where the value's first token is the argmax after its true prefix."""
+    return hits_by_attribute(score_bio_values(model, items, pad_id, batch_size))
 
 
 @torch.inference_mode()

@@ -21,10 +21,18 @@ from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
 from factrecall_bench.checkpoints import corrupted_checkpoints, latest_checkpoint
 from factrecall_bench.config import RunConfig, config_hash
+from factrecall_bench.data.examples import BioItem, QAItem
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
-from factrecall_bench.evaluate import per_attribute, proportion, score_bio_first_token, score_qa
+from factrecall_bench.evaluate import (
+    QAScores,
+    hits_by_attribute,
+    per_attribute,
+    proportion,
+    score_bio_values,
+    score_qa,
+)
 from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
@@ -64,13 +72,32 @@ def accelerator_for(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision)
 
 
+def qa_scores(model: torch.nn.Module, questions: list[QAItem], pad_id: int, batch_size: int
+              ) -> QAScores:
+    """`score_qa` with the questions split across processes (all of them must call it)."""
+    local = score_qa(model, distributed.shard(questions), pad_id, batch_size)
+    hits = distributed.gather_shards(list(zip(local.exact_match, local.first_token)))
+    return QAScores([q.question_id for q in questions], [q.attribute for q in questions],
+                    [exact for exact, _ in hits], [first for _, first in hits])
+
+
+def bio_hits(model: torch.nn.Module, people: list[BioItem], pad_id: int, batch_size: int
+             ) -> dict[str, list[int]]:
+    """BIO value recall per attribute, biographies split across processes (all must call it)."""
+    local = score_bio_values(model, distributed.shard(people), pad_id, batch_size)
+    return hits_by_attribute(distributed.gather_shards(local))
+
+
 def evaluate_recall(model: torch.nn.Module, data: FactData, batch_size: int
                     ) -> dict[str, Any]:
-    """QA exact match and first token (ID and OOD) and BIO value recall, per question."""
-    id_scores = score_qa(model, data.id_questions, data.pad_id, batch_size)
-    ood_scores = score_qa(model, data.ood_questions, data.pad_id, batch_size)
-    bio_train = score_bio_first_token(model, data.bio_train_people, data.pad_id, batch_size)
-    bio_test = score_bio_first_token(model, data.bio_test_people, data.pad_id, batch_size)
+    """QA exact match and first token (ID and OOD) and BIO value recall, per question.
+
+    Under several processes each scores its share and all get the whole result.
+    """
+    id_scores = qa_scores(model, data.id_questions, data.pad_id, batch_size)
+    ood_scores = qa_scores(model, data.ood_questions, data.pad_id, batch_size)
+    bio_train = bio_hits(model, data.bio_train_people, data.pad_id, batch_size)
+    bio_test = bio_hits(model, data.bio_test_people, data.pad_id, batch_size)
     metrics = {
         "id_exact_match": proportion(id_scores.exact_match),
         "ood_exact_match": proportion(ood_scores.exact_match),
@@ -157,24 +184,25 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
                 resumed_from_step=resume_from.step if resume_from else None,
                 phases=[{"name": p.phase.name, "steps": len(p.batches)} for p in plans])
     timings = trainer.run()
+    eval_started = time.perf_counter()
+    recall = evaluate_recall(model, data, config.eval.batch_size)
+    eval_s = time.perf_counter() - eval_started
+    events.emit("eval", phase="final", step=trainer.total_steps,
+                metrics=flat_metrics(recall["metrics"]))
     if not distributed.is_main():
-        distributed.barrier()  # until the main process has evaluated, traced and written
+        distributed.barrier()  # until the main process has traced and written
         return None
-    result = _measure(config, folder, model, data, events, after_eval, initial_state,
-                      trainer.total_steps, timings, started)
+    result = _trace_and_assemble(config, folder, model, data, after_eval, initial_state, recall,
+                                 trainer.total_steps, {**timings, "eval_s": eval_s}, started)
     distributed.barrier()
     return result
 
 
-def _measure(config: RunConfig, folder: Path, model: torch.nn.Module, data: FactData,
-             events: EventLog, after_eval: RunHook | None, initial_state: dict | None,
-             total_steps: int, timings: dict[str, float], started: float) -> dict[str, Any]:
-    """Evaluate, trace, and assemble the result document (the main process only)."""
-    eval_started = time.perf_counter()
-    recall = evaluate_recall(model, data, config.eval.batch_size)
-    eval_s = time.perf_counter() - eval_started
-    events.emit("eval", phase="final", step=total_steps,
-                metrics=flat_metrics(recall["metrics"]))
+def _trace_and_assemble(config: RunConfig, folder: Path, model: torch.nn.Module, data: FactData,
+                        after_eval: RunHook | None, initial_state: dict | None,
+                        recall: dict[str, Any], total_steps: int, timings: dict[str, float],
+                        started: float) -> dict[str, Any]:
+    """The trace and the result document (the main process only)."""
     trace_started = time.perf_counter()
     context = {"initial_state": initial_state, "run_dir": folder}
     trace = after_eval(config, model, data, context) if after_eval else None
@@ -186,7 +214,7 @@ def _measure(config: RunConfig, folder: Path, model: torch.nn.Module, data: Fact
         "seed": config.seed, "config_hash": config_hash(config), "config": run_config_dict(config),
         **recall, "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
         "trace": trace, "total_steps": total_steps,
-        "timings": {"train_s": timings["train_s"], "eval_s": eval_s, "trace_s": trace_s,
+        "timings": {"train_s": timings["train_s"], "eval_s": timings["eval_s"], "trace_s": trace_s,
                     "total_s": time.perf_counter() - started},
         "throughput": {"train_tokens_per_s": timings["train_tokens_per_s"]},
         "environment": environment_record(),
@@ -198,10 +226,8 @@ def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, e
     def evaluate_at(phase: str, step: int) -> None:
         if step == last_step:  # the final evaluation measures the end of the last phase
             return
-        if distributed.is_main():
-            recall = evaluate_recall(model, data, config.eval.batch_size)
-            events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
-        distributed.barrier()
+        recall = evaluate_recall(model, data, config.eval.batch_size)
+        events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
     return evaluate_at
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from factrecall_bench import distributed
 from factrecall_bench.events import read_events
 from tests.conftest import TESTS, run_cli
 from tests.test_runner import _wait_for_step
 
 MICRO = TESTS / "data" / "suites" / "micro.toml"
 
-pytestmark = pytest.mark.slow
 
 
 def torchrun_command(*args: str, processes: int = 2) -> list[str]:
@@ -69,6 +69,7 @@ def single_process(tmp_path_factory) -> dict:
     return the_result(runs)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_single_process_run(tmp_path, single_process):
     """Each process takes half of every micro-batch; the update is the same."""
     completed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path),
@@ -83,6 +84,7 @@ def test_two_processes_train_the_single_process_run(tmp_path, single_process):
     assert len([e for e in events if e["event"] == "step"]) == len(single_process["loss_curve"])
 
 
+@pytest.mark.slow
 def test_a_process_without_examples_adds_nothing(tmp_path):
     """Micro-batches of one example: the second process runs a masked copy, and the run is still
     the single-process one (the same suite in one process, with the same accumulation)."""
@@ -97,6 +99,7 @@ def test_a_process_without_examples_adds_nothing(tmp_path):
     assert two["trace"]["summary"]["shared_count@0.05"] > 0  # traced by the main process
 
 
+@pytest.mark.slow
 def test_killed_two_process_run_resumes_to_the_same_result(tmp_path, single_process):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = torchrun_command("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
@@ -159,3 +162,24 @@ def test_retrace_refuses_several_processes(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "factrecall_bench", "trace", str(tmp_path)],
                                capture_output=True, text=True, env=env, timeout=120)
     assert completed.returncode == 2 and "one process" in completed.stderr
+
+
+@pytest.mark.parametrize(("items", "processes"), [(7, 3), (2, 3), (6, 2), (0, 2)])
+def test_shards_come_back_in_their_order(monkeypatch, items, processes):
+    """Each process takes every n-th item; gathering puts them back where they were."""
+    values = [f"item-{i}" for i in range(items)]
+    monkeypatch.setenv("WORLD_SIZE", str(processes))
+    shards = []
+    for process in range(processes):
+        monkeypatch.setattr(distributed, "rank", lambda process=process: process)
+        shards.append(distributed.shard(values))
+    assert sorted(sum(shards, [])) == sorted(values)
+    monkeypatch.setattr("accelerate.utils.gather_object", lambda local: [s for s in shards])
+    assert distributed.gather_shards(shards[0]) == values
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.shard([1, 2, 3]) == [1, 2, 3]
+    assert distributed.gather_shards([1, 2, 3]) == [1, 2, 3]
+    assert distributed.from_main("value") == "value" and distributed.is_main()
