@@ -55,7 +55,7 @@ def read_events(path: Path) -> ReadEvents:
         return ReadEvents(events, bad)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            record = _parse(raw)
+            record = parse_event(raw)
             if record is None:
                 bad.append(number)
             else:
@@ -63,7 +63,43 @@ def read_events(path: Path) -> ReadEvents:
     return ReadEvents(events, bad)
 
 
-def _parse(raw: bytes) -> dict[str, Any] | None:
+class LogTail:
+    """Incremental reader of an append-only JSONL file.
+
+    Remembers its byte offset; keeps a partial last line (no trailing newline) for the next read,
+    since the writer may be halfway through it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.line_no = 0
+
+    def read_lines(self) -> tuple[list[tuple[int, str]], bool]:
+        """New complete lines as (line number, text), and whether the file was rewritten."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return [], False
+        restarted = size < self.offset
+        if restarted:
+            self.offset, self.partial, self.line_no = 0, b"", 0
+        if size == self.offset:
+            return [], restarted
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read(size - self.offset)
+        self.offset += len(chunk)
+        *complete, self.partial = (self.partial + chunk).split(b"\n")
+        lines = []
+        for raw in complete:
+            self.line_no += 1
+            lines.append((self.line_no, raw.decode("utf-8", errors="replace").rstrip("\r")))
+        return lines, restarted
+
+
+def parse_event(raw: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

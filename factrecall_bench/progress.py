@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from factrecall_bench.events import read_events
+from factrecall_bench.events import LogTail, parse_event
+
+
+@dataclass
+class RunProgress:
+    """Steps done, total steps and a status line of one run, folded from its events."""
+
+    done: int = 0
+    total: int = 0
+    status: str = "waiting"
+
+    def apply(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "run_start":
+            self.total, self.status = int(event.get("total_steps") or 0), "training"
+        elif kind == "step":
+            self.done = int(event.get("step") or 0)
+            self.status = f"{event.get('phase')} loss {event.get('loss'):.3f}"
+        elif kind == "run_end":
+            self.done, self.status = self.total, "done"
+        elif kind == "run_failed":
+            self.status = f"failed: {event.get('reason')}"
 
 
 def run_progress(events: list[dict]) -> tuple[int, int, str]:
     """(steps done, total steps, status text) of one run from its events."""
-    done, total, status = 0, 0, "waiting"
+    progress = RunProgress()
     for event in events:
-        kind = event["event"]
-        if kind == "run_start":
-            total, status = int(event.get("total_steps") or 0), "training"
-        elif kind == "step":
-            done, status = int(event.get("step") or 0), f"{event.get('phase')} loss {event.get('loss'):.3f}"
-        elif kind == "run_end":
-            done, status = total, "done"
-        elif kind == "run_failed":
-            status = f"failed: {event.get('reason')}"
-    return done, total, status
+        progress.apply(event)
+    return progress.done, progress.total, progress.status
 
 
 class EventProgress:
@@ -42,6 +56,8 @@ class EventProgress:
                                   disable=not enabled)
         self._tasks = {run_id: self._progress.add_task(run_id, total=None, status="waiting")
                        for run_id in event_files}
+        self._tails = {run_id: LogTail(path) for run_id, path in event_files.items()}
+        self._runs = {run_id: RunProgress() for run_id in event_files}
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def __enter__(self) -> EventProgress:
@@ -62,8 +78,19 @@ class EventProgress:
         while not self._stop.wait(self.interval):
             self.refresh()
 
+    def run(self, run_id: str) -> RunProgress:
+        return self._runs[run_id]
+
     def refresh(self) -> None:
-        for run_id, path in self.event_files.items():
-            done, total, status = run_progress(read_events(path).events)
-            self._progress.update(self._tasks[run_id], completed=done, total=total or None,
-                                  status=status)
+        """Reads only what each log gained since the last refresh (cheap for long runs)."""
+        for run_id, tail in self._tails.items():
+            lines, restarted = tail.read_lines()
+            if restarted:
+                self._runs[run_id] = RunProgress()
+            run = self._runs[run_id]
+            for _, line in lines:
+                event = parse_event(line.encode("utf-8"))
+                if event is not None:
+                    run.apply(event)
+            self._progress.update(self._tasks[run_id], completed=run.done, total=run.total or None,
+                                  status=run.status)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factrecall_bench.events import LogTail
+
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
@@ -376,42 +378,6 @@ def _grid(heads: Any) -> list[list[float]] | None:
 
 
 # -- reading files (the I/O half, safe to run in a worker thread) ------------------------------
-class LogTail:
-    """Incremental reader of an append-only JSONL file.
-
-    Remembers its byte offset; keeps a partial last line (no trailing newline) for the next read,
-    since the writer may be halfway through it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-        self.line_no = 0
-
-    def read_lines(self) -> tuple[list[tuple[int, str]], bool]:
-        """New complete lines as (line number, text), and whether the file was rewritten."""
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            return [], False
-        restarted = size < self.offset
-        if restarted:
-            self.offset, self.partial, self.line_no = 0, b"", 0
-        if size == self.offset:
-            return [], restarted
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read(size - self.offset)
-        self.offset += len(chunk)
-        *complete, self.partial = (self.partial + chunk).split(b"\n")
-        lines = []
-        for raw in complete:
-            self.line_no += 1
-            lines.append((self.line_no, raw.decode("utf-8", errors="replace").rstrip("\r")))
-        return lines, restarted
-
-
 @dataclass
 class RunUpdate:
     """What one poll read for one run."""
