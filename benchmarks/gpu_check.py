@@ -64,7 +64,7 @@ def check_configs(model: str, data: DataSpec, train: dict[str, Any],
 
 def run_strategy(config: RunConfig, runs_root: Path, peak: float | None) -> dict[str, Any]:
     from factrecall_bench.models import count_parameters
-    from factrecall_bench.runner import run_one
+    from factrecall_bench.runner import run_dir, run_one
     from factrecall_bench.trace_hook import trace_hook_for
 
     if torch.cuda.is_available():
@@ -79,7 +79,19 @@ def run_strategy(config: RunConfig, runs_root: Path, peak: float | None) -> dict
     outcome = run_one(config, runs_root, after_eval=trace_and_count)
     if outcome.result is None:
         return {"status": outcome.status, "reason": outcome.reason}
-    return {"status": outcome.status, **summarize(outcome.result, measured.get("parameters", 0), peak)}
+    return {"status": outcome.status, **summarize(outcome.result, measured.get("parameters", 0), peak),
+            "steady_tokens_per_s": steady_tokens_per_s(run_dir(runs_root, config) / "events.jsonl")}
+
+
+def steady_tokens_per_s(events_file: Path) -> float | None:
+    """Median training rate of the logged windows in the second half of the run (after warmup
+    and any compilation)."""
+    from factrecall_bench.events import read_events
+
+    rates = [event["tokens_per_s"] for event in read_events(events_file).events
+             if event["event"] == "step" and "tokens_per_s" in event]
+    later = rates[len(rates) // 2:]
+    return round(float(sorted(later)[len(later) // 2]), 1) if later else None
 
 
 def summarize(result: dict[str, Any], parameters: int, peak: float | None) -> dict[str, Any]:
@@ -208,7 +220,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak = peak_flops(name)
     path = output_path(args.out)
     report: dict[str, Any] = {"device": name, "peak_bf16_flops": peak, "torch": torch.__version__,
-                              "cuda": torch.version.cuda, "tiny": args.tiny, "runs": {}}
+                              "cuda": torch.version.cuda, "tiny": args.tiny,
+                              "dynamo_backend": os.environ.get("ACCELERATE_DYNAMO_BACKEND", "no"),
+                              "runs": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         if args.mfu_1b:
             report["mfu_1b"] = measure_mfu_1b(args.tiny, peak)
