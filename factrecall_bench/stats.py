@@ -67,7 +67,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denominator = 1.0 + z * z / n
     center = (rate + z * z / (2 * n)) / denominator
     half_width = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, center - half_width), min(1.0, center + half_width))
+    # At 0 or n successes a bound equals the rate exactly; rounding must not push it past.
+    return (max(0.0, min(rate, center - half_width)), min(1.0, max(rate, center + half_width)))
 
 
 def wilson_score_p(

@@ -16,7 +16,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = {"train": ["ours_tokens_per_s", "hf_tokens_per_s", "ratio", "levers"],
            "eval": ["seconds", "ratio", "disagreements"],
            "data": ["target", "table"],
-           "scaling": ["table"]}
+           "scaling": ["table"],
+           "ddp": ["one_process_2_threads", "two_processes_1_thread", "same_answers", "train_speedup"]}
 
 
 def load_script(name: str) -> Any:
@@ -55,3 +56,7 @@ def test_script_runs_at_smoke_setting_and_writes_its_json(name, smoke_run):
 def test_score_qa_verdicts_equal_one_by_one_generate_at_smoke_setting(smoke_run):
     """The one correctness claim of the benchmarks: score_qa decides as generate would."""
     assert smoke_run("eval")["disagreements"]["generate_one_by_one"] == []
+
+
+def test_two_processes_answer_as_one_at_smoke_setting(smoke_run):
+    assert smoke_run("ddp")["same_answers"] is True

@@ -183,3 +183,20 @@ def test_one_process_needs_no_process_group(monkeypatch):
     assert distributed.shard([1, 2, 3]) == [1, 2, 3]
     assert distributed.gather_shards([1, 2, 3]) == [1, 2, 3]
     assert distributed.from_main("value") == "value" and distributed.is_main()
+
+
+@pytest.mark.slow
+def test_divergence_fails_the_run_in_every_process_and_the_suite_goes_on(tmp_path):
+    """The divergence check reads the loss summed over processes, so all stop at the same step."""
+    suite = tmp_path / "diverge.toml"
+    suite.write_text(MICRO.read_text().replace('strategies = ["two-stage"]',
+                                               'strategies = ["explode", "two-stage"]')
+                     + '\n[custom_strategies]\nexplode = [{name = "bio", epochs = {bio = 5}, lr = 1e6}]\n')
+    completed = run_two_processes("run", "--suite", str(suite), "--runs-dir", str(tmp_path),
+                                  "--no-check", "--json")
+    # The main process exits 3 (a run failed); torchrun reports any non-zero exit as 1.
+    assert completed.returncode == 1 and "exitcode  : 3" in completed.stderr, completed.stderr
+    statuses = {row["run_id"].split("-tiny")[0]: row
+                for row in json.loads(completed.stdout)["suites"][0]["runs"]}
+    assert statuses["explode"]["status"] == "failed" and "diverged" in statuses["explode"]["reason"]
+    assert statuses["two-stage"]["status"] == "finished"

@@ -36,6 +36,17 @@ def test_wilson_matches_newcombe_worked_examples(
     assert computed_high == pytest.approx(high, abs=5e-5)
 
 
+@pytest.mark.parametrize("n", [1, 3, 6, 7, 10, 12, 100, 1199, 3000])
+def test_wilson_bounds_hold_the_rate_at_none_and_all(n: int) -> None:
+    """At 0 or n successes one bound is the rate itself, not a rounding error past it (a report
+    plot once failed on a bound 5.6e-17 above a rate of 0)."""
+    assert stats.wilson_interval(0, n)[0] == 0.0
+    assert stats.wilson_interval(n, n)[1] == 1.0
+    for successes in range(0, n + 1, max(1, n // 50)):
+        low, high = stats.wilson_interval(successes, n)
+        assert low <= successes / n <= high
+
+
 def test_wilson_with_no_data_is_uninformative() -> None:
     assert stats.wilson_interval(0, 0) == (0.0, 1.0)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factrecall_bench import stats
 from factrecall_bench.events import LogTail
 
 EVENTS_FILE = "events.jsonl"
@@ -42,15 +43,9 @@ def as_int(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion; (0, 1) when there is no data."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson_interval(successes: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (`successes` may come as value * n)."""
+    return stats.wilson_interval(round(successes), max(n, 0))
 
 
 @dataclass(frozen=True)
