@@ -1,5 +1,6 @@
 """Data parallelism on CPU: one run trained by 2 processes (torchrun, gloo, 1 thread each) against
-the same run in one process with 2 threads. Same answers expected; the ratio is the speed-up.
+the same run in one process with 2 threads (and with 1). Same answers expected; the ratios are the
+speed-ups.
 Writes benchmarks/results/ddp.json.
 
     python benchmarks/bench_ddp.py [--smoke] [--epochs 2]
@@ -77,14 +78,17 @@ def timed_run(command: list[str], threads: int, runs_dir: Path) -> dict[str, Any
 
 def measure(suite: Path, scratch: Path) -> dict[str, Any]:
     run = ["-m", "factrecall_bench", "run", "--suite", str(suite), "--no-check", "--runs-dir"]
+    single = timed_run([sys.executable, *run, str(scratch / "single")], threads=1,
+                       runs_dir=scratch / "single")
     one = timed_run([sys.executable, *run, str(scratch / "one")], threads=2, runs_dir=scratch / "one")
     two = timed_run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                      "--nproc_per_node=2", *run, str(scratch / "two")], threads=1,
                     runs_dir=scratch / "two")
-    same_answers = one.pop("per_question") == two.pop("per_question")
-    return {"one_process_2_threads": one, "two_processes_1_thread": two,
-            "same_answers": same_answers,
+    answers = [run.pop("per_question") for run in (single, one, two)]
+    return {"one_process_1_thread": single, "one_process_2_threads": one,
+            "two_processes_1_thread": two, "same_answers": answers[0] == answers[1] == answers[2],
             "train_speedup": round(one["train_s"] / two["train_s"], 3),
+            "train_speedup_over_1_thread": round(single["train_s"] / two["train_s"], 3),
             "wall_speedup": round(one["wall_s"] / two["wall_s"], 3)}
 
 
