@@ -27,6 +27,8 @@ def generate_data(out: Path, people: int, seed: int, train_fraction: float, vari
     from factrecall_bench.data.generate import check_spec_fits
     from factrecall_bench.data.pools import load_pools
 
+    if distributed.is_distributed():
+        raise UserError("data generate runs in one process: run it without a launcher")
     spec = DataSpec(n_people=people, seed=seed, train_fraction=train_fraction,
                     bio_variants=variants, permute=permute, fullname=fullname,
                     templates_per_attribute=templates)

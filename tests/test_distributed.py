@@ -82,6 +82,26 @@ def test_two_processes_train_the_single_process_run(tmp_path, single_process):
     events = read_events(next(tmp_path.glob("micro/*/events.jsonl"))).events
     assert [e["event"] for e in events].count("run_start") == 1  # only the main process writes
     assert len([e for e in events if e["event"] == "step"]) == len(single_process["loss_curve"])
+    again = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
+    assert again.returncode == 0 and again.stderr.count("nothing to do") == 1, again.stderr
+
+
+@pytest.mark.slow
+def test_a_run_locked_elsewhere_is_busy_in_every_process(tmp_path):
+    from filelock import FileLock
+
+    from factrecall_bench.runner import run_dir
+    from factrecall_bench.suite import expand_suite, load_suite
+
+    folder = run_dir(tmp_path, expand_suite(load_suite(str(MICRO)))[0])
+    folder.mkdir(parents=True)
+    with FileLock(str(folder / ".lock")):
+        completed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path),
+                                      "--no-check", "--json")
+    # The main process exits 3 (a run did not finish), which torchrun reports as 1.
+    assert completed.returncode == 1 and "exitcode  : 3" in completed.stderr, completed.stderr
+    assert [row["status"] for row in json.loads(completed.stdout)["suites"][0]["runs"]] == ["busy"]
+    assert not (folder / "events.jsonl").exists()
 
 
 @pytest.mark.slow
@@ -157,11 +177,13 @@ def test_fsdp_is_refused_with_one_line(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
-def test_retrace_refuses_several_processes(tmp_path):
+@pytest.mark.parametrize("command", [["trace", "RUNS"], ["data", "generate", "--out", "RUNS/data"]])
+def test_one_process_commands_refuse_a_launcher(tmp_path, command):
     env = {**os.environ, "WORLD_SIZE": "2"}
-    completed = subprocess.run([sys.executable, "-m", "factrecall_bench", "trace", str(tmp_path)],
+    arguments = [part.replace("RUNS", str(tmp_path)) for part in command]
+    completed = subprocess.run([sys.executable, "-m", "factrecall_bench", *arguments],
                                capture_output=True, text=True, env=env, timeout=120)
-    assert completed.returncode == 2 and "one process" in completed.stderr
+    assert completed.returncode == 2 and "one process" in completed.stderr, completed.stderr
 
 
 @pytest.mark.parametrize(("items", "processes"), [(7, 3), (2, 3), (6, 2), (0, 2)])
