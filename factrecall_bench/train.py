@@ -174,7 +174,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train to the end (resuming if a checkpoint exists); returns timing and throughput."""
-        resume = distributed.from_main(latest_checkpoint(self.checkpoint_dir))
+        resume = distributed.from_main(latest_checkpoint(self.checkpoint_dir)
+                                       if distributed.is_main() else None)
         if resume is not None:
             resume.load_model(self.accelerator.unwrap_model(self.model))
             self.events.emit("resume", step=resume.step, path=str(resume.path))
