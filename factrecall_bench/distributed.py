@@ -71,6 +71,15 @@ def from_main(value: T) -> T:
     return box[0]
 
 
+def tensors_from_main(tensors: T) -> T:
+    """The main process's tensors (a nested dict of them), on every process."""
+    if not is_distributed():
+        return tensors
+    from accelerate.utils import broadcast
+
+    return broadcast(tensors, from_process=0)
+
+
 def shard(items: list[T]) -> list[T]:
     """This process's share of `items`: every world_size-th one, from its rank."""
     return items[rank()::world_size()] if is_distributed() else items

@@ -171,7 +171,7 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     # The ablation resets parameters to their values before fact training: keep a copy only if
     # something after evaluation (the trace) will need it.
     initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                     if after_eval is not None and distributed.is_main() else None)
+                     if after_eval is not None else None)
     trainer = Trainer(model=accelerator.prepare_model(model), plans=plans, examples=data.examples,
                       train=config.train, accelerator=accelerator, events=events,
                       checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
@@ -189,24 +189,22 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     eval_s = time.perf_counter() - eval_started
     events.emit("eval", phase="final", step=trainer.total_steps,
                 metrics=flat_metrics(recall["metrics"]))
+    trace_started = time.perf_counter()
+    context = {"initial_state": initial_state, "run_dir": folder}
+    trace = after_eval(config, model, data, context) if after_eval else None  # every process
+    timings = {**timings, "eval_s": eval_s, "trace_s": time.perf_counter() - trace_started}
     if not distributed.is_main():
-        distributed.barrier()  # until the main process has traced and written
+        distributed.barrier()  # until the main process has written
         return None
-    result = _trace_and_assemble(config, folder, model, data, after_eval, initial_state, recall,
-                                 trainer.total_steps, {**timings, "eval_s": eval_s}, started)
+    result = _result_document(config, folder, recall, trace, trainer.total_steps, timings, started)
     distributed.barrier()
     return result
 
 
-def _trace_and_assemble(config: RunConfig, folder: Path, model: torch.nn.Module, data: FactData,
-                        after_eval: RunHook | None, initial_state: dict | None,
-                        recall: dict[str, Any], total_steps: int, timings: dict[str, float],
-                        started: float) -> dict[str, Any]:
-    """The trace and the result document (the main process only)."""
-    trace_started = time.perf_counter()
-    context = {"initial_state": initial_state, "run_dir": folder}
-    trace = after_eval(config, model, data, context) if after_eval else None
-    trace_s = time.perf_counter() - trace_started
+def _result_document(config: RunConfig, folder: Path, recall: dict[str, Any],
+                     trace: dict[str, Any] | None, total_steps: int, timings: dict[str, float],
+                     started: float) -> dict[str, Any]:
+    """result.json's content (written by the main process only)."""
     history = read_events(folder / "events.jsonl").events
     return {
         "schema_version": SCHEMA_VERSION, "run_id": config.run_id, "suite": config.suite,
@@ -214,7 +212,8 @@ def _trace_and_assemble(config: RunConfig, folder: Path, model: torch.nn.Module,
         "seed": config.seed, "config_hash": config_hash(config), "config": run_config_dict(config),
         **recall, "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
         "trace": trace, "total_steps": total_steps,
-        "timings": {"train_s": timings["train_s"], "eval_s": timings["eval_s"], "trace_s": trace_s,
+        "timings": {"train_s": timings["train_s"], "eval_s": timings["eval_s"],
+                    "trace_s": timings["trace_s"],
                     "total_s": time.perf_counter() - started},
         "throughput": {"train_tokens_per_s": timings["train_tokens_per_s"]},
         "environment": environment_record(),

@@ -717,15 +717,20 @@ def trace_summary(
     reference_state: Mapping[str, Tensor] | None = None,
     evaluate: Evaluate | None = None,
     heatmap_dir: str | Path | None = None,
+    agree_on_scores: Callable[[dict[str, Scores]], dict[str, Scores]] | None = None,
 ) -> dict[str, Any]:
     """The trace of a trained model as a JSON-able dict for result["trace"]: settings, per_k (shared
     stats, location, centralization), consistency, ablation (when reference_state and evaluate are
     given; at every k), and summary, a flat dict of floats. In training mode the scores come from
-    training_scores (TrainingTraceRecorder.scores()); the probe batches still give consistency."""
+    training_scores (TrainingTraceRecorder.scores()); the probe batches still give consistency.
+    agree_on_scores, when several processes trace together, makes their scores one process's, so
+    that all of them ablate the same parameters."""
     batches = {
         task: limit_examples(batches_by_task[task], settings.probe_examples) for task in TASKS
     }
     scores = _trace_scores(model, batches, settings, training_scores)
+    if agree_on_scores is not None:
+        scores = agree_on_scores(scores)
     per_k: dict[str, Any] = {}
     shared_by_k: dict[str, Masks] = {}
     for fraction in settings.top_k:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from factrecall_bench import distributed
 from factrecall_bench.batching import collate
 from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.config import (
@@ -28,10 +29,9 @@ from factrecall_bench.config import (
 from factrecall_bench.data.examples import bio_examples
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.errors import UserError
-from factrecall_bench.evaluate import score_bio_first_token, score_qa
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
-from factrecall_bench.runner import RunHook, read_result
+from factrecall_bench.runner import RunHook, bio_hits, qa_scores, read_result
 from factrecall_bench.trace import TraceSettings, trace_summary
 
 PROBE_BATCH = 32
@@ -77,10 +77,11 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def ablation_evaluator(data: FactData, batch_size: int):
+    """Recall of an ablated model; under several processes each scores its share of questions."""
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        id_scores = score_qa(model, data.id_questions, data.pad_id, batch_size)
-        ood_scores = score_qa(model, data.ood_questions, data.pad_id, batch_size)
-        bio = score_bio_first_token(model, data.bio_test_people, data.pad_id, batch_size)
+        id_scores = qa_scores(model, data.id_questions, data.pad_id, batch_size)
+        ood_scores = qa_scores(model, data.ood_questions, data.pad_id, batch_size)
+        bio = bio_hits(model, data.bio_test_people, data.pad_id, batch_size)
         hits = [hit for values in bio.values() for hit in values]
         return {"id_exact_match": float(np.mean(id_scores.exact_match)),
                 "ood_exact_match": float(np.mean(ood_scores.exact_match)),
@@ -90,6 +91,8 @@ def ablation_evaluator(data: FactData, batch_size: int):
 
 def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
               context: dict[str, Any]) -> dict[str, Any]:
+    """The trace of a trained run. Under several processes all of them call it: they score with
+    the main process's scores, split the ablation's evaluations, and only the main one draws."""
     settings = trace_settings(config)
     device = next(model.parameters()).device
     batches = {task: [{k: v.to(device) for k, v in b.items()} for b in task_batches]
@@ -97,7 +100,8 @@ def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
     trace = trace_summary(model, batches, settings,
                           reference_state=context.get("initial_state"),
                           evaluate=ablation_evaluator(data, config.eval.batch_size),
-                          heatmap_dir=context.get("run_dir"))
+                          heatmap_dir=context.get("run_dir") if distributed.is_main() else None,
+                          agree_on_scores=distributed.tensors_from_main)
     model.zero_grad(set_to_none=True)
     return trace
 

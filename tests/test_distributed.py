@@ -116,7 +116,16 @@ def test_a_process_without_examples_adds_nothing(tmp_path):
     assert completed.returncode == 0, completed.stderr
     two = the_result(tmp_path / "two")
     assert_same_run(two, the_result(tmp_path / "one"))
-    assert two["trace"]["summary"]["shared_count@0.05"] > 0  # traced by the main process
+    assert two["trace"]["summary"]["shared_count@0.05"] > 0
+    # Both processes traced (the ablation's evaluations split between them): the same trace as
+    # one process retracing the final checkpoint.
+    (run_folder,) = (tmp_path / "two").glob("micro/*/")
+    retraced = run_cli("trace", str(run_folder), "--json")
+    assert retraced.returncode == 0, retraced.stderr
+    one_process = the_result(tmp_path / "two")["trace"]["summary"]
+    assert one_process.keys() == two["trace"]["summary"].keys()
+    for name, value in two["trace"]["summary"].items():
+        assert one_process[name] == pytest.approx(value, rel=1e-5, abs=1e-9), name
 
 
 @pytest.mark.slow
