@@ -88,7 +88,10 @@ def run(
     junit_xml: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train and evaluate: one run, one or more suites, or every CI suite (`--all`)."""
+    """Train and evaluate: one run, one or more suites, or every CI suite (`--all`).
+
+    Under `accelerate launch` or `torchrun`, several processes train each run together (DDP).
+    """
     from factrecall_bench.commands import run_command
 
     code = run_command(suites=suite or [], run_all=run_all, strategy=strategy, model=model,
