@@ -3,7 +3,8 @@
 Greedy exact match is decided in one teacher-forced forward pass: greedy decoding reproduces the
 answer and then stops iff every answer token and the end token is the argmax given the true
 prefix. `generate_answers` (batched `generate` with a KV cache and left padding) is kept for
-showing answers, and tests check that both agree question by question.
+showing answers, and tests check that both agree question by question. `qa_scores` and `bio_hits`
+split the items across processes when several train a run together (one process: no split).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from factrecall_bench import distributed
 from factrecall_bench.data.examples import BioItem, QAItem
 from factrecall_bench.stats import wilson_interval
 
@@ -98,6 +100,22 @@ def score_bio_first_token(model: torch.nn.Module, items: list[BioItem], pad_id: 
                           batch_size: int = 64) -> dict[str, list[int]]:
     """Per attribute, 1 where the value's first token is the argmax after its true prefix."""
     return hits_by_attribute(score_bio_values(model, items, pad_id, batch_size))
+
+
+def qa_scores(model: torch.nn.Module, questions: list[QAItem], pad_id: int, batch_size: int
+              ) -> QAScores:
+    """`score_qa` with the questions split across processes (all of them must call it)."""
+    local = score_qa(model, distributed.shard(questions), pad_id, batch_size)
+    hits = distributed.gather_shards(list(zip(local.exact_match, local.first_token)))
+    return QAScores([q.question_id for q in questions], [q.attribute for q in questions],
+                    [exact for exact, _ in hits], [first for _, first in hits])
+
+
+def bio_hits(model: torch.nn.Module, people: list[BioItem], pad_id: int, batch_size: int
+             ) -> dict[str, list[int]]:
+    """BIO value recall per attribute, biographies split across processes (all must call it)."""
+    local = score_bio_values(model, distributed.shard(people), pad_id, batch_size)
+    return hits_by_attribute(distributed.gather_shards(local))
 
 
 @torch.inference_mode()

@@ -21,18 +21,10 @@ from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
 from factrecall_bench.checkpoints import corrupted_checkpoints, latest_checkpoint
 from factrecall_bench.config import RunConfig, config_hash
-from factrecall_bench.data.examples import BioItem, QAItem
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
-from factrecall_bench.evaluate import (
-    QAScores,
-    hits_by_attribute,
-    per_attribute,
-    proportion,
-    score_bio_values,
-    score_qa,
-)
+from factrecall_bench.evaluate import bio_hits, per_attribute, proportion, qa_scores
 from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
@@ -70,22 +62,6 @@ def accelerator_for(mixed_precision: str) -> Accelerator:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         mixed_precision = "bf16" if bf16 else "no"
     return Accelerator(mixed_precision=mixed_precision)
-
-
-def qa_scores(model: torch.nn.Module, questions: list[QAItem], pad_id: int, batch_size: int
-              ) -> QAScores:
-    """`score_qa` with the questions split across processes (all of them must call it)."""
-    local = score_qa(model, distributed.shard(questions), pad_id, batch_size)
-    hits = distributed.gather_shards(list(zip(local.exact_match, local.first_token)))
-    return QAScores([q.question_id for q in questions], [q.attribute for q in questions],
-                    [exact for exact, _ in hits], [first for _, first in hits])
-
-
-def bio_hits(model: torch.nn.Module, people: list[BioItem], pad_id: int, batch_size: int
-             ) -> dict[str, list[int]]:
-    """BIO value recall per attribute, biographies split across processes (all must call it)."""
-    local = score_bio_values(model, distributed.shard(people), pad_id, batch_size)
-    return hits_by_attribute(distributed.gather_shards(local))
 
 
 def evaluate_recall(model: torch.nn.Module, data: FactData, batch_size: int

@@ -29,9 +29,10 @@ from factrecall_bench.config import (
 from factrecall_bench.data.examples import bio_examples
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.errors import UserError
+from factrecall_bench.evaluate import bio_hits, qa_scores
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
-from factrecall_bench.runner import RunHook, bio_hits, qa_scores, read_result
+from factrecall_bench.runner import RunHook, read_result
 from factrecall_bench.trace import TraceSettings, trace_summary
 
 PROBE_BATCH = 32
