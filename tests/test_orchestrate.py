@@ -1,0 +1,49 @@
+"""Runs side by side: each worker process gets its own GPU where there are GPUs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Any
+
+import torch
+
+from factrecall_bench.orchestrate import visible_gpus, worker_pool
+
+
+def gpu_of_this_worker(all_workers_busy: Any) -> tuple[int, str | None]:
+    all_workers_busy.wait(timeout=120)  # every worker holds one task: they are all in use
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def gpus_seen(jobs: int, gpus: list[str]) -> dict[int, str | None]:
+    """Which GPU each of `jobs` workers sees (one task per worker, all at once)."""
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        barrier = manager.Barrier(jobs)
+        with worker_pool(jobs, gpus) as pool:
+            seen = dict(pool.map(gpu_of_this_worker, [barrier] * jobs))
+    assert len(seen) == jobs
+    return seen
+
+
+def test_each_worker_sees_one_gpu_of_its_own(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert sorted(gpus_seen(2, ["3", "5"]).values()) == ["3", "5"]
+
+
+def test_more_workers_than_gpus_share_them_round_robin(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert sorted(gpus_seen(3, ["0", "1"]).values()) == ["0", "0", "1"]
+
+
+def test_without_gpus_workers_are_left_alone(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert set(gpus_seen(2, []).values()) == {None}
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 7")
+    assert visible_gpus() == ["2", "7"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == []
