@@ -22,7 +22,7 @@ from factrecall_bench.config import RunConfig  # noqa: E402
 from factrecall_bench.data.dataset import ensure_dataset, load_saved_dataset  # noqa: E402
 from factrecall_bench.data.facts import FactData  # noqa: E402
 from factrecall_bench.data.tokenizer import ensure_tokenizer  # noqa: E402
-from factrecall_bench.evaluate import score_bio_first_token, score_qa  # noqa: E402
+from factrecall_bench.evaluate import bio_hits, score_qa  # noqa: E402
 from factrecall_bench.models import build_model, count_parameters  # noqa: E402
 from factrecall_bench.strategies import resolve_strategy  # noqa: E402
 
@@ -64,7 +64,7 @@ def eval_seconds(model: torch.nn.Module, config: RunConfig, data: FactData) -> f
     bios = data.bio_train_people[:EVAL_BIOS]
     batch = config.eval.batch_size
     qa_s, _ = common.seconds(lambda: score_qa(model, questions, data.pad_id, batch))
-    bio_s, _ = common.seconds(lambda: score_bio_first_token(model, bios, data.pad_id, batch))
+    bio_s, _ = common.seconds(lambda: bio_hits(model, bios, data.pad_id, batch))
     n_questions = len(data.id_questions) + len(data.ood_questions)
     n_bios = len(data.bio_train_people) + len(data.bio_test_people)
     return qa_s / len(questions) * n_questions + bio_s / len(bios) * n_bios

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from factrecall_bench.config import DataSpec, RunConfig  # noqa: E402
+from factrecall_bench.environment import environment_record  # noqa: E402
 from factrecall_bench.suite import expand_suite, parse_suite  # noqa: E402
 
 GPU_DATA = DataSpec(n_people=1000, seed=0, bio_variants=2, permute=True)
@@ -91,7 +93,16 @@ def steady_tokens_per_s(events_file: Path) -> float | None:
     rates = [event["tokens_per_s"] for event in read_events(events_file).events
              if event["event"] == "step" and "tokens_per_s" in event]
     later = rates[len(rates) // 2:]
-    return round(float(sorted(later)[len(later) // 2]), 1) if later else None
+    return round(float(statistics.median_high(later)), 1) if later else None
+
+
+def mfu(parameters: int, tokens_per_s: float, peak: float | None) -> float | None:
+    """Model FLOP utilization: 6 FLOPs per parameter and training token, over the device's peak."""
+    return round(6 * parameters * tokens_per_s / peak, 4) if peak else None
+
+
+def peak_memory_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
 def summarize(result: dict[str, Any], parameters: int, peak: float | None) -> dict[str, Any]:
@@ -102,10 +113,9 @@ def summarize(result: dict[str, Any], parameters: int, peak: float | None) -> di
         "n_ood_questions": result["metrics"]["ood_exact_match"]["n"],
         "steps": result["total_steps"], "parameters": parameters,
         "train_tokens_per_s": round(tokens_per_s, 1),
-        "mfu": round(6 * parameters * tokens_per_s / peak, 4) if peak else None,
+        "mfu": mfu(parameters, tokens_per_s, peak),
         "timings_s": {name: round(value, 2) for name, value in result["timings"].items()},
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        if torch.cuda.is_available() else None,
+        "peak_memory_gib": peak_memory_gib(),
         "phase_evals": result.get("phase_evals"),
         "trace_summary": trace.get("summary"),
     }
@@ -161,9 +171,7 @@ def measure_mfu_1b(tiny: bool, peak: float | None) -> dict[str, Any]:
             **settings, "precision": accelerator.mixed_precision, "final_loss": round(losses.mean(), 4),
             "step_s": round(elapsed / (settings["steps"] - settings["warmup"]), 4),
             "tokens_per_s": round(tokens_per_s, 1),
-            "mfu": round(6 * parameters * tokens_per_s / peak, 4) if peak else None,
-            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            if torch.cuda.is_available() else None}
+            "mfu": mfu(parameters, tokens_per_s, peak), "peak_memory_gib": peak_memory_gib()}
 
 
 def _synchronize() -> None:
@@ -180,8 +188,9 @@ def output_path(out: Path | None) -> Path:
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
+    from factrecall_bench.io import write_json_atomic
+
+    write_json_atomic(path, report)
 
 
 def model_under_test(args: argparse.Namespace, scratch: Path) -> tuple[str, str]:
@@ -195,6 +204,11 @@ def model_under_test(args: argparse.Namespace, scratch: Path) -> tuple[str, str]
         folder = unpack(args.pack, scratch / "smollm2-135m")
         return f"hf:{folder}", f"SmolLM2-135M-Instruct GGUF, repacked to fit the transfer ({args.pack})"
     return args.model, "packaged GGUF" if args.model == "smollm2-135m" else args.model
+
+
+def parse_strategies(text: str) -> list[str]:
+    """`--strategies "two-stage, mixed"` -> ["two-stage", "mixed"]."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"device": name, "peak_bf16_flops": peak, "torch": torch.__version__,
                               "cuda": torch.version.cuda, "tiny": args.tiny,
                               "dynamo_backend": os.environ.get("ACCELERATE_DYNAMO_BACKEND", "no"),
-                              "runs": {}}
+                              "environment": environment_record(), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         if args.mfu_1b:
             report["mfu_1b"] = measure_mfu_1b(args.tiny, peak)
@@ -247,8 +261,7 @@ def run_both(args: argparse.Namespace, scratch: Path, report: dict[str, Any], pa
         train.update(bio_epochs=args.epochs, qa_epochs=args.epochs)
     report.update(model=model, model_source=source, data=asdict(data), train=train, trace=TRACE)
     runs_root = args.runs_dir or scratch / "runs"
-    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
-    for config in check_configs(model, data, train, strategies):
+    for config in check_configs(model, data, train, parse_strategies(args.strategies)):
         report["runs"][config.strategy] = run_strategy(config, runs_root, peak)
         write_report({**report, "wall_s": round(time.perf_counter() - started, 1)}, path)
         _free_memory()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,10 +95,19 @@ def run(
     """
     from factrecall_bench.commands import run_command
 
-    code = run_command(suites=suite or [], run_all=run_all, strategy=strategy, model=model,
-                       seed=seed, jobs=jobs, runs_dir=runs_dir, baselines_dir=baselines_dir,
-                       check=check, junit_xml=junit_xml, as_json=as_json)
-    raise typer.Exit(code)
+    raise typer.Exit(_until_interrupted(lambda: run_command(
+        suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed, jobs=jobs,
+        runs_dir=runs_dir, baselines_dir=baselines_dir, check=check, junit_xml=junit_xml,
+        as_json=as_json)))
+
+
+def _until_interrupted(command: Callable[[], int]) -> int:
+    """A suite command's exit code; on Ctrl-C, what finished is kept, and 130."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        stderr.print("interrupted: finished runs are kept; rerun to resume", markup=False)
+        return 130
 
 
 @app.command("check")
@@ -110,7 +120,7 @@ def check(
     """Judge the suite's finished runs: its claims and the baseline comparison."""
     from factrecall_bench.commands import check_command
 
-    raise typer.Exit(check_command(suite, runs_dir, baselines_dir, as_json))
+    raise typer.Exit(_until_interrupted(lambda: check_command(suite, runs_dir, baselines_dir, as_json)))
 
 
 @baseline_app.command("update")

@@ -11,9 +11,11 @@ The process group is accelerate's (`PartialState`): no home-made launcher or col
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +39,7 @@ WAIT_FOR_MAIN = timedelta(hours=12)
 group's timeout; torch's default of 10 minutes is shorter than a paper-scale evaluation)."""
 
 
+@functools.cache
 def _state() -> Any:
     """accelerate's process state; on a machine without CUDA the processes use gloo on CPU."""
     import torch
@@ -44,7 +47,11 @@ def _state() -> Any:
     from accelerate.utils import parse_flag_from_env
 
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-    return PartialState(cpu=cpu, timeout=WAIT_FOR_MAIN) if is_distributed() else PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu, timeout=WAIT_FOR_MAIN)
+    # A process that exits with its process group alive can abort in the group's teardown
+    # ("terminate called without an active exception"): close it on the way out.
+    atexit.register(state.destroy_process_group)
+    return state
 
 
 def rank() -> int:
@@ -60,13 +67,13 @@ def barrier() -> None:
         _state().wait_for_everyone()
 
 
-def from_main(value: T) -> T:
-    """The main process's `value`, on every process (picklable values only)."""
+def computed_on_main(compute: Callable[[], T]) -> T:
+    """`compute()` run by the main process only; its (picklable) value, on every process."""
     if not is_distributed():
-        return value
+        return compute()
     from accelerate.utils import broadcast_object_list
 
-    box = [value]
+    box: list[Any] = [compute() if is_main() else None]
     broadcast_object_list(box, from_process=0)
     return box[0]
 
@@ -101,16 +108,18 @@ def gather_shards(local: list[T]) -> list[T]:
 @contextlib.contextmanager
 def main_process_lock(path: Path) -> Iterator[bool]:
     """Yields on every process whether the main process got the lock (without waiting)."""
-    lock = FileLock(str(path), timeout=0) if is_main() else None
-    acquired = True
-    if lock is not None:
+    lock = FileLock(str(path), timeout=0)
+
+    def acquire() -> bool:
         try:
             lock.acquire()
         except Timeout:
-            acquired = False
-    acquired = from_main(acquired)
+            return False
+        return True
+
+    acquired = computed_on_main(acquire)
     try:
         yield acquired
     finally:
-        if lock is not None and acquired:
+        if acquired and is_main():
             lock.release()

@@ -96,12 +96,6 @@ def hits_by_attribute(per_item: list[dict[str, int]]) -> dict[str, list[int]]:
     return dict(correct)
 
 
-def score_bio_first_token(model: torch.nn.Module, items: list[BioItem], pad_id: int,
-                          batch_size: int = 64) -> dict[str, list[int]]:
-    """Per attribute, 1 where the value's first token is the argmax after its true prefix."""
-    return hits_by_attribute(score_bio_values(model, items, pad_id, batch_size))
-
-
 def qa_scores(model: torch.nn.Module, questions: list[QAItem], pad_id: int, batch_size: int
               ) -> QAScores:
     """`score_qa` with the questions split across processes (all of them must call it)."""

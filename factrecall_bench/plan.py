@@ -40,6 +40,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from factrecall_bench.batching import example_counts
 from factrecall_bench.config import DataSpec, RunConfig
 from factrecall_bench.errors import UserError
+from factrecall_bench.models import count_parameters
 from factrecall_bench.suite import Suite, expand_suite
 
 GIB = 1024**3
@@ -124,15 +125,11 @@ def _meta_model(config: PretrainedConfig) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
-def _count(module: torch.nn.Module) -> int:
-    return sum(parameter.numel() for parameter in module.parameters())  # tied weights count once
-
-
 @cache
 def parameter_count(name: str) -> int:
     """Parameters of a known architecture (e.g. `llama-3.2-1b`) or a suite model name, built on
     the meta device: no memory, no weights, no download."""
-    return _count(_meta_model(architecture_config(name)))
+    return count_parameters(_meta_model(architecture_config(name)))
 
 
 @dataclass(frozen=True)
@@ -159,7 +156,7 @@ def model_dims(config: PretrainedConfig) -> ModelDims:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    total, per_layer = _count(model), _count(layers[0])
+    total, per_layer = count_parameters(model), count_parameters(layers[0])
     return ModelDims(parameters=total, layer_parameters=per_layer,
                      root_parameters=total - per_layer * config.num_hidden_layers,
                      hidden=config.hidden_size, layers=config.num_hidden_layers,

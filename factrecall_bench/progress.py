@@ -34,14 +34,6 @@ class RunProgress:
             self.status = f"failed: {event.get('reason')}"
 
 
-def run_progress(events: list[dict]) -> tuple[int, int, str]:
-    """(steps done, total steps, status text) of one run from its events."""
-    progress = RunProgress()
-    for event in events:
-        progress.apply(event)
-    return progress.done, progress.total, progress.status
-
-
 class EventProgress:
     """A background thread that polls event logs and draws one bar per run."""
 

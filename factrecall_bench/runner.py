@@ -19,7 +19,7 @@ from accelerate import Accelerator
 
 from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
-from factrecall_bench.checkpoints import corrupted_checkpoints, latest_checkpoint
+from factrecall_bench.checkpoints import corrupted_checkpoints
 from factrecall_bench.config import RunConfig, config_hash
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
@@ -114,7 +114,7 @@ def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = Non
 
 def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None
                 ) -> RunOutcome:
-    existing = distributed.from_main(read_result(folder) if distributed.is_main() else None)
+    existing = distributed.computed_on_main(lambda: read_result(folder))
     if existing is not None and existing.get("config_hash") == config_hash(config):
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
     events = EventLog(folder / "events.jsonl", config.run_id, writes=distributed.is_main())
@@ -153,7 +153,7 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
                       checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
     trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
-    resume_from = latest_checkpoint(folder / "checkpoints") if distributed.is_main() else None
+    resume_from = trainer.resume_from
     events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
                 model=config.model.name, seed=config.seed, config_hash=config_hash(config),
                 total_steps=trainer.total_steps,

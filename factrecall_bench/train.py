@@ -13,6 +13,7 @@ processes' gradients), so the update equals one process's. Only the main process
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -172,10 +173,14 @@ class Trainer:
     def total_steps(self) -> int:
         return sum(len(plan.batches) for plan in self.plans)
 
+    @functools.cached_property
+    def resume_from(self) -> Checkpoint | None:
+        """The latest valid checkpoint, found (and verified) once, by the main process."""
+        return distributed.computed_on_main(lambda: latest_checkpoint(self.checkpoint_dir))
+
     def run(self) -> dict[str, Any]:
         """Train to the end (resuming if a checkpoint exists); returns timing and throughput."""
-        resume = distributed.from_main(latest_checkpoint(self.checkpoint_dir)
-                                       if distributed.is_main() else None)
+        resume = self.resume_from
         if resume is not None:
             resume.load_model(self.accelerator.unwrap_model(self.model))
             self.events.emit("resume", step=resume.step, path=str(resume.path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ import torch
 
 from factrecall_bench.config import DataSpec
 from factrecall_bench.data.dataset import generate_dataset
+from factrecall_bench.events import read_events
 
 TESTS = Path(__file__).parent
 TINY_SUITE = TESTS / "data" / "suites" / "tiny.toml"
+MICRO_SUITE = TESTS / "data" / "suites" / "micro.toml"
+"""One run of a few seconds: the runner's skip / resume / kill tests and the multi-process ones."""
 
 torch.set_num_threads(1)
 
@@ -46,3 +50,33 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "factrecall_bench", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def micro_result(runs: Path) -> dict:
+    """result.json of the one run of the micro suite under `runs`."""
+    import json
+
+    (path,) = runs.glob("micro/*/result.json")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def micro_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The micro suite's run, trained once in one process without interruption."""
+    runs = tmp_path_factory.mktemp("micro-uninterrupted")
+    completed = run_cli("run", "--suite", str(MICRO_SUITE), "--runs-dir", str(runs), "--no-check")
+    assert completed.returncode == 0, completed.stderr
+    return micro_result(runs)
+
+
+def wait_for_step(events_file: Path, process: subprocess.Popen, step: int,
+                  timeout: float = 300) -> None:
+    """Wait until `process` has logged optimizer step `step` (it must not end before)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        events = read_events(events_file).events if events_file.exists() else []
+        if any(e["event"] == "step" and e["step"] >= step for e in events):
+            return
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in time")

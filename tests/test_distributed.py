@@ -19,10 +19,9 @@ import pytest
 
 from factrecall_bench import distributed
 from factrecall_bench.events import read_events
-from tests.conftest import TESTS, run_cli
-from tests.test_runner import _wait_for_step
+from tests.conftest import MICRO_SUITE, micro_result, run_cli, wait_for_step
 
-MICRO = TESTS / "data" / "suites" / "micro.toml"
+MICRO = MICRO_SUITE
 
 
 
@@ -46,11 +45,6 @@ def micro_suite(folder: Path, grad_accum: int) -> Path:
     return path
 
 
-def the_result(runs: Path) -> dict:
-    (path,) = runs.glob("micro/*/result.json")
-    return json.loads(path.read_text())
-
-
 def assert_same_run(distributed: dict, single: dict) -> None:
     assert distributed["metrics"] == single["metrics"]
     assert distributed["per_question"] == single["per_question"]
@@ -61,27 +55,19 @@ def assert_same_run(distributed: dict, single: dict) -> None:
         [e["metrics"] for e in single["phase_evals"]]
 
 
-@pytest.fixture(scope="module")
-def single_process(tmp_path_factory) -> dict:
-    runs = tmp_path_factory.mktemp("single")
-    completed = run_cli("run", "--suite", str(MICRO), "--runs-dir", str(runs), "--no-check")
-    assert completed.returncode == 0, completed.stderr
-    return the_result(runs)
-
-
 @pytest.mark.slow
-def test_two_processes_train_the_single_process_run(tmp_path, single_process):
+def test_two_processes_train_the_single_process_run(tmp_path, micro_uninterrupted):
     """Each process takes half of every micro-batch; the update is the same."""
     completed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path),
                                   "--no-check", "--json")
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)  # one document: only the main process prints
     assert [run["status"] for run in report["suites"][0]["runs"]] == ["finished"]
-    result = the_result(tmp_path)
-    assert_same_run(result, single_process)
+    result = micro_result(tmp_path)
+    assert_same_run(result, micro_uninterrupted)
     events = read_events(next(tmp_path.glob("micro/*/events.jsonl"))).events
     assert [e["event"] for e in events].count("run_start") == 1  # only the main process writes
-    assert len([e for e in events if e["event"] == "step"]) == len(single_process["loss_curve"])
+    assert len([e for e in events if e["event"] == "step"]) == len(micro_uninterrupted["loss_curve"])
     again = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
     assert again.returncode == 0 and again.stderr.count("nothing to do") == 1, again.stderr
 
@@ -114,28 +100,28 @@ def test_a_process_without_examples_adds_nothing(tmp_path):
     completed = run_two_processes("run", "--suite", str(suite), "--runs-dir", str(tmp_path / "two"),
                                   "--no-check")
     assert completed.returncode == 0, completed.stderr
-    two = the_result(tmp_path / "two")
-    assert_same_run(two, the_result(tmp_path / "one"))
+    two = micro_result(tmp_path / "two")
+    assert_same_run(two, micro_result(tmp_path / "one"))
     assert two["trace"]["summary"]["shared_count@0.05"] > 0
     # Both processes traced (the ablation's evaluations split between them): the same trace as
     # one process retracing the final checkpoint.
     (run_folder,) = (tmp_path / "two").glob("micro/*/")
     retraced = run_cli("trace", str(run_folder), "--json")
     assert retraced.returncode == 0, retraced.stderr
-    one_process = the_result(tmp_path / "two")["trace"]["summary"]
+    one_process = json.loads(retraced.stdout)["summary"]
     assert one_process.keys() == two["trace"]["summary"].keys()
     for name, value in two["trace"]["summary"].items():
         assert one_process[name] == pytest.approx(value, rel=1e-5, abs=1e-9), name
 
 
 @pytest.mark.slow
-def test_killed_two_process_run_resumes_to_the_same_result(tmp_path, single_process):
+def test_killed_two_process_run_resumes_to_the_same_result(tmp_path, micro_uninterrupted):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = torchrun_command("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     events_file = next_events_file(tmp_path, launcher)
-    _wait_for_step(events_file, launcher, 40)
+    wait_for_step(events_file, launcher, 40)
     for pid in [launcher.pid, *descendants(launcher.pid)]:  # workers have sessions of their own
         os.kill(pid, signal.SIGKILL)
     launcher.wait()
@@ -143,7 +129,7 @@ def test_killed_two_process_run_resumes_to_the_same_result(tmp_path, single_proc
     resumed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
     assert resumed.returncode == 0, resumed.stderr
     assert any(e["event"] == "resume" for e in read_events(events_file).events)
-    assert_same_run(the_result(tmp_path), single_process)
+    assert_same_run(micro_result(tmp_path), micro_uninterrupted)
 
 
 def descendants(pid: int) -> list[int]:
@@ -213,7 +199,7 @@ def test_one_process_needs_no_process_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert distributed.shard([1, 2, 3]) == [1, 2, 3]
     assert distributed.gather_shards([1, 2, 3]) == [1, 2, 3]
-    assert distributed.from_main("value") == "value" and distributed.is_main()
+    assert distributed.computed_on_main(lambda: "value") == "value" and distributed.is_main()
 
 
 @pytest.mark.slow

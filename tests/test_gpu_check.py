@@ -63,7 +63,8 @@ def test_check_configs_are_validated_suite_runs(gpu_check):
 
 
 def test_strategies_option_is_parsed_in_order(gpu_check):
-    assert gpu_check.parse_args(["--strategies", "two-stage, mixed"]).strategies == "two-stage, mixed"
+    text = gpu_check.parse_args(["--strategies", "two-stage, mixed,"]).strategies
+    assert gpu_check.parse_strategies(text) == ["two-stage", "mixed"]
 
 
 def _q4_1_blocks(rows: int, blocks: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

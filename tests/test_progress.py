@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from factrecall_bench.progress import EventProgress, run_progress
+from factrecall_bench.progress import EventProgress, RunProgress
 
 
 def line(event: str, **fields) -> str:
@@ -50,6 +50,8 @@ def test_incremental_and_whole_log_readings_agree(tmp_path):
         with path.open("a") as handle:
             handle.write(json.dumps({**event, "run_id": "r"}) + "\n")
         progress.refresh()
-    run = progress.run("r")
-    assert (run.done, run.total, run.status) == run_progress(events)
+    run, whole_log = progress.run("r"), RunProgress()
+    for event in events:
+        whole_log.apply(event)
+    assert run == whole_log
     assert run.status.startswith("failed: loss diverged")

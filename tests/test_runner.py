@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -16,27 +14,14 @@ from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.events import read_events
 from factrecall_bench.runner import run_one
 from factrecall_bench.suite import expand_suite, load_suite
-from tests.conftest import TESTS, run_cli
+from tests.conftest import MICRO_SUITE, micro_result, run_cli, wait_for_step
 
-MICRO = TESTS / "data" / "suites" / "micro.toml"
+MICRO = MICRO_SUITE
 
 
 def comparable(result: dict) -> dict:
     return {"metrics": result["metrics"], "per_question": result["per_question"],
             "loss_curve": result["loss_curve"], "phase_evals": result["phase_evals"]}
-
-
-def the_result(runs: Path) -> dict:
-    (path,) = runs.glob("micro/*/result.json")
-    return json.loads(path.read_text())
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
-    runs = tmp_path_factory.mktemp("clean")
-    completed = run_cli("run", "--suite", str(MICRO), "--runs-dir", str(runs), "--no-check")
-    assert completed.returncode == 0, completed.stderr
-    return the_result(runs)
 
 
 def test_finished_run_is_skipped_and_says_so(tmp_path):
@@ -52,20 +37,8 @@ def test_finished_run_is_skipped_and_says_so(tmp_path):
     assert rerun.returncode == 0 and "nothing to do" in rerun.stderr
 
 
-def _wait_for_step(events_file: Path, process: subprocess.Popen, step: int,
-                   timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        events = read_events(events_file).events if events_file.exists() else []
-        if any(e["event"] == "step" and e["step"] >= step for e in events):
-            return
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    raise AssertionError(f"step {step} not reached in time")
-
-
 @pytest.mark.parametrize("kill_at_steps", [(40,), (25, 170, 290)])
-def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, uninterrupted,
+def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, micro_uninterrupted,
                                                             kill_at_steps):
     """Killed mid-phase, at a phase boundary's neighbourhood, several times: same result."""
     config = expand_suite(load_suite(str(MICRO)))[0]
@@ -76,14 +49,14 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, uninterrup
     for step in kill_at_steps:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        _wait_for_step(events_file, process, step)
+        wait_for_step(events_file, process, step)
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert not (tmp_path / "micro" / config.run_id / "result.json").exists()
     resumed = run_cli("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path), "--no-check")
     assert resumed.returncode == 0, resumed.stderr
     assert any(e["event"] == "resume" for e in read_events(events_file).events)
-    assert comparable(the_result(tmp_path)) == comparable(uninterrupted)
+    assert comparable(micro_result(tmp_path)) == comparable(micro_uninterrupted)
 
 
 def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -95,3 +68,19 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path):
     (newest.path / "model.safetensors").write_bytes(b"garbage")
     fallback = latest_checkpoint(folder)
     assert fallback is not None and fallback.step < newest.step
+
+
+def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
+    config = expand_suite(load_suite(str(MICRO)))[0]
+    events_file = tmp_path / "micro" / config.run_id / "events.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "factrecall_bench", "run", "--suite", str(MICRO),
+                                "--runs-dir", str(tmp_path), "--no-check"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_step(events_file, process, 20)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted: finished runs are kept; rerun to resume" in stderr
+    assert "Traceback" not in stderr
+    assert latest_checkpoint(events_file.parent / "checkpoints") is not None

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from factrecall_bench import stats
 from factrecall_bench.events import LogTail
 
 EVENTS_FILE = "events.jsonl"
@@ -45,6 +44,8 @@ def as_int(value: Any) -> int | None:
 
 def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (`successes` may come as value * n)."""
+    from factrecall_bench import stats  # scipy: loaded only when a result lacks its interval
+
     return stats.wilson_interval(round(successes), max(n, 0))
 
 

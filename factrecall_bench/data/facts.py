@@ -61,13 +61,14 @@ def load_fact_data(data: DataSpec, model: ModelSpec, evaluation: EvalSpec, data_
                  else load_pretrained_tokenizer(model))
     bios = bio_items(dataset["bio"], tokenizer)
     train_qa = qa_items(dataset["qa_train"], tokenizer)
-    people = dataset["people"][:]
+    people = dataset["people"].select_columns(["person_id", "group"])[:]
     in_train = dict(zip(people["person_id"], (group == "train" for group in people["group"])))
-    first_bios = [item for item, variant in zip(bios, dataset["bio"][:]["variant"]) if variant == 0]
+    variants = dataset["bio"].select_columns(["variant"])[:]["variant"]
+    first_bios = [item for item, variant in zip(bios, variants) if variant == 0]
     return FactData(
         tokenizer=tokenizer,
         examples={"bio": bio_examples(bios, values_only_bio_loss), "qa_train": qa_examples(train_qa)},
-        id_questions=qa_items(_capped(dataset["qa_train"], evaluation.max_questions), tokenizer),
+        id_questions=train_qa[:evaluation.max_questions or None],  # the first max_questions (0: all)
         ood_questions=qa_items(_capped(dataset["qa_test"], evaluation.max_questions), tokenizer),
         bio_train_people=[item for item in first_bios if in_train[item.person_id]],
         bio_test_people=[item for item in first_bios if not in_train[item.person_id]],

@@ -59,8 +59,8 @@ def check_spec_fits(spec: DataSpec, pools: Pools) -> None:
 
 
 def draw_people(spec: DataSpec, pools: Pools, rng: np.random.Generator) -> People:
-    """Unique full names, genders, six attributes and the P_train/P_test split."""
-    check_spec_fits(spec, pools)
+    """Unique full names, genders, six attributes and the P_train/P_test split (the spec is
+    checked against the pools by `build_corpus`)."""
     codes = rng.choice(pools.max_people, size=spec.n_people, replace=False)
     n_middle, n_last = len(pools.middle_names), len(pools.last_names)
     first_idx, rest = np.divmod(codes, n_middle * n_last)
