@@ -195,9 +195,7 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        raise UserError("FSDP is not supported yet (checkpoints, evaluation and the trace need the "
-                        "whole model): launch with configs/accelerate/ddp.yaml")
+    check_fsdp_launch()
     configs = expand_suite(suite)
     # Several processes (accelerate launch) train each run together, one run after another.
     jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
@@ -209,6 +207,18 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
         print(f"suite {suite.name}: all {skipped} runs already finished; nothing to do",
               file=sys.stderr)
     return outcome.results, rows
+
+
+def check_fsdp_launch() -> None:
+    """FSDP2 through accelerate, on CUDA GPUs: anything else is refused before any work."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    if os.environ.get("FSDP_VERSION", "1") != "2":
+        raise UserError("only FSDP2 is supported (fsdp_version: 2, as in "
+                        "configs/accelerate/fsdp2.yaml)")
+    if not _has_gpu():
+        raise UserError("FSDP2 needs CUDA GPUs (accelerate shards only on GPU process groups); "
+                        "on CPU launch with configs/accelerate/ddp.yaml")
 
 
 def _has_gpu() -> bool:

@@ -1,12 +1,15 @@
 """Several processes per run (`accelerate launch`, `torchrun`): who does what.
 
 Under data parallelism (DDP) every process trains the same run on its share of each step's
-examples. The main process alone takes the run's lock, decides whether to skip or resume, writes
-events, checkpoints and result.json, and evaluates and traces the trained model while the others
-wait. With one process (the default) every helper here is a no-op, so the single-process path
-is the same code.
+examples, and all of them evaluate and trace it, each its share of the questions. The main process
+alone takes the run's lock, decides whether to skip or resume, and writes events, checkpoints and
+result.json while the others wait. With one process (the default) every helper here is a no-op,
+so the single-process path is the same code. Under FSDP2 (`is_sharded`) every process holds a
+shard of every parameter: checkpoints are gathered and the trace is shard-local (see
+checkpoints.py and trace.py).
 
-The process group is accelerate's (`PartialState`): no home-made launcher or collectives.
+The process group is accelerate's (`PartialState`), the collectives torch's or accelerate's: no
+home-made launcher or communication.
 """
 
 from __future__ import annotations
@@ -85,6 +88,14 @@ def tensors_from_main(tensors: T) -> T:
     from accelerate.utils import broadcast
 
     return broadcast(tensors, from_process=0)
+
+
+def is_sharded(model: Any) -> bool:
+    """Whether FSDP2 shards the model's parameters across the processes (its forwards gather them,
+    so every process must run as many)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def shard(items: list[T]) -> list[T]:

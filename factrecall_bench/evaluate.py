@@ -5,10 +5,16 @@ answer and then stops iff every answer token and the end token is the argmax giv
 prefix. `generate_answers` (batched `generate` with a KV cache and left padding) is kept for
 showing answers, and tests check that both agree question by question. `qa_scores` and `bio_hits`
 split the items across processes when several train a run together (one process: no split).
+Under FSDP2 every forward gathers each layer from all processes, so every process runs as many
+forwards as the one with the most items (the others end with one-token forwards), and scoring runs
+under `no_grad` rather than `inference_mode` (FSDP2 must not allocate its gathered parameters as
+inference tensors that training later writes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -53,38 +59,60 @@ def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-@torch.inference_mode()
-def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_size: int = 128
-             ) -> QAScores:
+def _no_autograd(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    return torch.no_grad() if distributed.is_sharded(model) else torch.inference_mode()
+
+
+def _forwards_per_process(model: torch.nn.Module, n_items: int, batch_size: int) -> int:
+    """Under FSDP2, the batches of the process with the most items; else 0 (no padding)."""
+    if not distributed.is_sharded(model):
+        return 0
+    return math.ceil(math.ceil(n_items / distributed.world_size()) / batch_size)
+
+
+def _pad_forwards(model: torch.nn.Module, done: int, needed: int, pad_id: int) -> None:
+    for _ in range(needed - done):
+        _argmax_predictions(model, [[pad_id]], pad_id)
+
+
+def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_size: int = 128,
+             forwards: int = 0) -> QAScores:
+    """Exact match and first-token accuracy per question (at least `forwards` forward passes)."""
     model.eval()
     exact = [0] * len(items)
     first = [0] * len(items)
     lengths = [len(item.prompt_ids) + len(item.answer_ids) for item in items]
-    for indices in _length_sorted_batches(lengths, batch_size):
-        batch = [items[i] for i in indices]
-        predictions = _argmax_predictions(model, [i.prompt_ids + i.answer_ids for i in batch], pad_id)
-        for row, (index, item) in enumerate(zip(indices, batch)):
-            start = len(item.prompt_ids) - 1
-            predicted = predictions[row, start:start + len(item.answer_ids)].tolist()
-            exact[index] = int(predicted == item.answer_ids)
-            first[index] = int(predicted[0] == item.answer_ids[0])
+    batches = _length_sorted_batches(lengths, batch_size)
+    with _no_autograd(model):
+        for indices in batches:
+            batch = [items[i] for i in indices]
+            predictions = _argmax_predictions(model, [i.prompt_ids + i.answer_ids for i in batch],
+                                              pad_id)
+            for row, (index, item) in enumerate(zip(indices, batch)):
+                start = len(item.prompt_ids) - 1
+                predicted = predictions[row, start:start + len(item.answer_ids)].tolist()
+                exact[index] = int(predicted == item.answer_ids)
+                first[index] = int(predicted[0] == item.answer_ids[0])
+        _pad_forwards(model, len(batches), forwards, pad_id)
     return QAScores([i.question_id for i in items], [i.attribute for i in items], exact, first)
 
 
-@torch.inference_mode()
 def score_bio_values(model: torch.nn.Module, items: list[BioItem], pad_id: int,
-                     batch_size: int = 64) -> list[dict[str, int]]:
+                     batch_size: int = 64, forwards: int = 0) -> list[dict[str, int]]:
     """Per biography and attribute, 1 where the value's first token is the argmax after its true
-    prefix."""
+    prefix (at least `forwards` forward passes)."""
     model.eval()
     hits: list[dict[str, int]] = []
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        predictions = _argmax_predictions(model, [item.input_ids for item in batch], pad_id)
-        for row, item in enumerate(batch):
-            hits.append({attribute: int(predictions[row, token_start - 1].item()
-                                        == item.input_ids[token_start])
-                         for attribute, (token_start, _) in item.value_token_spans.items()})
+    starts = range(0, len(items), batch_size)
+    with _no_autograd(model):
+        for start in starts:
+            batch = items[start:start + batch_size]
+            predictions = _argmax_predictions(model, [item.input_ids for item in batch], pad_id)
+            for row, item in enumerate(batch):
+                hits.append({attribute: int(predictions[row, token_start - 1].item()
+                                            == item.input_ids[token_start])
+                             for attribute, (token_start, _) in item.value_token_spans.items()})
+        _pad_forwards(model, len(starts), forwards, pad_id)
     return hits
 
 
@@ -99,7 +127,8 @@ def hits_by_attribute(per_item: list[dict[str, int]]) -> dict[str, list[int]]:
 def qa_scores(model: torch.nn.Module, questions: list[QAItem], pad_id: int, batch_size: int
               ) -> QAScores:
     """`score_qa` with the questions split across processes (all of them must call it)."""
-    local = score_qa(model, distributed.shard(questions), pad_id, batch_size)
+    local = score_qa(model, distributed.shard(questions), pad_id, batch_size,
+                     forwards=_forwards_per_process(model, len(questions), batch_size))
     hits = distributed.gather_shards(list(zip(local.exact_match, local.first_token)))
     return QAScores([q.question_id for q in questions], [q.attribute for q in questions],
                     [exact for exact, _ in hits], [first for _, first in hits])
@@ -108,7 +137,8 @@ def qa_scores(model: torch.nn.Module, questions: list[QAItem], pad_id: int, batc
 def bio_hits(model: torch.nn.Module, people: list[BioItem], pad_id: int, batch_size: int
              ) -> dict[str, list[int]]:
     """BIO value recall per attribute, biographies split across processes (all must call it)."""
-    local = score_bio_values(model, distributed.shard(people), pad_id, batch_size)
+    local = score_bio_values(model, distributed.shard(people), pad_id, batch_size,
+                             forwards=_forwards_per_process(model, len(people), batch_size))
     return hits_by_attribute(distributed.gather_shards(local))
 
 

@@ -313,9 +313,8 @@ def render_plan(plan: dict[str, Any]) -> Table:
              f"MFU {plan['mfu']:.0%}, {plan['seeds']} seed(s), "
              f"suite {_duration(plan['suite_hours'])} ({plan['suite_gpu_hours']:.1f} GPU-hours), "
              "training only")
-    table = Table(title=title, caption="`run` supports DDP (accelerate launch --config_file "
-                  "configs/accelerate/ddp.yaml); the FSDP2 columns are estimates only, FSDP2 runs "
-                  "are not supported yet")
+    table = Table(title=title, caption="memory columns are estimates; `run` takes both "
+                  "(accelerate launch --config_file configs/accelerate/ddp.yaml or fsdp2.yaml)")
     for column in ("model", "strategy", "params", "steps", "tokens/step", "time/run",
                    "DDP GiB", "DDP+ckpt", "FSDP2 GiB", "FSDP2+ckpt"):
         table.add_column(column, justify="left" if column in ("model", "strategy") else "right")

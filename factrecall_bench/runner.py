@@ -57,10 +57,25 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     return result if ok else None
 
 
+def prepared_for_training(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model as accelerate prepares it: DDP-wrapped, or sharded in place under FSDP2.
+
+    accelerate shards a model only together with an optimizer (it swaps the optimizer's
+    parameters for the shards); every phase here makes its own optimizer from the sharded
+    parameters, so this one is a stand-in that never steps.
+    """
+    if accelerator.is_fsdp2:
+        stand_in = torch.optim.SGD(model.parameters(), lr=0.0)
+        model, _ = accelerator.prepare(model, stand_in)
+        return model
+    return accelerator.prepare_model(model)
+
+
 def accelerator_for(mixed_precision: str) -> Accelerator:
     if mixed_precision == "auto":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         mixed_precision = "bf16" if bf16 else "no"
+    distributed.barrier()  # the process group first (gloo on a machine without CUDA)
     return Accelerator(mixed_precision=mixed_precision)
 
 
@@ -148,12 +163,16 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     # something after evaluation (the trace) will need it.
     initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
                      if after_eval is not None else None)
-    trainer = Trainer(model=accelerator.prepare_model(model), plans=plans, examples=data.examples,
+    trainer = Trainer(model=model, plans=plans, examples=data.examples,
                       train=config.train, accelerator=accelerator, events=events,
                       checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
+    resume_from = trainer.resume_from
+    if resume_from is not None:
+        resume_from.load_model(model)  # whole weights, before DDP copies or FSDP2 shards them
+    trainer.model = prepared_for_training(accelerator, model)
+    model = accelerator.unwrap_model(trainer.model)  # under FSDP2: the same module, sharded
     trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
-    resume_from = trainer.resume_from
     events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
                 model=config.model.name, seed=config.seed, config_hash=config_hash(config),
                 total_steps=trainer.total_steps,

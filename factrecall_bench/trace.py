@@ -2,6 +2,13 @@
 where they sit (layer, module kind, head, neuron), how centralized they are, BIO/QA gradient
 consistency, and ablation of the shared set against random and BIO-only controls (after Zhang et
 al. 2025, arXiv 2505.16178).
+
+Under FSDP2 the parameters, their gradients and so the scores and masks are DTensors sharded by
+rows: every process scores, selects and ablates only its own rows (shard-local). What needs the
+whole model is a sum: counts for the top-k threshold (found by bisection), tie breaking, per-row and
+per-column counts for heads and neurons, dot products for the consistency; each is one all-reduce
+of a few numbers. Ordinary tensors (one process, or DDP with every process holding the whole
+model) take the same code with no communication.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor, Shard
 
 Batch = Mapping[str, Tensor]
 Scores = dict[str, Tensor]
@@ -90,11 +99,94 @@ class TraceSettings:
         return {**asdict(self), "top_k": list(self.top_k)}
 
 
+# ---------------------------------------------------------------- shards (FSDP2) and sums
+
+
+def local_part(tensor: Tensor) -> Tensor:
+    """This process's rows of a sharded (DTensor) tensor; an ordinary tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def global_rows(tensor: Tensor) -> slice:
+    """The rows of the whole tensor that local_part(tensor) holds. FSDP2 shards dim 0 as
+    torch.chunk does: ceil(rows / processes) rows each, the last ones shorter or empty."""
+    rows = tensor.shape[0]
+    if not isinstance(tensor, DTensor):
+        return slice(0, rows)
+    if tuple(tensor.placements) != (Shard(0),):
+        raise ValueError(f"trace: expected parameters sharded by rows, got {tensor.placements}")
+    mesh = tensor.device_mesh
+    chunk = -(-rows // mesh.size())
+    start = min(mesh.get_local_rank() * chunk, rows)
+    stop = min(start + chunk, rows)
+    if tensor.to_local().shape[0] != stop - start:
+        raise ValueError(f"trace: unexpected shard of {stop - start} rows: "
+                         f"{tensor.to_local().shape[0]}")
+    return slice(start, stop)
+
+
+def summed(values: Tensor, like: Tensor) -> Tensor:
+    """values summed over the processes that shard `like` (values themselves when not sharded)."""
+    if isinstance(like, DTensor):
+        values = values.to(local_part(like).device)
+        dist.all_reduce(values, group=like.device_mesh.get_group())
+    return values
+
+
+def _any_sharded(tensors: Mapping[str, Tensor]) -> DTensor | None:
+    return next((t for t in tensors.values() if isinstance(t, DTensor)), None)
+
+
+def _total(counts: Sequence[float], tensors: Mapping[str, Tensor]) -> list[float]:
+    """Per-process counts over tensors (all sharded alike, or none) summed over the processes."""
+    values = torch.tensor(list(counts), dtype=torch.float64)
+    like = _any_sharded(tensors)
+    return summed(values, like).cpu().tolist() if like is not None else values.tolist()
+
+
+def _like(local: Tensor, reference: Tensor) -> Tensor:
+    """local wrapped as a DTensor with reference's layout (itself when reference is not one)."""
+    if not isinstance(reference, DTensor):
+        return local
+    return DTensor.from_local(local, reference.device_mesh, reference.placements,
+                              shape=reference.shape, stride=reference.stride())
+
+
+def _rows_of_whole(whole: Tensor, like: Tensor) -> Tensor:
+    """The rows of a whole (unsharded) tensor that this process holds of `like`."""
+    return whole[global_rows(like)] if isinstance(like, DTensor) else whole
+
+
+def row_counts(mask: Tensor) -> Tensor:
+    """Masked elements per row of the whole tensor (int64, on CPU), from this process's rows."""
+    local = local_part(mask).detach()
+    counts = torch.zeros(mask.shape[0], dtype=torch.int64, device=local.device)
+    counts[global_rows(mask)] = local.reshape(local.shape[0], -1).sum(1)
+    return summed(counts, mask).cpu()
+
+
+def column_counts(mask: Tensor) -> Tensor:
+    """Masked elements per column of a whole 2-D tensor (int64, on CPU)."""
+    return summed(local_part(mask).detach().sum(0, dtype=torch.int64), mask).cpu()
+
+
+def reshard(model: nn.Module) -> None:
+    """Put every FSDP2 module back to sharded parameters (after an evaluation FSDP2 leaves the
+    root's parameters gathered), so the trace reads and writes shards only. A no-op otherwise."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 # ---------------------------------------------------------------- batches and losses
 
 
 def scored_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The parameters the trace scores: trainable ones, tied weights once (first name)."""
+    """The parameters the trace scores: trainable ones, tied weights once (first name). Under
+    FSDP2 the model is resharded first, so these are the sharded parameters."""
+    reshard(model)
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
@@ -271,7 +363,9 @@ def top_k_masks(scores: Scores, fraction: float, ranking: str = "global") -> Mas
     if ranking not in _CHOICES["ranking"]:
         raise ValueError(f"ranking must be global or per_matrix; got {ranking!r}")
     scores = {name: value.float() for name, value in scores.items()}
-    bad = [name for name, value in scores.items() if not bool(torch.isfinite(value).all())]
+    not_finite = _total([float((~torch.isfinite(local_part(value))).sum())
+                         for value in scores.values()], scores)
+    bad = [name for name, count in zip(scores, not_finite, strict=True) if count]
     if bad:
         raise ValueError(f"scores of {bad[:3]} are not finite (a diverged model?)")
     if ranking == "per_matrix":
@@ -302,7 +396,7 @@ def _kth_largest(scores: Scores, k: int) -> float:
     sizes = [min(k, value.numel()) for value in scores.values()]
     if sum(sizes) < k:
         return 0.0
-    if sum(sizes) > MAX_TOPK_CANDIDATES:
+    if sum(sizes) > MAX_TOPK_CANDIDATES or _any_sharded(scores) is not None:
         return _kth_largest_by_bisection(scores, k)
     candidates = torch.cat(
         [v.flatten().topk(m).values.cpu() for v, m in zip(scores.values(), sizes, strict=True)]
@@ -328,20 +422,37 @@ def _float_of_bits(bits: int) -> float:
 
 
 def _count_at_least(scores: Scores, threshold: float) -> int:
-    return sum(int((value >= threshold).sum()) for value in scores.values())
+    local = sum(int((local_part(value) >= threshold).sum()) for value in scores.values())
+    return int(_total([local], scores)[0])
 
 
 def _fill_ties(masks: Masks, scores: Scores, threshold: float, missing: int) -> None:
-    for name, value in scores.items():
+    """Add `missing` elements scoring exactly threshold, in parameter order then position; under
+    FSDP2 the processes' ties are taken in rank order (the lower ranks' first)."""
+    ties = {name: (local_part(value) == threshold).flatten().nonzero().flatten()
+            for name, value in scores.items()}
+    like = _any_sharded(scores)
+    if like is not None:
+        mesh = like.device_mesh
+        per_process = torch.zeros(mesh.size(), dtype=torch.float64)
+        per_process[mesh.get_local_rank()] = sum(t.numel() for t in ties.values())
+        earlier = summed(per_process, like).cpu()[:mesh.get_local_rank()].sum()
+        missing -= int(earlier)
+    for name, positions in ties.items():
         if missing <= 0:
             return
-        ties = (value == threshold).flatten().nonzero().flatten()[:missing]
-        masks[name].view(-1)[ties] = True
-        missing -= ties.numel()
+        chosen = positions[:missing]
+        local_part(masks[name]).view(-1)[chosen] = True
+        missing -= chosen.numel()
+
+
+def count_true(mask: Tensor) -> int:
+    """True elements of one (possibly sharded) mask, over the whole tensor."""
+    return int(_total([float(local_part(mask).sum())], {"mask": mask})[0])
 
 
 def mask_count(masks: Masks) -> int:
-    return sum(int(mask.sum()) for mask in masks.values())
+    return int(sum(_total([float(local_part(mask).sum()) for mask in masks.values()], masks)))
 
 
 def intersect(masks_a: Masks, masks_b: Masks) -> Masks:
@@ -370,7 +481,7 @@ def shared_stats_from_masks(
     n_parameters = sum(mask.numel() for mask in masks_bio.values())
     if ranking == "per_matrix":
         expected = sum(
-            int(masks_bio[n].sum()) * int(masks_qa[n].sum()) / masks_bio[n].numel()
+            count_true(masks_bio[n]) * count_true(masks_qa[n]) / masks_bio[n].numel()
             for n in masks_bio
         )
     else:
@@ -437,15 +548,17 @@ def locate(masks: Masks, model: nn.Module) -> dict[str, Any]:
     neurons = torch.zeros(n_layers, config.intermediate_size, dtype=torch.int64)
     outside_layers = 0
     for name, mask in masks.items():
-        kind, layer, mask = parameter_kind(name), layer_of(name), mask.detach().cpu()
-        count = int(mask.sum())
+        kind, layer = parameter_kind(name), layer_of(name)
+        rows = row_counts(mask)
+        count = int(rows.sum())
         by_kind[kind] = by_kind.get(kind, 0) + count
         if layer is None:
             outside_layers += count
             continue
         by_layer[layer] += count
-        _add_head_counts(kind, mask, heads[layer], kv_heads[layer])
-        _add_neuron_counts(kind, mask, neurons[layer])
+        columns = column_counts(mask) if mask.dim() == 2 and kind in ("o", "mlp_down") else None
+        _add_head_counts(kind, rows, columns, heads[layer], kv_heads[layer])
+        _add_neuron_counts(kind, rows, columns, neurons[layer])
     return {
         "by_layer": by_layer,
         "outside_layers": outside_layers,
@@ -456,29 +569,30 @@ def locate(masks: Masks, model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _add_head_counts(kind: str, mask: Tensor, heads: Tensor, kv_heads: Tensor) -> None:
+def _add_head_counts(kind: str, rows: Tensor, columns: Tensor | None, heads: Tensor,
+                     kv_heads: Tensor) -> None:
+    """rows / columns: the mask's counts per row / per column (columns only for o)."""
     n_heads, n_kv_heads = heads.numel(), kv_heads.numel()
     if kind in ("q", "qkv"):
         # q rows are [head, head_dim]; NeoX's fused rows are [head, (q, k, v), head_dim].
-        per_head = mask.reshape(n_heads, -1).sum(1).double()
-        heads += per_head
+        heads += rows.reshape(n_heads, -1).sum(1).double()
         if kind == "qkv":
-            kv_heads += mask.reshape(n_heads, 3, -1)[:, 1:].sum((1, 2)).double()
+            kv_heads += rows.reshape(n_heads, 3, -1)[:, 1:].sum((1, 2)).double()
     elif kind in ("k", "v"):
-        per_kv_head = mask.reshape(n_kv_heads, -1).sum(1).double()
+        per_kv_head = rows.reshape(n_kv_heads, -1).sum(1).double()
         kv_heads += per_kv_head
         # Query head h reads kv head h // (n_heads / n_kv_heads) (transformers' repeat_kv).
         group = n_heads // n_kv_heads
         heads += (per_kv_head / group).repeat_interleave(group)
-    elif kind == "o" and mask.dim() == 2:
-        heads += mask.reshape(mask.shape[0], n_heads, -1).sum((0, 2)).double()
+    elif kind == "o" and columns is not None:
+        heads += columns.reshape(n_heads, -1).sum(1).double()
 
 
-def _add_neuron_counts(kind: str, mask: Tensor, neurons: Tensor) -> None:
+def _add_neuron_counts(kind: str, rows: Tensor, columns: Tensor | None, neurons: Tensor) -> None:
     if kind in ("mlp_gate", "mlp_up"):
-        neurons += mask.reshape(mask.shape[0], -1).sum(1)
-    elif kind == "mlp_down" and mask.dim() == 2:
-        neurons += mask.sum(0)
+        neurons += rows
+    elif kind == "mlp_down" and columns is not None:
+        neurons += columns
 
 
 def gini(values: Sequence[float] | Tensor) -> float:
@@ -551,11 +665,13 @@ def gradient_consistency(
         second = _summed_gradient(model, params, batches_by_task[tasks[1]])
     sums: dict[int | None, list[float]] = {}
     for name in params:
-        a, b = first[name].double(), second[name].double()
+        a, b = local_part(first[name]).double(), local_part(second[name]).double()
         group = sums.setdefault(layer_of(name), [0.0, 0.0, 0.0])
         group[0] += float((a * b).sum())
         group[1] += float(a.square().sum())
         group[2] += float(b.square().sum())
+    flat = _total([value for group in sums.values() for value in group], first)
+    sums = {key: flat[3 * i:3 * i + 3] for i, key in enumerate(sums)}
     total = [sum(values[i] for values in sums.values()) for i in range(3)]
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", 0)
     return {
@@ -632,8 +748,9 @@ def ablate(
 def random_masks(like: Masks, count: int, seed: int) -> Masks:
     """count elements drawn uniformly without replacement over all tensors of like (seeded)."""
     generator = torch.Generator().manual_seed(seed)
-    noise = {
-        name: torch.rand(mask.shape, generator=generator).add_(1e-6).to(mask.device)
+    noise = {  # drawn whole on every process (the same draw), each keeping its own rows
+        name: _like(_rows_of_whole(torch.rand(mask.shape, generator=generator).add_(1e-6), mask)
+                    .to(local_part(mask).device), mask)
         for name, mask in like.items()
     }
     return _top_count_masks(noise, count)
@@ -647,7 +764,7 @@ def bio_only_masks(scores_bio: Scores, shared: Masks, ranking: str = "global") -
     }
     if ranking == "per_matrix":
         return {
-            name: _top_count_masks({name: value}, int(shared[name].sum()))[name]
+            name: _top_count_masks({name: value}, count_true(shared[name]))[name]
             for name, value in outside.items()
         }
     return _top_count_masks(outside, mask_count(shared))
@@ -661,10 +778,12 @@ def _evaluate_reset(
     evaluate: Evaluate,
 ) -> dict[str, float]:
     was_training = model.training
+    reshard(model)  # so that the next forward gathers the reset shards
     saved = _reset_to_reference(params, masks, reference_state)
     try:
         return {metric: float(value) for metric, value in evaluate(model).items()}
     finally:
+        reshard(model)
         _restore(params, masks, saved)
         model.train(was_training)
 
@@ -675,16 +794,19 @@ def _reset_to_reference(
 ) -> dict[str, Tensor]:
     saved = {}
     for name, mask in masks.items():
-        p, where = params[name], mask.to(params[name].device)
+        p = local_part(params[name])
+        where = local_part(mask).to(p.device)
+        reference = _rows_of_whole(reference_state[name], params[name])
         saved[name] = p[where].clone()
-        p[where] = reference_state[name].to(device=p.device, dtype=p.dtype)[where]
+        p[where] = reference.to(device=p.device, dtype=p.dtype)[where]
     return saved
 
 
 @torch.no_grad()
 def _restore(params: Mapping[str, nn.Parameter], masks: Masks, saved: Mapping[str, Tensor]) -> None:
     for name, values in saved.items():
-        params[name][masks[name].to(params[name].device)] = values
+        p = local_part(params[name])
+        p[local_part(masks[name]).to(p.device)] = values
 
 
 def _drops(baseline: Mapping[str, float], ablated: Mapping[str, float]) -> dict[str, float]:

@@ -102,7 +102,10 @@ def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
                           reference_state=context.get("initial_state"),
                           evaluate=ablation_evaluator(data, config.eval.batch_size),
                           heatmap_dir=context.get("run_dir") if distributed.is_main() else None,
-                          agree_on_scores=distributed.tensors_from_main)
+                          # DDP: every process holds the whole model and takes the main one's
+                          # scores; FSDP2: each process scores its own shard (no agreement needed)
+                          agree_on_scores=None if distributed.is_sharded(model)
+                          else distributed.tensors_from_main)
     model.zero_grad(set_to_none=True)
     return trace
 

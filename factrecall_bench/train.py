@@ -5,9 +5,10 @@ the sum of token losses over the whole step divided by the step's loss-token cou
 accumulated micro-batches give exactly the update of one batch of their concatenation.
 Checkpoints are written atomically; a resumed run continues from the latest valid one.
 
-Under DDP (several processes) each process takes every world_size-th example of each micro-batch,
-and the loss is divided by the whole step's loss-token count over world_size (DDP averages the
-processes' gradients), so the update equals one process's. Only the main process writes.
+Under DDP or FSDP2 (several processes) each process takes every world_size-th example of each
+micro-batch, and the loss is divided by the whole step's loss-token count over world_size (both
+average the processes' gradients), so the update equals one process's. Only the main process
+writes; under FSDP2 all of them first gather the state it writes.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from transformers import PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from factrecall_bench import distributed
 from factrecall_bench.batching import Batch, PhasePlan, collate, split_micro_batches
-from factrecall_bench.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
+from factrecall_bench.checkpoints import (
+    Checkpoint,
+    gather_sharded_state,
+    latest_checkpoint,
+    save_checkpoint,
+)
 from factrecall_bench.config import Phase, TrainSpec
 from factrecall_bench.data.examples import IGNORE, Example
 from factrecall_bench.errors import RunFailed
@@ -158,7 +164,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, steps: int, train: TrainSpe
 class Trainer:
     """Runs a plan of phases on one model, writing events and checkpoints."""
 
-    model: PreTrainedModel
+    model: torch.nn.Module
+    """The model being trained, as accelerate prepared it (DDP-wrapped, FSDP2-sharded)."""
     plans: list[PhasePlan]
     examples: dict[str, list[Example]]
     train: TrainSpec
@@ -175,14 +182,15 @@ class Trainer:
 
     @functools.cached_property
     def resume_from(self) -> Checkpoint | None:
-        """The latest valid checkpoint, found (and verified) once, by the main process."""
+        """The latest valid checkpoint, found (and verified) once, by the main process. Its model
+        weights must be loaded (`load_model`) before the model is prepared (sharded)."""
         return distributed.computed_on_main(lambda: latest_checkpoint(self.checkpoint_dir))
 
     def run(self) -> dict[str, Any]:
-        """Train to the end (resuming if a checkpoint exists); returns timing and throughput."""
+        """Train to the end (resuming from `resume_from`, whose weights the model already holds);
+        returns timing and throughput."""
         resume = self.resume_from
         if resume is not None:
-            resume.load_model(self.accelerator.unwrap_model(self.model))
             self.events.emit("resume", step=resume.step, path=str(resume.path))
         started, tokens = time.perf_counter(), 0
         global_step = 0
@@ -202,7 +210,7 @@ class Trainer:
         optimizer = make_optimizer(self.model, plan.phase, self.train)
         scheduler = make_scheduler(optimizer, len(plan.batches), self.train)
         if done and resume is not None:
-            resume.load_optimizer(optimizer, scheduler)
+            resume.load_optimizer(optimizer, scheduler, self.model)
         optimizer = self.accelerator.prepare_optimizer(optimizer)
         self.events.emit("phase_start", phase=plan.phase.name, phase_index=phase_index,
                          steps=len(plan.batches))
@@ -261,9 +269,11 @@ class Trainer:
 
     def _checkpoint(self, step: int, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LambdaLR, phase_done: bool) -> None:
+        gathered = (gather_sharded_state(self.model, getattr(optimizer, "optimizer", optimizer))
+                    if distributed.is_sharded(self.model) else None)
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
         path = save_checkpoint(self.checkpoint_dir, step, model, optimizer, scheduler,
-                               phase_done=phase_done)
+                               phase_done=phase_done, gathered=gathered)
         self.events.emit("checkpoint", step=step, path=str(path))

@@ -162,16 +162,6 @@ def next_events_file(runs: Path, process: subprocess.Popen, timeout: float = 120
     raise AssertionError("the run did not start in time")
 
 
-def test_fsdp_is_refused_with_one_line(tmp_path):
-    env = {**os.environ, "ACCELERATE_USE_FSDP": "true"}
-    completed = subprocess.run([sys.executable, "-m", "factrecall_bench", "run", "--suite",
-                                str(MICRO), "--runs-dir", str(tmp_path)], capture_output=True,
-                               text=True, env=env, timeout=120)
-    assert completed.returncode == 2
-    assert completed.stderr.strip().count("\n") == 0 and "FSDP" in completed.stderr
-    assert "Traceback" not in completed.stderr
-
-
 @pytest.mark.parametrize("command", [["trace", "RUNS"], ["data", "generate", "--out", "RUNS/data"]])
 def test_one_process_commands_refuse_a_launcher(tmp_path, command):
     env = {**os.environ, "WORLD_SIZE": "2"}

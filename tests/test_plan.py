@@ -91,7 +91,7 @@ def test_plan_of_the_paper_suite():
         memory = row["memory_gib"]
         assert memory["fsdp2"]["checkpointing"]["total"] < memory["ddp"]["no_checkpointing"]["total"]
     table = render_plan(plan)
-    assert isinstance(table, Table) and "FSDP2 runs are not supported" in str(table.caption)
+    assert isinstance(table, Table) and "fsdp2.yaml" in str(table.caption)
 
 
 def test_plan_of_the_cpu_suite_uses_its_tiny_model():

@@ -1,0 +1,139 @@
+"""One process of tests/test_fsdp.py, under `torchrun --nproc_per_node 2` on CPU (gloo).
+
+accelerate shards a model with FSDP2 only on GPU process groups, so here the model is sharded the
+way accelerate's FSDP2 plugin shards it (torch's `fully_shard` on each decoder layer, then on the
+root) and then goes through the library's own code: the Trainer (with its checkpoints and a
+resume), the evaluation and the gradient trace. Next to it, in the same processes, the same run
+goes through the DDP path (accelerate's `prepare_model`), which equals one process (see
+test_distributed.py). The main process writes what both gave to the JSON file named by argv[2].
+
+Usage: torchrun --standalone --nproc_per_node 2 tests/fsdp_worker.py SUITE.toml OUT.json WORK_DIR
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+from factrecall_bench import distributed
+from factrecall_bench.batching import plan_run
+from factrecall_bench.data.facts import load_fact_data
+from factrecall_bench.evaluate import bio_hits, qa_scores
+from factrecall_bench.events import EventLog, read_events
+from factrecall_bench.models import build_model
+from factrecall_bench.runner import accelerator_for
+from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.trace import TraceSettings, trace_summary
+from factrecall_bench.trace_hook import ablation_evaluator, probe_batches
+from factrecall_bench.train import Trainer
+
+EVAL_BATCH = 3  # small, so the two processes' shares take different numbers of batches
+
+
+def shard_like_accelerate(model: torch.nn.Module) -> torch.nn.Module:
+    mesh = init_device_mesh("cpu", (distributed.world_size(),))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def whole_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    if distributed.is_sharded(model):
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def train(config, data, model, accelerator, folder: Path) -> dict:
+    """Train with the library's Trainer (resuming from folder's checkpoints): the step it resumed
+    from and the losses logged since."""
+    plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
+    events = EventLog(folder / "events.jsonl", config.run_id, writes=distributed.is_main())
+    trainer = Trainer(model=model, plans=plans, examples=data.examples, train=config.train,
+                      accelerator=accelerator, events=events, checkpoint_dir=folder / "checkpoints",
+                      pad_id=data.pad_id)
+    if trainer.resume_from is not None:
+        trainer.resume_from.load_model(model)
+    trainer.model = shard_like_accelerate(model) if folder.name.startswith("fsdp") \
+        else accelerator.prepare_model(model)
+    trainer.run()
+    distributed.barrier()
+    events = read_events(folder / "events.jsonl").events
+    resumes = [index for index, event in enumerate(events) if event["event"] == "resume"]
+    since = resumes[-1] if resumes else 0
+    return {"resumed_from": events[since]["step"] if resumes else None,
+            "losses": [[e["step"], e["loss"]] for e in events[since:] if e["event"] == "step"]}
+
+
+def recall(model: torch.nn.Module, data) -> dict[str, list[int]]:
+    return {"ood": qa_scores(model, data.ood_questions, data.pad_id, EVAL_BATCH).exact_match,
+            "id_first_token": qa_scores(model, data.id_questions, data.pad_id,
+                                        EVAL_BATCH).first_token,
+            "bio": [hit for hits in bio_hits(model, data.bio_test_people, data.pad_id,
+                                             EVAL_BATCH).values() for hit in hits]}
+
+
+def trace(model: torch.nn.Module, data, initial: dict[str, torch.Tensor]) -> dict:
+    settings = TraceSettings(top_k=(0.01, 0.1), probe_examples=12, ablation_random_draws=2,
+                             seed=5)
+    batches = probe_batches(data, settings)
+    agree = None if distributed.is_sharded(model) else distributed.tensors_from_main
+    result = trace_summary(model, batches, settings, reference_state=initial,
+                           evaluate=ablation_evaluator(data, EVAL_BATCH), agree_on_scores=agree)
+    per_matrix = trace_summary(model, batches, TraceSettings(
+        top_k=(0.05,), probe_examples=12, ranking="per_matrix", score="grad",
+        ablation_random_draws=0), agree_on_scores=agree)
+    return {"global": result, "per_matrix": per_matrix}
+
+
+def main(suite_path: str, out: str, work: str) -> None:
+    (config,) = expand_suite(load_suite(Path(suite_path)))
+    work_dir = Path(work)
+    data = load_fact_data(config.data, config.model, config.eval, work_dir / "data")
+    accelerator = accelerator_for("no")
+    built = build_model(config.model, data.tokenizer, config.seed)
+    initial = whole_state(built)
+    results: dict = {}
+    trained = {}
+    for layout in ("ddp", "fsdp"):
+        model = copy.deepcopy(built)
+        results[layout] = train(config, data, model, accelerator, work_dir / layout)
+        trained[layout] = model
+        results[f"{layout}_checkpoints"] = sorted(
+            p.name for p in (work_dir / layout / "checkpoints").glob("step-*"))
+    # Resume the sharded run from its earlier (mid-phase) checkpoint: the same weights at the end.
+    if distributed.is_main():
+        shutil.copytree(work_dir / "fsdp", work_dir / "fsdp-resumed")
+        shutil.rmtree(max((work_dir / "fsdp-resumed" / "checkpoints").glob("step-*")))
+    distributed.barrier()
+    resumed = copy.deepcopy(built)
+    results["fsdp_resumed"] = train(config, data, resumed, accelerator,
+                                           work_dir / "fsdp-resumed")
+    weights = {layout: whole_state(model) for layout, model in trained.items()}
+    weights["fsdp_resumed"] = whole_state(resumed)
+    results["max_weight_difference"] = {
+        f"{a}_vs_{b}": max(float((weights[a][key] - weights[b][key]).abs().max())
+                           for key in weights[b])
+        for a, b in (("fsdp", "ddp"), ("fsdp_resumed", "fsdp"))}
+    # Evaluation and trace of the same weights, whole and sharded.
+    plain = accelerator.unwrap_model(trained["ddp"])
+    plain.load_state_dict(weights["fsdp"])
+    results["recall"] = {layout: recall(model, data)
+                         for layout, model in (("ddp", plain), ("fsdp", trained["fsdp"]))}
+    results["trace"] = {layout: trace(model, data, initial)
+                        for layout, model in (("ddp", plain), ("fsdp", trained["fsdp"]))}
+    if distributed.is_main():
+        Path(out).write_text(json.dumps(results))
+    distributed.barrier()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

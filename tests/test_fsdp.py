@@ -1,0 +1,125 @@
+"""FSDP2: each process holds a shard of every parameter. Trained, checkpointed, resumed, evaluated
+and traced shard-locally, a run must give what the whole model gives (the DDP path, itself equal to
+one process). On CPU the model is sharded with torch's `fully_shard` as accelerate's FSDP2 plugin
+does (accelerate itself shards only on GPUs); the GPU test goes through `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import MICRO_SUITE, TESTS, micro_result, run_cli
+
+SUITE = """
+name = "fsdp"
+seeds = [0]
+strategies = ["two-stage"]
+models = ["tiny-llama"]
+[data]
+n_people = 20
+bio_variants = 2
+fullname = true
+templates_per_attribute = 2
+[model]
+n_layer = 2
+d_model = 32
+n_head = 2
+d_ff = 64
+[train]
+bio_epochs = 24
+qa_epochs = 12
+lr = 3e-3
+stage2_lr = 3e-3
+batch_size = 8
+grad_accum = 2
+checkpoint_every = 9
+log_every = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def sharded_and_whole(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """What tests/fsdp_worker.py measured with two processes, sharded and whole."""
+    work = tmp_path_factory.mktemp("fsdp")
+    suite = work / "fsdp.toml"
+    suite.write_text(SUITE)
+    out = work / "out.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(TESTS / "fsdp_worker.py"), str(suite), str(out), str(work)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=TESTS.parent)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_sharded_training_gives_the_whole_models_update(sharded_and_whole):
+    ddp, fsdp = sharded_and_whole["ddp"]["losses"], sharded_and_whole["fsdp"]["losses"]
+    assert [step for step, _ in fsdp] == [step for step, _ in ddp] and len(ddp) > 50
+    np.testing.assert_allclose([loss for _, loss in fsdp], [loss for _, loss in ddp], rtol=1e-4)
+    assert sharded_and_whole["max_weight_difference"]["fsdp_vs_ddp"] < 1e-4
+
+
+@pytest.mark.slow
+def test_a_sharded_run_resumes_mid_phase_from_its_gathered_checkpoint(sharded_and_whole):
+    """The optimizer state comes back too: a fresh AdamW would move the weights by ~lr."""
+    assert sharded_and_whole["fsdp_checkpoints"] == ["step-00000207", "step-00000210"]
+    resumed = sharded_and_whole["fsdp_resumed"]
+    assert resumed["resumed_from"] == 207
+    assert resumed["losses"] == [loss for loss in sharded_and_whole["fsdp"]["losses"]
+                                 if loss[0] > 207]
+    assert sharded_and_whole["max_weight_difference"]["fsdp_resumed_vs_fsdp"] < 1e-6
+
+
+@pytest.mark.slow
+def test_sharded_evaluation_scores_every_item_as_the_whole_model(sharded_and_whole):
+    recall = sharded_and_whole["recall"]
+    assert recall["fsdp"] == recall["ddp"]
+    assert sum(recall["ddp"]["id_first_token"]) > 0  # something was learned to compare
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranking", ["global", "per_matrix"])
+def test_the_shard_local_trace_equals_the_whole_models(sharded_and_whole, ranking):
+    whole, sharded = (sharded_and_whole["trace"][layout][ranking] for layout in ("ddp", "fsdp"))
+    assert sharded["per_k"] == whole["per_k"]  # counts, locations (heads, neurons), centralization
+    assert sharded["ablation"] == whole["ablation"]  # shared, random and BIO-only resets
+    assert sharded["consistency"]["cosine"] == pytest.approx(whole["consistency"]["cosine"])
+    assert sharded["consistency"]["per_layer"] == pytest.approx(whole["consistency"]["per_layer"])
+    assert all(entry["shared"]["count"] > 0 for entry in whole["per_k"].values())
+
+
+@pytest.mark.parametrize(("version", "message"), [("1", "only FSDP2"), ("2", "needs CUDA GPUs")])
+def test_fsdp_without_gpus_or_of_version_1_is_refused_with_one_line(tmp_path, version, message):
+    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": version,
+           "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run([sys.executable, "-m", "factrecall_bench", "run", "--suite",
+                                str(MICRO_SUITE), "--runs-dir", str(tmp_path)], capture_output=True,
+                               text=True, env=env, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().count("\n") == 0 and message in completed.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_fsdp2_through_accelerate_launch_on_a_gpu(tmp_path):
+    """The shipped config, one process (one GPU is all a test machine is sure to have)."""
+    accelerate = shutil.which("accelerate") or "accelerate"
+    completed = subprocess.run(
+        [accelerate, "launch", "--config_file",
+         str(Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"),
+         "--num_processes", "1", "-m", "factrecall_bench", "run", "--suite", str(MICRO_SUITE),
+         "--runs-dir", str(tmp_path), "--no-check"], capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = micro_result(tmp_path)
+    assert result["metrics"]["id_exact_match"]["n"] > 0 and result["trace"] is None
+    again = run_cli("run", "--suite", str(MICRO_SUITE), "--runs-dir", str(tmp_path), "--no-check")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
