@@ -25,7 +25,9 @@ from torch.distributed.fsdp import fully_shard
 
 from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
+from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.data.facts import load_fact_data
+from factrecall_bench.errors import UserError
 from factrecall_bench.evaluate import bio_hits, qa_scores
 from factrecall_bench.events import EventLog, read_events
 from factrecall_bench.models import build_model
@@ -33,7 +35,7 @@ from factrecall_bench.runner import accelerator_for
 from factrecall_bench.suite import expand_suite, load_suite
 from factrecall_bench.trace import TraceSettings, trace_summary
 from factrecall_bench.trace_hook import ablation_evaluator, probe_batches
-from factrecall_bench.train import Trainer
+from factrecall_bench.train import Trainer, make_optimizer, make_scheduler
 
 EVAL_BATCH = 3  # small, so the two processes' shares take different numbers of batches
 
@@ -71,6 +73,24 @@ def train(config, data, model, accelerator, folder: Path) -> dict:
     since = resumes[-1] if resumes else 0
     return {"resumed_from": events[since]["step"] if resumes else None,
             "losses": [[e["step"], e["loss"]] for e in events[since:] if e["event"] == "step"]}
+
+
+def load_optimizer_state(checkpoint_dir: Path, model: torch.nn.Module, config) -> dict:
+    """Load a checkpoint's optimizer state into a fresh AdamW of `model`: its first-moment sum,
+    or the one-line refusal."""
+    checkpoint = latest_checkpoint(checkpoint_dir)
+    phase = config.phases[-1]
+    optimizer = make_optimizer(model, phase, config.train)
+    try:
+        checkpoint.load_optimizer(optimizer, make_scheduler(optimizer, 10, config.train), model)
+    except UserError as refusal:
+        return {"refused": str(refusal)}
+    moments = [state["exp_avg"] for state in optimizer.state.values()]
+    local = torch.tensor(sum(float(m.to_local().abs().sum()) if hasattr(m, "to_local")
+                             else float(m.abs().sum()) for m in moments), dtype=torch.float64)
+    if distributed.is_sharded(model):
+        torch.distributed.all_reduce(local)
+    return {"exp_avg_abs_sum": float(local), "tensors": len(moments)}
 
 
 def recall(model: torch.nn.Module, data) -> dict[str, list[int]]:
@@ -123,6 +143,14 @@ def main(suite_path: str, out: str, work: str) -> None:
         f"{a}_vs_{b}": max(float((weights[a][key] - weights[b][key]).abs().max())
                            for key in weights[b])
         for a, b in (("fsdp", "ddp"), ("fsdp_resumed", "fsdp"))}
+    # Checkpoints across layouts: a sharded run's loads whole; a whole run's is refused sharded.
+    results["optimizer_loads"] = {
+        "fsdp_into_whole": load_optimizer_state(work_dir / "fsdp" / "checkpoints",
+                                                copy.deepcopy(built), config),
+        "fsdp_into_sharded": load_optimizer_state(work_dir / "fsdp" / "checkpoints",
+                                                  trained["fsdp"], config),
+        "whole_into_sharded": load_optimizer_state(work_dir / "ddp" / "checkpoints",
+                                                   trained["fsdp"], config)}
     # Evaluation and trace of the same weights, whole and sharded.
     plain = accelerator.unwrap_model(trained["ddp"])
     plain.load_state_dict(weights["fsdp"])

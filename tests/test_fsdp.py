@@ -80,6 +80,17 @@ def test_a_sharded_run_resumes_mid_phase_from_its_gathered_checkpoint(sharded_an
 
 
 @pytest.mark.slow
+def test_a_gathered_checkpoint_loads_whole_or_sharded_and_a_whole_one_is_refused_sharded(
+        sharded_and_whole):
+    loads = sharded_and_whole["optimizer_loads"]
+    assert loads["fsdp_into_whole"]["tensors"] == loads["fsdp_into_sharded"]["tensors"] > 0
+    assert loads["fsdp_into_whole"]["exp_avg_abs_sum"] == pytest.approx(
+        loads["fsdp_into_sharded"]["exp_avg_abs_sum"], rel=1e-6)
+    assert loads["fsdp_into_whole"]["exp_avg_abs_sum"] > 0
+    assert "written without FSDP" in loads["whole_into_sharded"]["refused"]
+
+
+@pytest.mark.slow
 def test_sharded_evaluation_scores_every_item_as_the_whole_model(sharded_and_whole):
     recall = sharded_and_whole["recall"]
     assert recall["fsdp"] == recall["ddp"]
