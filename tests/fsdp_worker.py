@@ -1,11 +1,11 @@
 """One process of tests/test_fsdp.py, under `torchrun --nproc_per_node 2` on CPU (gloo).
 
-accelerate shards a model with FSDP2 only on GPU process groups, so here the model is sharded the
-way accelerate's FSDP2 plugin shards it (torch's `fully_shard` on each decoder layer, then on the
-root) and then goes through the library's own code: the Trainer (with its checkpoints and a
-resume), the evaluation and the gradient trace. Next to it, in the same processes, the same run
-goes through the DDP path (accelerate's `prepare_model`), which equals one process (see
-test_distributed.py). The main process writes what both gave to the JSON file named by argv[2].
+First the run goes through the DDP path (which equals one process, see test_distributed.py).
+Then the same run goes through FSDP2: accelerate picks FSDP only when it sees GPUs, so here its
+state is switched to FSDP2 by hand (`as_fsdp2`); from there on everything is the code a GPU runs:
+accelerate's FSDP2 preparation (torch's `fully_shard` on each decoder layer and the root), its
+no_sync and clipping, and the library's Trainer (with checkpoints and a resume), evaluation and
+gradient trace. The main process writes what both gave to the JSON file named by argv[2].
 
 Usage: torchrun --standalone --nproc_per_node 2 tests/fsdp_worker.py SUITE.toml OUT.json WORK_DIR
 """
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 
 from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
@@ -31,7 +31,7 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.evaluate import bio_hits, qa_scores
 from factrecall_bench.events import EventLog, read_events
 from factrecall_bench.models import build_model
-from factrecall_bench.runner import accelerator_for
+from factrecall_bench.runner import accelerator_for, prepared_for_training
 from factrecall_bench.suite import expand_suite, load_suite
 from factrecall_bench.trace import TraceSettings, trace_summary
 from factrecall_bench.trace_hook import ablation_evaluator, probe_batches
@@ -40,12 +40,15 @@ from factrecall_bench.train import Trainer, make_optimizer, make_scheduler
 EVAL_BATCH = 3  # small, so the two processes' shares take different numbers of batches
 
 
-def shard_like_accelerate(model: torch.nn.Module) -> torch.nn.Module:
-    mesh = init_device_mesh("cpu", (distributed.world_size(),))
-    for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
+def as_fsdp2(accelerator: Accelerator) -> Accelerator:
+    """The decision `accelerate launch --config_file configs/accelerate/fsdp2.yaml` makes on GPUs."""
+    PartialState().distributed_type = DistributedType.FSDP  # accelerate copies it from here
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+        state_dict_type="FULL_STATE_DICT")
+    assert accelerator.is_fsdp2
+    return accelerator
 
 
 def whole_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -54,9 +57,12 @@ def whole_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
-def train(config, data, model, accelerator, folder: Path) -> dict:
+def train(config, data, model, folder: Path, fsdp: bool) -> dict:
     """Train with the library's Trainer (resuming from folder's checkpoints): the step it resumed
-    from and the losses logged since."""
+    from and the losses logged since. One accelerator per run, as the runner has."""
+    accelerator = accelerator_for("no")
+    if fsdp:
+        as_fsdp2(accelerator)
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
     events = EventLog(folder / "events.jsonl", config.run_id, writes=distributed.is_main())
     trainer = Trainer(model=model, plans=plans, examples=data.examples, train=config.train,
@@ -64,8 +70,8 @@ def train(config, data, model, accelerator, folder: Path) -> dict:
                       pad_id=data.pad_id)
     if trainer.resume_from is not None:
         trainer.resume_from.load_model(model)
-    trainer.model = shard_like_accelerate(model) if folder.name.startswith("fsdp") \
-        else accelerator.prepare_model(model)
+    trainer.model = prepared_for_training(accelerator, model)
+    assert distributed.is_sharded(trainer.model) == accelerator.is_fsdp2
     trainer.run()
     distributed.barrier()
     events = read_events(folder / "events.jsonl").events
@@ -118,14 +124,13 @@ def main(suite_path: str, out: str, work: str) -> None:
     (config,) = expand_suite(load_suite(Path(suite_path)))
     work_dir = Path(work)
     data = load_fact_data(config.data, config.model, config.eval, work_dir / "data")
-    accelerator = accelerator_for("no")
     built = build_model(config.model, data.tokenizer, config.seed)
     initial = whole_state(built)
     results: dict = {}
     trained = {}
     for layout in ("ddp", "fsdp"):
         model = copy.deepcopy(built)
-        results[layout] = train(config, data, model, accelerator, work_dir / layout)
+        results[layout] = train(config, data, model, work_dir / layout, fsdp=layout == "fsdp")
         trained[layout] = model
         results[f"{layout}_checkpoints"] = sorted(
             p.name for p in (work_dir / layout / "checkpoints").glob("step-*"))
@@ -135,8 +140,7 @@ def main(suite_path: str, out: str, work: str) -> None:
         shutil.rmtree(max((work_dir / "fsdp-resumed" / "checkpoints").glob("step-*")))
     distributed.barrier()
     resumed = copy.deepcopy(built)
-    results["fsdp_resumed"] = train(config, data, resumed, accelerator,
-                                           work_dir / "fsdp-resumed")
+    results["fsdp_resumed"] = train(config, data, resumed, work_dir / "fsdp-resumed", fsdp=True)
     weights = {layout: whole_state(model) for layout, model in trained.items()}
     weights["fsdp_resumed"] = whole_state(resumed)
     results["max_weight_difference"] = {
@@ -152,7 +156,7 @@ def main(suite_path: str, out: str, work: str) -> None:
         "whole_into_sharded": load_optimizer_state(work_dir / "ddp" / "checkpoints",
                                                    trained["fsdp"], config)}
     # Evaluation and trace of the same weights, whole and sharded.
-    plain = accelerator.unwrap_model(trained["ddp"])
+    plain = trained["ddp"]  # the module DDP wrapped
     plain.load_state_dict(weights["fsdp"])
     results["recall"] = {layout: recall(model, data)
                          for layout, model in (("ddp", plain), ("fsdp", trained["fsdp"]))}

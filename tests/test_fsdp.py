@@ -1,7 +1,8 @@
 """FSDP2: each process holds a shard of every parameter. Trained, checkpointed, resumed, evaluated
 and traced shard-locally, a run must give what the whole model gives (the DDP path, itself equal to
-one process). On CPU the model is sharded with torch's `fully_shard` as accelerate's FSDP2 plugin
-does (accelerate itself shards only on GPUs); the GPU test goes through `accelerate launch`."""
+one process). On CPU accelerate's state is switched to FSDP2 by hand (it picks FSDP only when it
+sees GPUs), then accelerate shards the model as on GPUs; the GPU test goes through
+`accelerate launch` with the shipped config."""
 
 from __future__ import annotations
 
