@@ -28,6 +28,8 @@ from factrecall_bench.io import replace_dir_atomic, write_json_atomic
 
 KEEP = 2
 FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt")
+RECORDER_FILE = "trace-recorder.safetensors"
+"""The training-mode trace's summed scores, when the run records them (checksummed like FILES)."""
 
 
 def _sha256(path: Path) -> str:
@@ -66,6 +68,16 @@ class Checkpoint:
             optimizer.load_state_dict(state)
         scheduler.load_state_dict(torch.load(self.path / "scheduler.pt", weights_only=True))
 
+    def load_recorder(self, recorder: Any) -> None:
+        """The training-mode trace's scores summed up to this checkpoint, into `recorder`."""
+        from safetensors.torch import load_file
+
+        path = self.path / RECORDER_FILE
+        if not path.exists():
+            raise UserError(f"checkpoint {self.path} holds no training-mode trace scores: "
+                            "delete the run folder to start again")
+        recorder.load_state_dict(load_file(str(path)))
+
 
 @dataclass(frozen=True)
 class GatheredState:
@@ -102,8 +114,10 @@ def _distinct_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, phase_done: bool,
-                    gathered: GatheredState | None = None) -> Path:
-    """Write a checkpoint atomically; `gathered` replaces model and optimizer state under FSDP2."""
+                    gathered: GatheredState | None = None,
+                    recorder_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint atomically; `gathered` replaces model and optimizer state under FSDP2;
+    `recorder_state` is the training-mode trace's (TrainingTraceRecorder.state_dict())."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
@@ -115,10 +129,14 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module,
             save_file(_distinct_storage(gathered.model), str(tmp / "model.safetensors"))
             torch.save(gathered.optimizer, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        files: tuple[str, ...] = FILES
+        if recorder_state is not None:
+            save_file(recorder_state, str(tmp / RECORDER_FILE))
+            files = (*FILES, RECORDER_FILE)
         write_json_atomic(tmp / "meta.json", {
             "step": step, "phase_done": phase_done,
             "optimizer_keys": "index" if gathered is None else "name",
-            "sha256": {f: _sha256(tmp / f) for f in FILES}})
+            "sha256": {f: _sha256(tmp / f) for f in files}})
         replace_dir_atomic(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +154,9 @@ def verify(path: Path) -> Checkpoint | None:
     """The checkpoint at `path` if its files match their recorded checksums, else None."""
     try:
         meta = json.loads((path / "meta.json").read_text("utf-8"))
-        if all(_sha256(path / name) == meta["sha256"][name] for name in FILES):
+        recorded = meta["sha256"]
+        if set(FILES) <= set(recorded) and all(_sha256(path / name) == digest
+                                               for name, digest in recorded.items()):
             return Checkpoint(path, int(meta["step"]), str(meta.get("optimizer_keys", "index")))
     except (OSError, ValueError, KeyError, TypeError):
         pass

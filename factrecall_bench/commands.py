@@ -192,11 +192,14 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from factrecall_bench.orchestrate import event_paths, run_configs
     from factrecall_bench.progress import EventProgress
+    from factrecall_bench.trace_hook import refuse_training_mode_under_a_launcher
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
     check_fsdp_launch()
     configs = expand_suite(suite)
+    for config in configs:
+        refuse_training_mode_under_a_launcher(config)
     # Several processes (accelerate launch) train each run together, one run after another.
     jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):

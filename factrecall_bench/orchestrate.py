@@ -33,9 +33,10 @@ class SuiteOutcome:
 
 
 def _run_with_trace(config: RunConfig, runs_root: Path) -> RunOutcome:
-    from factrecall_bench.trace_hook import trace_hook_for
+    from factrecall_bench.trace_hook import trace_hook_for, training_recorder_for
 
-    return run_one(config, runs_root, after_eval=trace_hook_for(config))
+    return run_one(config, runs_root, after_eval=trace_hook_for(config),
+                   recorder_for=training_recorder_for)
 
 
 def _worker(config: RunConfig, runs_root: Path, threads: int) -> RunOutcome:

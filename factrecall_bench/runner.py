@@ -114,21 +114,26 @@ def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 RunHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dict[str, Any] | None]
-"""Called after evaluation (e.g. the gradient trace); its return goes to result["trace"]."""
+"""Called after evaluation (e.g. the gradient trace); its return goes to result["trace"]. Its
+context holds "initial_state", "run_dir" and, with a recorder, "training_scores"."""
+
+RecorderFor = Callable[[RunConfig, torch.nn.Module], Any]
+"""A recorder that sees every backward of training (or None): see Trainer.recorder."""
 
 
-def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None) -> RunOutcome:
+def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None,
+            recorder_for: RecorderFor | None = None) -> RunOutcome:
     """Run (or skip, or resume) one run; never raises for a run that merely fails."""
     folder = run_dir(runs_root, config)
     folder.mkdir(parents=True, exist_ok=True)
     with distributed.main_process_lock(folder / ".lock") as locked:
         if not locked:
             return RunOutcome(config.run_id, "busy", None, "another process is running it")
-        return _run_locked(config, folder, runs_root, after_eval)
+        return _run_locked(config, folder, runs_root, after_eval, recorder_for)
 
 
-def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None
-                ) -> RunOutcome:
+def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None,
+                recorder_for: RecorderFor | None) -> RunOutcome:
     existing = distributed.computed_on_main(lambda: read_result(folder))
     if existing is not None and existing.get("config_hash") == config_hash(config):
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
@@ -138,7 +143,7 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: Ru
         for bad in corrupted_checkpoints(folder / "checkpoints"):
             events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
     try:
-        result = _train_and_measure(config, folder, runs_root, events, after_eval)
+        result = _train_and_measure(config, folder, runs_root, events, after_eval, recorder_for)
     except RunFailed as failure:
         events.emit("run_failed", reason=str(failure))
         return RunOutcome(config.run_id, "failed", None, str(failure))
@@ -151,7 +156,8 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: Ru
 
 
 def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
-                       after_eval: RunHook | None) -> dict[str, Any] | None:
+                       after_eval: RunHook | None, recorder_for: RecorderFor | None
+                       ) -> dict[str, Any] | None:
     """The run's result document (None in non-main processes, which only help train)."""
     started = time.perf_counter()
     data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
@@ -171,6 +177,7 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
         resume_from.load_model(model)  # whole weights, before DDP copies or FSDP2 shards them
     trainer.model = prepared_for_training(accelerator, model)
     model = accelerator.unwrap_model(trainer.model)  # under FSDP2: the same module, sharded
+    trainer.recorder = recorder_for(config, trainer.model) if recorder_for else None
     trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
     events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
@@ -185,7 +192,8 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     events.emit("eval", phase="final", step=trainer.total_steps,
                 metrics=flat_metrics(recall["metrics"]))
     trace_started = time.perf_counter()
-    context = {"initial_state": initial_state, "run_dir": folder}
+    context = {"initial_state": initial_state, "run_dir": folder,
+               "training_scores": trainer.recorder.scores() if trainer.recorder else None}
     trace = after_eval(config, model, data, context) if after_eval else None  # every process
     timings = {**timings, "eval_s": eval_s, "trace_s": time.perf_counter() - trace_started}
     if not distributed.is_main():

@@ -341,6 +341,31 @@ class TrainingTraceRecorder:
         self._step_grads = {}
         self.steps += 1
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The summed scores so far and the step count, flat ("task/parameter"), on CPU: what a
+        checkpoint keeps so that a resumed run goes on summing (call between optimizer steps)."""
+        if self._step_grads or self._snapshot is not None:
+            raise RuntimeError("state_dict() in the middle of an optimizer step")
+        state = {f"{task}/{name}": value.detach().cpu().contiguous()
+                 for task, task_scores in self._scores.items()
+                 for name, value in task_scores.items()}
+        state["steps"] = torch.tensor([self.steps], dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        unknown = [key for key in state if key != "steps"
+                   and key.partition("/")[2] not in self._params]
+        if unknown:
+            raise ValueError(f"recorder state for unknown parameters: {unknown[:3]}")
+        self._scores = {}
+        for key, value in state.items():
+            if key == "steps":
+                continue
+            task, _, name = key.partition("/")
+            device = self._params[name].device
+            self._scores.setdefault(task, {})[name] = value.to(device=device, dtype=torch.float32)
+        self.steps = int(state["steps"][0]) if "steps" in state else 0
+
     def scores(self) -> dict[str, Scores]:
         """Summed scores so far (live tensors: clone them to keep a snapshot), every scored
         parameter present (zeros where the task never reached it)."""

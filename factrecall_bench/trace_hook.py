@@ -33,7 +33,7 @@ from factrecall_bench.evaluate import bio_hits, qa_scores
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
 from factrecall_bench.runner import RunHook, read_result
-from factrecall_bench.trace import TraceSettings, trace_summary
+from factrecall_bench.trace import TraceSettings, TrainingTraceRecorder, trace_summary
 
 PROBE_BATCH = 32
 ABLATION_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
@@ -54,6 +54,27 @@ def trace_hook_for(config: RunConfig) -> RunHook | None:
         return None
     trace_settings(config)  # fail on bad settings before training, not after
     return run_trace
+
+
+def records_during_training(config: RunConfig) -> bool:
+    """Whether the run's trace is in training mode (scores summed over the optimizer steps)."""
+    return bool(config.trace.get("enabled", False)) and trace_settings(config).mode == "training"
+
+
+def refuse_training_mode_under_a_launcher(config: RunConfig) -> None:
+    if records_during_training(config) and distributed.is_distributed():
+        raise UserError(f"suite {config.suite}: trace mode 'training' runs in one process only "
+                        "(it takes a backward pass per task, which DDP and FSDP do not allow): "
+                        "use mode 'probe' or launch without accelerate/torchrun")
+
+
+def training_recorder_for(config: RunConfig, model: torch.nn.Module
+                          ) -> TrainingTraceRecorder | None:
+    """The recorder of the trace's training mode (None in probe mode or with the trace off)."""
+    if not records_during_training(config):
+        return None
+    refuse_training_mode_under_a_launcher(config)
+    return TrainingTraceRecorder(model, trace_settings(config))
 
 
 def probe_batches(data: FactData, settings: TraceSettings) -> dict[str, list[dict[str, torch.Tensor]]]:
@@ -99,6 +120,7 @@ def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
     batches = {task: [{k: v.to(device) for k, v in b.items()} for b in task_batches]
                for task, task_batches in probe_batches(data, settings).items()}
     trace = trace_summary(model, batches, settings,
+                          training_scores=context.get("training_scores"),
                           reference_state=context.get("initial_state"),
                           evaluate=ablation_evaluator(data, config.eval.batch_size),
                           heatmap_dir=context.get("run_dir") if distributed.is_main() else None,
@@ -141,7 +163,12 @@ def retrace_run(run_folder: Path) -> dict[str, Any]:
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     checkpoint.load_model(model)
     config = _with_trace_enabled(config)
-    trace = run_trace(config, model, data, {"initial_state": initial_state, "run_dir": run_folder})
+    context: dict[str, Any] = {"initial_state": initial_state, "run_dir": run_folder}
+    if trace_settings(config).mode == "training":  # the scores summed during training
+        recorder = TrainingTraceRecorder(model, trace_settings(config))
+        checkpoint.load_recorder(recorder)
+        context["training_scores"] = recorder.scores()
+    trace = run_trace(config, model, data, context)
     write_json_atomic(run_folder / "result.json", {**result, "trace": trace})
     return trace
 

@@ -174,6 +174,8 @@ class Trainer:
     checkpoint_dir: Path
     pad_id: int
     recorder: Any = None
+    """Sees every backward (the gradient trace's training mode: TrainingTraceRecorder); its
+    state is saved with every checkpoint and restored on resume."""
     on_phase_end: PhaseEndHook | None = None
 
     @property
@@ -191,6 +193,8 @@ class Trainer:
         returns timing and throughput."""
         resume = self.resume_from
         if resume is not None:
+            if self.recorder is not None:
+                resume.load_recorder(self.recorder)
             self.events.emit("resume", step=resume.step, path=str(resume.path))
         started, tokens = time.perf_counter(), 0
         global_step = 0
@@ -274,6 +278,8 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
+        recorder_state = self.recorder.state_dict() if self.recorder is not None else None
         path = save_checkpoint(self.checkpoint_dir, step, model, optimizer, scheduler,
-                               phase_done=phase_done, gathered=gathered)
+                               phase_done=phase_done, gathered=gathered,
+                               recorder_state=recorder_state)
         self.events.emit("checkpoint", step=step, path=str(path))

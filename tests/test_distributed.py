@@ -207,3 +207,15 @@ def test_divergence_fails_the_run_in_every_process_and_the_suite_goes_on(tmp_pat
                 for row in json.loads(completed.stdout)["suites"][0]["runs"]}
     assert statuses["explode"]["status"] == "failed" and "diverged" in statuses["explode"]["reason"]
     assert statuses["two-stage"]["status"] == "finished"
+
+
+def test_a_training_mode_trace_is_refused_under_a_launcher(tmp_path):
+    """Before any run starts; every process says why in one line (the launcher then exits 1)."""
+    from tests.test_runner import training_trace_suite
+
+    completed = run_two_processes("run", "--suite", training_trace_suite(tmp_path),
+                                  "--runs-dir", str(tmp_path / "runs"))
+    assert completed.returncode != 0
+    assert completed.stderr.count("trace mode 'training' runs in one process only") == 2
+    assert "[rank0]: Traceback" not in completed.stderr  # (the launcher's own report has one)
+    assert not list((tmp_path / "runs").glob("micro/*"))

@@ -84,3 +84,53 @@ def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
     assert "interrupted: finished runs are kept; rerun to resume" in stderr
     assert "Traceback" not in stderr
     assert latest_checkpoint(events_file.parent / "checkpoints") is not None
+
+
+TRAINING_TRACE = "\n[trace]\nenabled = true\nmode = \"training\"\ntop_k = [0.05]\nablation_random_draws = 1\n"
+
+
+def training_trace_suite(folder) -> str:
+    path = folder / "micro-training-trace.toml"
+    path.write_text(MICRO.read_text() + TRAINING_TRACE)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_training_mode_trace_survives_kills(tmp_path):
+    """The recorder's sums go into every checkpoint: a resumed run traces what an uninterrupted
+    one does, and `trace` recomputes it from the final checkpoint."""
+    suite = training_trace_suite(tmp_path)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli("run", "--suite", suite, "--runs-dir", str(whole), "--no-check").returncode == 0
+    config = expand_suite(load_suite(suite))[0]
+    events_file = killed / "micro" / config.run_id / "events.jsonl"
+    command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
+               "--runs-dir", str(killed), "--no-check"]
+    for step in (40, 250):  # in stage 1, then in stage 2
+        process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_step(events_file, process, step)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    resumed = run_cli("run", "--suite", suite, "--runs-dir", str(killed), "--no-check")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(e["event"] == "resume" for e in read_events(events_file).events) == 2
+    expected, got = micro_result(whole)["trace"], micro_result(killed)["trace"]
+    assert got["settings"]["mode"] == "training" and got["summary"]["shared_count@0.05"] > 0
+    assert got["per_k"] == expected["per_k"] and got["ablation"] == expected["ablation"]
+    retraced = run_cli("trace", str(killed / "micro" / config.run_id))
+    assert retraced.returncode == 0, retraced.stderr
+    assert micro_result(killed)["trace"]["per_k"] == expected["per_k"]
+
+
+def test_a_checkpoint_with_a_corrupted_recorder_file_is_skipped(tmp_path):
+    config = expand_suite(load_suite(training_trace_suite(tmp_path)))[0]
+    from factrecall_bench.orchestrate import _run_with_trace
+
+    assert _run_with_trace(config, tmp_path).status == "finished"
+    folder = tmp_path / "micro" / config.run_id / "checkpoints"
+    newest = latest_checkpoint(folder)
+    assert newest is not None and (newest.path / "trace-recorder.safetensors").exists()
+    (newest.path / "trace-recorder.safetensors").write_bytes(b"garbage")
+    fallback = latest_checkpoint(folder)
+    assert fallback is not None and fallback.step < newest.step

@@ -190,6 +190,30 @@ def test_recorder_sums_over_steps_and_checks_call_order() -> None:
         recorder.after_backward("bio")
 
 
+def test_recorder_state_resumes_the_sums_and_refuses_strangers() -> None:
+    model = tiny_llama()
+    settings = TraceSettings(mode="training", score="grad")
+    recorder, batch = TrainingTraceRecorder(model, settings), random_batch(8)
+
+    def record_step(on: TrainingTraceRecorder) -> None:
+        model.zero_grad(set_to_none=True)
+        on.before_backward()
+        model(**batch).loss.backward()
+        on.after_backward("qa")
+        on.on_optimizer_step()
+
+    record_step(recorder)
+    resumed = TrainingTraceRecorder(model, settings)
+    resumed.load_state_dict(recorder.state_dict())
+    record_step(recorder)
+    record_step(resumed)
+    assert resumed.steps == recorder.steps == 2
+    for name, value in recorder.scores()["qa"].items():
+        torch.testing.assert_close(resumed.scores()["qa"][name], value)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        resumed.load_state_dict({"qa/no.such.weight": torch.zeros(1)})
+
+
 # ---------------------------------------------------------------- planted shared set
 
 
