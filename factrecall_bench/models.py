@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -39,15 +40,22 @@ def check_model_name(name: str) -> None:
         raise UserError(f"model path {target} does not exist")
 
 
-def tiny_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | GPTNeoXConfig:
-    common = dict(vocab_size=len(tokenizer), hidden_size=spec.d_model,
-                  intermediate_size=spec.d_ff, num_hidden_layers=spec.n_layer,
-                  num_attention_heads=spec.n_head, max_position_embeddings=512,
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+def tiny_architecture(spec: ModelSpec, vocab_size: int, **token_ids: int | None
+                      ) -> LlamaConfig | GPTNeoXConfig:
+    """A tiny preset's architecture (also what `plan` counts, with an assumed vocabulary)."""
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size, hidden_size=spec.d_model, intermediate_size=spec.d_ff,
+        num_hidden_layers=spec.n_layer, num_attention_heads=spec.n_head,
+        max_position_embeddings=512, tie_word_embeddings=False, **token_ids)
     if spec.name == "tiny-llama":
         return LlamaConfig(num_key_value_heads=spec.n_head, attention_dropout=0.0, **common)
     return GPTNeoXConfig(attention_dropout=0.0, hidden_dropout=0.0, **common)
+
+
+def tiny_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | GPTNeoXConfig:
+    return tiny_architecture(spec, len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
 
 
 def smollm2_gguf_path() -> Path:

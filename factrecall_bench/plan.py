@@ -40,7 +40,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from factrecall_bench.batching import example_counts
 from factrecall_bench.config import DataSpec, RunConfig
 from factrecall_bench.errors import UserError
-from factrecall_bench.models import count_parameters
+from factrecall_bench.models import count_parameters, tiny_architecture
 from factrecall_bench.suite import Suite, expand_suite
 
 GIB = 1024**3
@@ -109,15 +109,9 @@ def architecture_config(name: str) -> PretrainedConfig:
 
 def _config_for_run(config: RunConfig) -> PretrainedConfig:
     """A suite run's architecture; tiny presets are built from the suite's model settings."""
-    model = config.model
-    if not model.from_scratch:
-        return architecture_config(model.name)
-    common = dict(vocab_size=TINY_VOCAB, hidden_size=model.d_model, intermediate_size=model.d_ff,
-                  num_hidden_layers=model.n_layer, num_attention_heads=model.n_head,
-                  max_position_embeddings=512, tie_word_embeddings=False)
-    if model.name == "tiny-llama":
-        return AutoConfig.for_model("llama", num_key_value_heads=model.n_head, **common)
-    return AutoConfig.for_model("gpt_neox", **common)
+    if not config.model.from_scratch:
+        return architecture_config(config.model.name)
+    return tiny_architecture(config.model, TINY_VOCAB)
 
 
 def _meta_model(config: PretrainedConfig) -> torch.nn.Module:
