@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -16,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (puts the checkout first on the path: runs uninstalled)
+
 from factrecall_bench import trace  # noqa: E402
 from factrecall_bench.trace import (  # noqa: E402
     TraceSettings,
@@ -201,8 +201,6 @@ def main() -> None:
     seconds = time_all(workloads(model, batches), args.device, args.repeats)
     seconds.update(time_top_k(model, args.repeats))
     result = {
-        "schema_version": 1,
-        "benchmark": "trace",
         "model": {"arch": "llama", "vocab": VOCAB, "hidden": HIDDEN, "intermediate": INTER,
                   "layers": LAYERS, "heads": HEADS,
                   "n_parameters": sum(p.numel() for p in model.parameters())},
@@ -211,10 +209,11 @@ def main() -> None:
         "seconds": seconds,
         "ratio_to_plain_forward_backward": ratios(seconds),
         "memory": memory_report(model, batches, args.device),
-        "environment": environment(args.device),
+        "device": device_name(args.device),
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    common.write_result(out.stem, result, out.parent)  # atomic, with machine, versions and git revision
     memory = {key: value for key, value in result["memory"].items() if "over" in key}
     print(json.dumps({"ratios": result["ratio_to_plain_forward_backward"], "memory": memory}))
 
@@ -229,16 +228,8 @@ def ratios(seconds: dict[str, float]) -> dict[str, float]:
     }
 
 
-def environment(device: str) -> dict[str, Any]:
-    return {
-        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
 
 if __name__ == "__main__":
