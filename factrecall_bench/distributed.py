@@ -98,6 +98,20 @@ def is_sharded(model: Any) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def reshard(model: Any) -> None:
+    """Put every FSDP2 module of the model back to sharded parameters; a no-op otherwise.
+
+    After a forward without backward (evaluation) FSDP2 leaves the root's parameters gathered,
+    and `model.parameters()` then yields those whole tensors instead of the shards: an optimizer,
+    a checkpoint or the trace must not start from there.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def shard(items: list[T]) -> list[T]:
     """This process's share of `items`: every world_size-th one, from its rank."""
     return items[rank()::world_size()] if is_distributed() else items

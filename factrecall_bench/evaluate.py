@@ -71,8 +71,10 @@ def _forwards_per_process(model: torch.nn.Module, n_items: int, batch_size: int)
 
 
 def _pad_forwards(model: torch.nn.Module, done: int, needed: int, pad_id: int) -> None:
+    """Up to `needed` forwards in all; then, under FSDP2, the model back to its shards."""
     for _ in range(needed - done):
         _argmax_predictions(model, [[pad_id]], pad_id)
+    distributed.reshard(model)
 
 
 def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_size: int = 128,

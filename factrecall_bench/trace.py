@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, Shard
 
+from factrecall_bench.distributed import reshard
+
 Batch = Mapping[str, Tensor]
 Scores = dict[str, Tensor]
 Masks = dict[str, Tensor]
@@ -168,16 +170,6 @@ def row_counts(mask: Tensor) -> Tensor:
 def column_counts(mask: Tensor) -> Tensor:
     """Masked elements per column of a whole 2-D tensor (int64, on CPU)."""
     return summed(local_part(mask).detach().sum(0, dtype=torch.int64), mask).cpu()
-
-
-def reshard(model: nn.Module) -> None:
-    """Put every FSDP2 module back to sharded parameters (after an evaluation FSDP2 leaves the
-    root's parameters gathered), so the trace reads and writes shards only. A no-op otherwise."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
 
 
 # ---------------------------------------------------------------- batches and losses

@@ -72,6 +72,9 @@ def train(config, data, model, folder: Path, fsdp: bool) -> dict:
         trainer.resume_from.load_model(model)
     trainer.model = prepared_for_training(accelerator, model)
     assert distributed.is_sharded(trainer.model) == accelerator.is_fsdp2
+    # As the runner does: evaluate between the stages, then train on (FSDP2 leaves the root
+    # gathered after a no_grad forward; training must go on from there).
+    trainer.on_phase_end = lambda phase, step: recall(model, data)
     trainer.run()
     distributed.barrier()
     events = read_events(folder / "events.jsonl").events
