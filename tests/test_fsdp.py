@@ -32,7 +32,7 @@ templates_per_attribute = 2
 n_layer = 2
 d_model = 32
 n_head = 2
-d_ff = 64
+d_ff = 63  # odd: MLP rows split unevenly over the two processes
 [train]
 bio_epochs = 24
 qa_epochs = 12
