@@ -29,6 +29,7 @@ from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_even
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
 from factrecall_bench.suite import run_config_dict
+from factrecall_bench.trace import own_rows_of
 from factrecall_bench.train import Trainer
 
 SCHEMA_VERSION = 1
@@ -177,6 +178,8 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
         resume_from.load_model(model)  # whole weights, before DDP copies or FSDP2 shards them
     trainer.model = prepared_for_training(accelerator, model)
     model = accelerator.unwrap_model(trainer.model)  # under FSDP2: the same module, sharded
+    if initial_state is not None and distributed.is_sharded(model):
+        initial_state = own_rows_of(initial_state, model)  # 1/N of it per process
     trainer.recorder = recorder_for(config, trainer.model) if recorder_for else None
     trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None

@@ -159,6 +159,23 @@ def _rows_of_whole(whole: Tensor, like: Tensor) -> Tensor:
     return whole[global_rows(like)] if isinstance(like, DTensor) else whole
 
 
+def own_rows_of(reference_state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """reference_state (whole tensors, e.g. the weights before training) cut to the rows this
+    process holds of each sharded parameter, as DTensors laid out like them: under FSDP2 each
+    process keeps 1/N of the ablation's reference instead of a whole copy. Unchanged otherwise."""
+    params = scored_parameters(model)
+    return {name: _like(_rows_of_whole(value, params[name]).to(local_part(params[name]).device),
+                        params[name])
+            if isinstance(params.get(name), DTensor) else value
+            for name, value in reference_state.items()}
+
+
+def _reference_rows(reference: Tensor, param: Tensor) -> Tensor:
+    """This process's rows of a reference value, given whole or already cut (own_rows_of)."""
+    return local_part(reference) if isinstance(reference, DTensor) else _rows_of_whole(reference,
+                                                                                      param)
+
+
 def row_counts(mask: Tensor) -> Tensor:
     """Masked elements per row of the whole tensor (int64, on CPU), from this process's rows."""
     local = local_part(mask).detach()
@@ -813,7 +830,7 @@ def _reset_to_reference(
     for name, mask in masks.items():
         p = local_part(params[name])
         where = local_part(mask).to(p.device)
-        reference = _rows_of_whole(reference_state[name], params[name])
+        reference = _reference_rows(reference_state[name], params[name])
         saved[name] = p[where].clone()
         p[where] = reference.to(device=p.device, dtype=p.dtype)[where]
     return saved

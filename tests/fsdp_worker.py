@@ -33,7 +33,7 @@ from factrecall_bench.events import EventLog, read_events
 from factrecall_bench.models import build_model
 from factrecall_bench.runner import accelerator_for, prepared_for_training
 from factrecall_bench.suite import expand_suite, load_suite
-from factrecall_bench.trace import TraceSettings, trace_summary
+from factrecall_bench.trace import TraceSettings, own_rows_of, trace_summary
 from factrecall_bench.trace_hook import ablation_evaluator, probe_batches
 from factrecall_bench.train import Trainer, make_optimizer, make_scheduler
 
@@ -115,6 +115,8 @@ def trace(model: torch.nn.Module, data, initial: dict[str, torch.Tensor]) -> dic
                              seed=5)
     batches = probe_batches(data, settings)
     agree = None if distributed.is_sharded(model) else distributed.tensors_from_main
+    if distributed.is_sharded(model):  # as the runner keeps it: each process its own rows
+        initial = own_rows_of(initial, model)
     result = trace_summary(model, batches, settings, reference_state=initial,
                            evaluate=ablation_evaluator(data, EVAL_BATCH), agree_on_scores=agree)
     per_matrix = trace_summary(model, batches, TraceSettings(
