@@ -135,3 +135,22 @@ def test_fsdp2_through_accelerate_launch_on_a_gpu(tmp_path):
     assert result["metrics"]["id_exact_match"]["n"] > 0 and result["trace"] is None
     again = run_cli("run", "--suite", str(MICRO_SUITE), "--runs-dir", str(tmp_path), "--no-check")
     assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_a_gathered_state_with_tied_weights_is_written_once_per_name(tmp_path):
+    """Gathered whole states of tied models (SmolLM2) name one storage twice: both are written."""
+    import torch
+    from safetensors.torch import load_file
+
+    from factrecall_bench.checkpoints import GatheredState, latest_checkpoint, save_checkpoint
+
+    weight = torch.arange(6.0).reshape(3, 2)
+    model = torch.nn.Linear(2, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    gathered = GatheredState({"embed.weight": weight, "lm_head.weight": weight}, {"state": {}})
+    save_checkpoint(tmp_path, 3, model, optimizer, scheduler, phase_done=False, gathered=gathered)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and checkpoint.optimizer_keys == "name"
+    saved = load_file(str(checkpoint.path / "model.safetensors"))
+    assert torch.equal(saved["embed.weight"], weight) and torch.equal(saved["lm_head.weight"], weight)
