@@ -57,6 +57,13 @@ def _state() -> Any:
     return state
 
 
+def start() -> None:
+    """Set up the process group (gloo on a machine without CUDA) before accelerate's Accelerator
+    would pick its own defaults; a no-op with one process."""
+    if is_distributed():
+        _state()
+
+
 def rank() -> int:
     return _state().process_index if is_distributed() else 0
 

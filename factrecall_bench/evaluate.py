@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +60,18 @@ def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _no_autograd(model: torch.nn.Module) -> contextlib.AbstractContextManager:
-    return torch.no_grad() if distributed.is_sharded(model) else torch.inference_mode()
+@contextlib.contextmanager
+def _scoring(model: torch.nn.Module) -> Iterator[None]:
+    """No autograd while scoring. Under FSDP2: `no_grad`, and afterwards the model back to its
+    shards (FSDP2 leaves the root's parameters gathered after a forward without backward, and an
+    optimizer, checkpoint or trace made from there would miss the shards)."""
+    if not distributed.is_sharded(model):
+        with torch.inference_mode():
+            yield
+        return
+    with torch.no_grad():
+        yield
+    distributed.reshard(model)
 
 
 def _forwards_per_process(model: torch.nn.Module, n_items: int, batch_size: int) -> int:
@@ -71,10 +82,9 @@ def _forwards_per_process(model: torch.nn.Module, n_items: int, batch_size: int)
 
 
 def _pad_forwards(model: torch.nn.Module, done: int, needed: int, pad_id: int) -> None:
-    """Up to `needed` forwards in all; then, under FSDP2, the model back to its shards."""
+    """One-token forwards until `needed` forwards were run in all."""
     for _ in range(needed - done):
         _argmax_predictions(model, [[pad_id]], pad_id)
-    distributed.reshard(model)
 
 
 def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_size: int = 128,
@@ -85,7 +95,7 @@ def score_qa(model: torch.nn.Module, items: list[QAItem], pad_id: int, batch_siz
     first = [0] * len(items)
     lengths = [len(item.prompt_ids) + len(item.answer_ids) for item in items]
     batches = _length_sorted_batches(lengths, batch_size)
-    with _no_autograd(model):
+    with _scoring(model):
         for indices in batches:
             batch = [items[i] for i in indices]
             predictions = _argmax_predictions(model, [i.prompt_ids + i.answer_ids for i in batch],
@@ -106,7 +116,7 @@ def score_bio_values(model: torch.nn.Module, items: list[BioItem], pad_id: int,
     model.eval()
     hits: list[dict[str, int]] = []
     starts = range(0, len(items), batch_size)
-    with _no_autograd(model):
+    with _scoring(model):
         for start in starts:
             batch = items[start:start + batch_size]
             predictions = _argmax_predictions(model, [item.input_ids for item in batch], pad_id)

@@ -99,9 +99,9 @@ class LogTail:
         return lines, restarted
 
 
-def parse_event(raw: bytes) -> dict[str, Any] | None:
+def parse_event(raw: bytes | str) -> dict[str, Any] | None:
     try:
-        record = json.loads(raw.decode("utf-8"))
+        record = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return None
     return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None

@@ -81,7 +81,7 @@ class EventProgress:
                 self._runs[run_id] = RunProgress()
             run = self._runs[run_id]
             for _, line in lines:
-                event = parse_event(line.encode("utf-8"))
+                event = parse_event(line)
                 if event is not None:
                     run.apply(event)
             self._progress.update(self._tasks[run_id], completed=run.done, total=run.total or None,

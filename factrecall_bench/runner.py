@@ -76,7 +76,7 @@ def accelerator_for(mixed_precision: str) -> Accelerator:
     if mixed_precision == "auto":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         mixed_precision = "bf16" if bf16 else "no"
-    distributed.barrier()  # the process group first (gloo on a machine without CUDA)
+    distributed.start()
     return Accelerator(mixed_precision=mixed_precision)
 
 

@@ -755,7 +755,8 @@ def ablate(
     """Reset the masked elements to reference_state (the weights before fact training), evaluate,
     restore; the same for n_random_draws seeded draws of as many random elements (over the masked
     tensors) and, if given, for the BIO-only control. drop = baseline - ablated, per metric. The
-    model's weights are restored exactly, also when evaluate raises."""
+    model's weights are restored exactly, also when evaluate raises. Under FSDP2 evaluate must
+    leave the model sharded, as evaluate.py's scorers do."""
     params = scored_parameters(model)
     missing = [name for name in masks if name not in reference_state or name not in params]
     if missing:
@@ -812,12 +813,10 @@ def _evaluate_reset(
     evaluate: Evaluate,
 ) -> dict[str, float]:
     was_training = model.training
-    reshard(model)  # so that the next forward gathers the reset shards
     saved = _reset_to_reference(params, masks, reference_state)
     try:
         return {metric: float(value) for metric, value in evaluate(model).items()}
     finally:
-        reshard(model)
         _restore(params, masks, saved)
         model.train(was_training)
 

@@ -211,7 +211,6 @@ class Trainer:
 
     def _run_phase(self, phase_index: int, plan: PhasePlan, first_step: int, done: int,
                    resume: Checkpoint | None) -> int:
-        distributed.reshard(self.model)  # an evaluation between phases may have left it gathered
         optimizer = make_optimizer(self.model, plan.phase, self.train)
         scheduler = make_scheduler(optimizer, len(plan.batches), self.train)
         if done and resume is not None:
@@ -274,7 +273,6 @@ class Trainer:
 
     def _checkpoint(self, step: int, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LambdaLR, phase_done: bool) -> None:
-        distributed.reshard(self.model)
         gathered = (gather_sharded_state(self.model, getattr(optimizer, "optimizer", optimizer))
                     if distributed.is_sharded(self.model) else None)
         if not self.accelerator.is_main_process:
