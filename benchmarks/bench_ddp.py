@@ -1,6 +1,6 @@
 """Data parallelism on CPU: one run trained by 2 processes (torchrun, gloo, 1 thread each) against
-the same run in one process with 2 threads (and with 1). Same answers expected; the ratios are the
-speed-ups.
+the same run in one process with 2 threads (and with 1). The same answers and the same loss curve
+(to float summation order) are expected; the ratios are the speed-ups.
 Writes benchmarks/results/ddp.json.
 
     python benchmarks/bench_ddp.py [--smoke] [--epochs 2]
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -73,20 +74,33 @@ def timed_run(command: list[str], threads: int, runs_dir: Path) -> dict[str, Any
             "eval_s": round(result["timings"]["eval_s"], 2), "steps": result["total_steps"],
             "train_tokens_per_s": round(result["throughput"]["train_tokens_per_s"], 1),
             "metrics": {name: value["value"] for name, value in result["metrics"].items()},
-            "per_question": result["per_question"]}
+            "per_question": result["per_question"], "loss_curve": result["loss_curve"]}
+
+
+def same_loss_curves(curves: list[list[list[float]]]) -> bool:
+    """The same logged steps, and losses equal to 1e-4 (relative): summation order differs."""
+    first = curves[0]
+    return all([step for step, _ in curve] == [step for step, _ in first]
+               and all(math.isclose(loss, reference, rel_tol=1e-4)
+                       for (_, loss), (_, reference) in zip(curve, first, strict=True))
+               for curve in curves[1:])
 
 
 def measure(suite: Path, scratch: Path) -> dict[str, Any]:
-    run = ["-m", "factrecall_bench", "run", "--suite", str(suite), "--no-check", "--runs-dir"]
-    single = timed_run([sys.executable, *run, str(scratch / "single")], threads=1,
+    command = ["-m", "factrecall_bench", "run", "--suite", str(suite), "--no-check", "--runs-dir"]
+    single = timed_run([sys.executable, *command, str(scratch / "single")], threads=1,
                        runs_dir=scratch / "single")
-    one = timed_run([sys.executable, *run, str(scratch / "one")], threads=2, runs_dir=scratch / "one")
+    one = timed_run([sys.executable, *command, str(scratch / "one")], threads=2,
+                    runs_dir=scratch / "one")
     two = timed_run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                     "--nproc_per_node=2", *run, str(scratch / "two")], threads=1,
+                     "--nproc_per_node=2", *command, str(scratch / "two")], threads=1,
                     runs_dir=scratch / "two")
-    answers = [run.pop("per_question") for run in (single, one, two)]
+    runs = (single, one, two)
+    answers = [run.pop("per_question") for run in runs]
+    curves = [run.pop("loss_curve") for run in runs]
     return {"one_process_1_thread": single, "one_process_2_threads": one,
             "two_processes_1_thread": two, "same_answers": answers[0] == answers[1] == answers[2],
+            "same_loss_curve": same_loss_curves(curves),
             "train_speedup": round(one["train_s"] / two["train_s"], 3),
             "train_speedup_over_1_thread": round(single["train_s"] / two["train_s"], 3),
             "wall_speedup": round(one["wall_s"] / two["wall_s"], 3)}

@@ -212,7 +212,6 @@ def main() -> None:
         "device": device_name(args.device),
     }  # fmt: skip
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     common.write_result(out.stem, result, out.parent)  # atomic, with machine, versions and git revision
     memory = {key: value for key, value in result["memory"].items() if "over" in key}
     print(json.dumps({"ratios": result["ratio_to_plain_forward_backward"], "memory": memory}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,17 +46,28 @@ def small_dataset(small_spec: DataSpec):
     return generate_dataset(small_spec)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The real `factrecall-bench` entry point in a subprocess (as a user runs it)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real `factrecall-bench` entry point in a subprocess (as a user runs it); `env` adds to
+    the environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "factrecall_bench", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout, env=env)
 
 
+TRAINING_TRACE = ('\n[trace]\nenabled = true\nmode = "training"\ntop_k = [0.05]\n'
+                  'ablation_random_draws = 1\n')
+
+
+def training_trace_suite(folder: Path) -> str:
+    """The micro suite with the gradient trace in training mode."""
+    path = folder / "micro-training-trace.toml"
+    path.write_text(MICRO_SUITE.read_text() + TRAINING_TRACE)
+    return str(path)
+
+
 def micro_result(runs: Path) -> dict:
     """result.json of the one run of the micro suite under `runs`."""
-    import json
-
     (path,) = runs.glob("micro/*/result.json")
     return json.loads(path.read_text())
 

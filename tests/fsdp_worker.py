@@ -28,10 +28,9 @@ from factrecall_bench.batching import plan_run
 from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.data.facts import load_fact_data
 from factrecall_bench.errors import UserError
-from factrecall_bench.evaluate import bio_hits, qa_scores
 from factrecall_bench.events import EventLog, read_events
 from factrecall_bench.models import build_model
-from factrecall_bench.runner import accelerator_for, prepared_for_training
+from factrecall_bench.runner import accelerator_for, evaluate_recall, prepared_for_training
 from factrecall_bench.suite import expand_suite, load_suite
 from factrecall_bench.trace import TraceSettings, own_rows_of, trace_summary
 from factrecall_bench.trace_hook import ablation_evaluator, probe_batches
@@ -74,7 +73,7 @@ def train(config, data, model, folder: Path, fsdp: bool) -> dict:
     assert distributed.is_sharded(trainer.model) == accelerator.is_fsdp2
     # As the runner does: evaluate between the stages, then train on (FSDP2 leaves the root
     # gathered after a no_grad forward; training must go on from there).
-    trainer.on_phase_end = lambda phase, step: recall(model, data)
+    trainer.on_phase_end = lambda phase, step: evaluate_recall(model, data, EVAL_BATCH)
     trainer.run()
     distributed.barrier()
     events = read_events(folder / "events.jsonl").events
@@ -100,14 +99,6 @@ def load_optimizer_state(checkpoint_dir: Path, model: torch.nn.Module, config) -
     if distributed.is_sharded(model):
         torch.distributed.all_reduce(local)
     return {"exp_avg_abs_sum": float(local), "tensors": len(moments)}
-
-
-def recall(model: torch.nn.Module, data) -> dict[str, list[int]]:
-    return {"ood": qa_scores(model, data.ood_questions, data.pad_id, EVAL_BATCH).exact_match,
-            "id_first_token": qa_scores(model, data.id_questions, data.pad_id,
-                                        EVAL_BATCH).first_token,
-            "bio": [hit for hits in bio_hits(model, data.bio_test_people, data.pad_id,
-                                             EVAL_BATCH).values() for hit in hits]}
 
 
 def trace(model: torch.nn.Module, data, initial: dict[str, torch.Tensor]) -> dict:
@@ -163,7 +154,7 @@ def main(suite_path: str, out: str, work: str) -> None:
     # Evaluation and trace of the same weights, whole and sharded.
     plain = trained["ddp"]  # the module DDP wrapped
     plain.load_state_dict(weights["fsdp"])
-    results["recall"] = {layout: recall(model, data)
+    results["recall"] = {layout: evaluate_recall(model, data, EVAL_BATCH)
                          for layout, model in (("ddp", plain), ("fsdp", trained["fsdp"]))}
     results["trace"] = {layout: trace(model, data, initial)
                         for layout, model in (("ddp", plain), ("fsdp", trained["fsdp"]))}

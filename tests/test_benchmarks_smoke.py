@@ -58,5 +58,15 @@ def test_score_qa_verdicts_equal_one_by_one_generate_at_smoke_setting(smoke_run)
     assert smoke_run("eval")["disagreements"]["generate_one_by_one"] == []
 
 
-def test_two_processes_answer_as_one_at_smoke_setting(smoke_run):
-    assert smoke_run("ddp")["same_answers"] is True
+def test_two_processes_train_as_one_at_smoke_setting(smoke_run):
+    """Answers alone prove little at this size (nothing is learned in 6 steps): the losses must
+    agree too."""
+    result = smoke_run("ddp")
+    assert result["same_answers"] is True and result["same_loss_curve"] is True
+
+
+def test_loss_curves_that_differ_are_told_apart():
+    same_loss_curves = load_script("ddp").same_loss_curves
+    assert same_loss_curves([[[5, 2.0], [6, 1.5]], [[5, 2.00001], [6, 1.50001]]])
+    assert not same_loss_curves([[[5, 2.0], [6, 1.5]], [[5, 2.0], [6, 1.6]]])
+    assert not same_loss_curves([[[5, 2.0]], [[6, 2.0]]])

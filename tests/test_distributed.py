@@ -19,10 +19,8 @@ import pytest
 
 from factrecall_bench import distributed
 from factrecall_bench.events import read_events
-from tests.conftest import MICRO_SUITE, micro_result, run_cli, wait_for_step
-
-MICRO = MICRO_SUITE
-
+from tests.conftest import MICRO_SUITE as MICRO
+from tests.conftest import micro_result, run_cli, training_trace_suite, wait_for_step
 
 
 def torchrun_command(*args: str, processes: int = 2) -> list[str]:
@@ -45,13 +43,13 @@ def micro_suite(folder: Path, grad_accum: int) -> Path:
     return path
 
 
-def assert_same_run(distributed: dict, single: dict) -> None:
-    assert distributed["metrics"] == single["metrics"]
-    assert distributed["per_question"] == single["per_question"]
-    assert [step for step, _ in distributed["loss_curve"]] == [s for s, _ in single["loss_curve"]]
-    np.testing.assert_allclose([loss for _, loss in distributed["loss_curve"]],
+def assert_same_run(several: dict, single: dict) -> None:
+    assert several["metrics"] == single["metrics"]
+    assert several["per_question"] == single["per_question"]
+    assert [step for step, _ in several["loss_curve"]] == [s for s, _ in single["loss_curve"]]
+    np.testing.assert_allclose([loss for _, loss in several["loss_curve"]],
                                [loss for _, loss in single["loss_curve"]], rtol=1e-4)
-    assert [e["metrics"] for e in distributed["phase_evals"]] == \
+    assert [e["metrics"] for e in several["phase_evals"]] == \
         [e["metrics"] for e in single["phase_evals"]]
 
 
@@ -181,7 +179,11 @@ def test_shards_come_back_in_their_order(monkeypatch, items, processes):
         monkeypatch.setattr(distributed, "rank", lambda process=process: process)
         shards.append(distributed.shard(values))
     assert sorted(sum(shards, [])) == sorted(values)
-    monkeypatch.setattr("accelerate.utils.gather_object", lambda local: [s for s in shards])
+    def gather_object(sent: list) -> list:  # every process's list, as accelerate returns them
+        assert sent == [shards[0]]
+        return list(shards)
+
+    monkeypatch.setattr("accelerate.utils.gather_object", gather_object)
     assert distributed.gather_shards(shards[0]) == values
 
 
@@ -211,8 +213,6 @@ def test_divergence_fails_the_run_in_every_process_and_the_suite_goes_on(tmp_pat
 
 def test_a_training_mode_trace_is_refused_under_a_launcher(tmp_path):
     """Before any run starts; every process says why in one line (the launcher then exits 1)."""
-    from tests.test_runner import training_trace_suite
-
     completed = run_two_processes("run", "--suite", training_trace_suite(tmp_path),
                                   "--runs-dir", str(tmp_path / "runs"))
     assert completed.returncode != 0

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.events import read_events
+from factrecall_bench.io import write_json_atomic
 from factrecall_bench.runner import run_one
 from factrecall_bench.suite import expand_suite, load_suite
-from tests.conftest import MICRO_SUITE, micro_result, run_cli, wait_for_step
-
-MICRO = MICRO_SUITE
+from tests.conftest import MICRO_SUITE as MICRO
+from tests.conftest import micro_result, run_cli, training_trace_suite, wait_for_step
 
 
 def comparable(result: dict) -> dict:
@@ -86,22 +88,24 @@ def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
     assert latest_checkpoint(events_file.parent / "checkpoints") is not None
 
 
-TRAINING_TRACE = "\n[trace]\nenabled = true\nmode = \"training\"\ntop_k = [0.05]\nablation_random_draws = 1\n"
-
-
-def training_trace_suite(folder) -> str:
-    path = folder / "micro-training-trace.toml"
-    path.write_text(MICRO.read_text() + TRAINING_TRACE)
-    return str(path)
+@pytest.fixture(scope="module")
+def training_trace_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The micro suite with a training-mode trace, trained once without interruption: (suite,
+    runs folder)."""
+    folder = tmp_path_factory.mktemp("training-trace")
+    suite = training_trace_suite(folder)
+    whole = folder / "whole"
+    completed = run_cli("run", "--suite", suite, "--runs-dir", str(whole), "--no-check")
+    assert completed.returncode == 0, completed.stderr
+    return suite, whole
 
 
 @pytest.mark.slow
-def test_a_training_mode_trace_survives_kills(tmp_path):
+def test_a_training_mode_trace_survives_kills(tmp_path, training_trace_run):
     """The recorder's sums go into every checkpoint: a resumed run traces what an uninterrupted
     one does, and `trace` recomputes it from the final checkpoint."""
-    suite = training_trace_suite(tmp_path)
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_cli("run", "--suite", suite, "--runs-dir", str(whole), "--no-check").returncode == 0
+    suite, whole = training_trace_run
+    killed = tmp_path / "killed"
     config = expand_suite(load_suite(suite))[0]
     events_file = killed / "micro" / config.run_id / "events.jsonl"
     command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
@@ -118,17 +122,17 @@ def test_a_training_mode_trace_survives_kills(tmp_path):
     expected, got = micro_result(whole)["trace"], micro_result(killed)["trace"]
     assert got["settings"]["mode"] == "training" and got["summary"]["shared_count@0.05"] > 0
     assert got["per_k"] == expected["per_k"] and got["ablation"] == expected["ablation"]
-    retraced = run_cli("trace", str(killed / "micro" / config.run_id))
+    result_file = events_file.parent / "result.json"
+    write_json_atomic(result_file, {**micro_result(killed), "trace": None})  # retrace must refill it
+    retraced = run_cli("trace", str(events_file.parent))
     assert retraced.returncode == 0, retraced.stderr
     assert micro_result(killed)["trace"]["per_k"] == expected["per_k"]
 
 
-def test_a_checkpoint_with_a_corrupted_recorder_file_is_skipped(tmp_path):
-    config = expand_suite(load_suite(training_trace_suite(tmp_path)))[0]
-    from factrecall_bench.orchestrate import _run_with_trace
-
-    assert _run_with_trace(config, tmp_path).status == "finished"
-    folder = tmp_path / "micro" / config.run_id / "checkpoints"
+def test_a_checkpoint_with_a_corrupted_recorder_file_is_skipped(tmp_path, training_trace_run):
+    _, whole = training_trace_run
+    (checkpoints,) = whole.glob("micro/*/checkpoints")
+    folder = shutil.copytree(checkpoints, tmp_path / "checkpoints")
     newest = latest_checkpoint(folder)
     assert newest is not None and (newest.path / "trace-recorder.safetensors").exists()
     (newest.path / "trace-recorder.safetensors").write_bytes(b"garbage")
