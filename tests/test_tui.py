@@ -8,23 +8,36 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from textual.widgets import DataTable, Log, Static
 
 from tui.app import CurvePanel, FactRecallApp, HelpScreen
-from tui.format import fmt_duration, head_map_lines, shade
+from tui.format import (
+    fmt_duration,
+    head_map_lines,
+    loss_scale,
+    shade,
+    spark_text,
+    status_counts_text,
+    verdict_label,
+)
 from tui.launcher import SuiteLauncher
 from tui.state import (
+    LOCK_FILE,
     Interval,
     LogTail,
     RunsReader,
     RunsState,
     RunState,
     load_runs,
+    lock_is_free,
     wilson_interval,
 )
 
@@ -32,7 +45,7 @@ RUNS = Path(__file__).parent / "data" / "tui_runs"
 FROZEN = 1767226716.52  # 5 s after the last event of the still-running run
 SIZE = (80, 24)
 MIXED_0 = "mixed-tiny-llama-s0-3f9a1c2e"
-MIXED_1 = "mixed-tiny-llama-s1-9e03b5d8"  # running: events up to step 300, no result.json
+MIXED_1 = "mixed-tiny-llama-s1-9e03b5d8"  # unfinished: events up to step 300, no result.json
 TWO_STAGE_0 = "two-stage-tiny-llama-s0-7b2d4e61"
 TWO_STAGE_1 = "two-stage-tiny-llama-s1-c41e9a07"  # finished, last event line truncated
 
@@ -71,13 +84,17 @@ def append(path: Path, text: str) -> None:
 
 
 @pytest.fixture
-def runs_copy(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(RUNS, tmp_path / "runs"))
+def runs_copy(tmp_path: Path) -> Iterator[Path]:
+    """The recorded runs, with MIXED_1's lock held as its runner holds it while it trains (in the
+    recording itself nobody holds it: there MIXED_1 is an interrupted run)."""
+    runs = Path(shutil.copytree(RUNS, tmp_path / "tui_runs"))
+    with FileLock(str(runs / "cpu" / MIXED_1 / LOCK_FILE)):
+        yield runs
 
 
 @pytest.fixture
-def state() -> RunsState:
-    return load_runs(RUNS)
+def state(runs_copy: Path) -> RunsState:
+    return load_runs(runs_copy)
 
 
 def by_id(state: RunsState, run_id: str) -> RunState:
@@ -184,12 +201,84 @@ def test_trace_as_factrecall_bench_trace_writes_it() -> None:
     }
 
 
-def test_verdicts_are_read(state: RunsState) -> None:
+def test_verdicts_are_read_as_written(state: RunsState) -> None:
     (suite,) = state.all_verdicts()
-    assert (suite.suite, suite.exit_code, len(suite.verdicts)) == ("cpu", 1, 4)
+    assert (suite.suite, suite.exit_code, len(suite.verdicts)) == ("cpu", 1, 5)
     first = suite.verdicts[0]
-    assert (first.status, first.effect, first.p_adjusted) == ("pass", 0.63, 0.0003)
-    assert [v.status for v in suite.verdicts] == ["pass", "inconclusive", "pass", "fail"]
+    assert (first["status"], first["effect"], first["p_adjusted"]) == ("pass", 0.63, 0.0003)
+    statuses = [v["status"] for v in suite.verdicts]
+    assert statuses == ["pass", "inconclusive", "reported", "pass", "fail"]
+
+
+def test_verdict_labels_and_counts_come_from_the_file() -> None:
+    reported = {"status": "reported", "outcome": "does_not_hold", "expect": "report",
+                "effect": -0.105}
+    assert verdict_label(reported).startswith("reported (does not hold")
+    # a status is shown as written, never re-decided from the outcome or expectation
+    assert verdict_label({"status": "pass", "outcome": "does_not_hold", "expect": "holds"}) == "pass"
+    verdicts = [{"status": "pass"}] * 10 + [reported, {"status": "fail"}]
+    assert status_counts_text(verdicts) == ["10 pass", "1 reported", "1 fail"]
+
+
+def test_the_tui_keeps_no_verdict_class_of_its_own() -> None:
+    import tui.app
+    import tui.state
+
+    assert not hasattr(tui.state, "Verdict") and not hasattr(tui.app, "Verdict")
+
+
+LOCK_HOLDER = (
+    "import sys, time\nfrom filelock import FileLock\nlock = FileLock(sys.argv[1])\nlock.acquire()\n"
+    "print('locked', flush=True)\ntime.sleep(120)\n"
+)
+
+
+def test_an_unfinished_run_nobody_holds_is_interrupted() -> None:
+    state = load_runs(RUNS)  # as recorded: MIXED_1 stopped at step 300 and nobody holds its lock
+    run = by_id(state, MIXED_1)
+    assert (run.event_status, run.status, run.eta_s(FROZEN)) == ("running", "interrupted", None)
+    assert state.status_counts() == {"interrupted": 1, "finished": 3}
+    assert not (RUNS / "cpu" / MIXED_1 / LOCK_FILE).exists()  # probing created no lock file
+
+
+def test_a_killed_runner_leaves_its_run_interrupted(tmp_path: Path) -> None:
+    runs = Path(shutil.copytree(RUNS, tmp_path / "runs"))
+    lock = runs / "cpu" / MIXED_1 / LOCK_FILE
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        reader, state = RunsReader(runs), RunsState()
+        state.apply(reader.poll())
+        assert by_id(state, MIXED_1).status == "running" and not lock_is_free(lock)
+        holder.kill()  # SIGKILL: no run_failed, no run_end, the lock goes with the process
+        holder.wait(10)
+        state.apply(reader.poll())
+        assert by_id(state, MIXED_1).status == "interrupted" and lock_is_free(lock)
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_the_lock_is_probed_only_while_it_can_matter(runs_copy: Path, monkeypatch) -> None:
+    probes: list[Path] = []
+
+    def probe(path: Path) -> bool:
+        probes.append(path)
+        return True
+
+    monkeypatch.setattr("tui.state.lock_is_free", probe)
+    reader, state = RunsReader(runs_copy), RunsState()
+    state.apply(reader.poll())
+    assert probes == [runs_copy / "cpu" / MIXED_1 / LOCK_FILE]  # finished runs are not probed
+    assert by_id(state, MIXED_1).status == "interrupted"
+    state.apply(reader.poll())
+    assert len(probes) == 1  # found free: no more probes while its log stands still
+    append(runs_copy / "cpu" / MIXED_1 / "events.jsonl", step_line(MIXED_1, 310, FROZEN))
+    state.apply(reader.poll())
+    assert (len(probes), by_id(state, MIXED_1).status) == (1, "running")  # someone wrote
+    state.apply(reader.poll())
+    assert (len(probes), by_id(state, MIXED_1).status) == (2, "interrupted")
 
 
 def test_event_folding_failed_resumed_skipped_and_junk() -> None:
@@ -279,6 +368,18 @@ def test_suite_filter_and_nested_layout(tmp_path: Path) -> None:
     assert len(load_runs(tmp_path).runs) == 5
 
 
+def test_curves_have_a_fixed_scale() -> None:
+    assert spark_text([0.0], 6, 0.0, 1.0) == "▁" * 6  # one 0.00 eval: a floor, not a full bar
+    assert spark_text([0.0, 0.0, 0.0], 3, 0.0, 1.0) == "▁▁▁"
+    assert spark_text([0.0, 0.5, 1.0], 3, 0.0, 1.0) == "▁▅█"
+    assert spark_text([0.2, 0.2, 1.0, 1.0], 2, 0.0, 1.0) == "▂█"  # each cell the mean of its share
+    assert spark_text([], 5, 0.0, 1.0) == ""
+    assert loss_scale([3.0]) == (0.0, 6.0)  # a single loss sits at mid height
+    assert spark_text([3.0], 4, *loss_scale([3.0])) == "▅▅▅▅"
+    assert spark_text([0.0], 4, *loss_scale([0.0])) == "▁▁▁▁"
+    assert spark_text([6.0, 3.0], 2, *loss_scale([6.0, 3.0])) == "█▅"
+
+
 def test_formatting_helpers() -> None:
     assert [fmt_duration(s) for s in (None, 5, 144.06, 3900)] == ["–", "5s", "2m24s", "1h05m"]
     assert [shade(v, 8) for v in (0, 1, 3, 5, 8)] == [" ", "░", "▒", "▓", "█"]
@@ -310,8 +411,8 @@ def text_of(app: FactRecallApp, selector: str) -> str:
 
 
 @sync
-async def test_matrix_shows_every_run_with_progress_and_eta() -> None:
-    app = make_app()
+async def test_matrix_shows_every_run_with_progress_and_eta(runs_copy: Path) -> None:
+    app = make_app(runs_copy)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         rows = matrix_rows(app)
@@ -331,6 +432,23 @@ async def test_matrix_shows_every_run_with_progress_and_eta() -> None:
         status = text_of(app, "#matrix-status")
         assert "4 runs: 1 running, 3 finished" in status and "last event 5s ago" in status
         assert app.poll_errors == []
+
+
+@sync
+async def test_a_run_nobody_holds_shows_as_interrupted() -> None:
+    app = make_app(RUNS, clock=lambda: FROZEN + 48)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert matrix_rows(app)[MIXED_1][3:8] == ["interrupted", "mixed", "300/600", "1.263", "–"]
+        status = text_of(app, "#matrix-status")
+        assert "1 interrupted (rerun to resume), 3 finished" in status
+        assert "last event 53s ago" in status
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert (
+            "interrupted: no process holds its lock; rerun to resume from its checkpoint at step 200"
+            in text_of(app, "#details-title")
+        )
 
 
 @sync
@@ -371,6 +489,29 @@ async def test_every_view_is_reachable_by_number_and_tab() -> None:
 
 
 @sync
+async def test_a_single_zero_eval_is_not_drawn_as_a_full_bar(runs_copy: Path) -> None:
+    new = runs_copy / "cpu" / "mixed-tiny-llama-s2-00000000"
+    new.mkdir()
+    events = [
+        {"t": FROZEN, "event": "run_start", "strategy": "mixed", "model": "tiny-llama", "seed": 2,
+         "total_steps": 600},
+        {"t": FROZEN, "event": "eval", "step": 0, "metrics": {"ood_exact_match": 0.0}},
+    ]
+    (new / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    app = make_app(runs_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        panel = next(p for p in app.query(CurvePanel) if p.run_id == new.name)
+        ood = panel.sparks["ood_exact_match"]
+        drawn = ood.render().plain
+        assert ood.data == [0.0] and set(drawn) == {"▁"} and len(drawn) == ood.size.width > 0
+        assert str(panel.values["ood_exact_match"].content) == "0.00"
+        assert panel.sparks["loss"].render().plain == ""  # no loss yet: nothing drawn
+
+
+@sync
 async def test_curves_show_loss_and_exact_match_per_run() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -404,16 +545,127 @@ async def test_results_and_verdicts_views() -> None:
         assert attributes.row_count == 12
         await pilot.press("4")
         verdicts = app.query_one("#verdicts-table", DataTable)
-        assert verdicts.row_count == 4
+        assert verdicts.row_count == 5
         assert [str(c) for c in verdicts.get_row_at(0)][2:] == [
             "+0.63",
             "[+0.55,+0.70]",
             "1e-04 (3e-04)",
         ]
-        assert "exit code 1" in text_of(app, "#verdicts-title")
-        await pilot.press("down", "down", "down")
+        title = text_of(app, "#verdicts-title")
+        assert title == "cpu: exit code 1 · 2 pass · 1 reported · 1 fail · 1 inconclusive"
+        await pilot.press("down", "down")
+        await pilot.pause()
+        assert "reported (does not hold, effect +0.31)" in text_of(app, "#verdict-detail")
+        await pilot.press("down", "down")
         await pilot.pause()
         assert "two-stage OOD vs baseline" in text_of(app, "#verdict-detail")
+
+
+REPORTED_NAME = "mixed keeps BIO first-token recall as two-stage does"
+
+
+def verdict_cells(app: FactRecallApp, row: int) -> list[str]:
+    table = app.query_one("#verdicts-table", DataTable)
+    return [str(c) for c in table.get_row_at(row)]
+
+
+@sync
+async def test_verdict_names_use_the_width_there_is() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        table = app.query_one("#verdicts-table", DataTable)
+        assert verdict_cells(app, 2)[1] == REPORTED_NAME  # 52 characters, uncut
+        assert verdict_cells(app, 2)[0].startswith("reported (does not hold")
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 120
+        await pilot.resize_terminal(*SIZE)
+        await pilot.pause()
+        name = verdict_cells(app, 2)[1]
+        assert name.endswith("…") and REPORTED_NAME.startswith(name[:-1])
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= SIZE[0]
+
+
+def many_verdicts(runs: Path, count: int) -> None:
+    path = runs / "cpu" / "verdicts.json"
+    document = json.loads(path.read_text())
+    first = document["verdicts"][0]
+    document["verdicts"] = [{**first, "name": f"claim number {i}"} for i in range(count)]
+    path.write_text(json.dumps(document))
+
+
+@sync
+async def test_verdicts_below_the_fold_are_reached_by_keyboard(runs_copy: Path) -> None:
+    many_verdicts(runs_copy, 30)
+    app = make_app(runs_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("4")
+        table = app.query_one("#verdicts-table", DataTable)
+        assert app.focused is table and table.max_scroll_y > 0
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.cursor_row == 29 and table.scroll_y == table.max_scroll_y
+        assert "claim number 29" in text_of(app, "#verdict-detail")
+        assert app.query_one("#verdict-detail").region.bottom <= app.screen.region.bottom - 1
+
+
+def more_finished_runs(runs: Path, seeds: range) -> None:
+    """Copies of the finished mixed s0 run under other seeds: more rows and columns of results."""
+    for seed in seeds:
+        run_dir = Path(shutil.copytree(runs / "cpu" / MIXED_0, runs / "cpu" / f"mixed-s{seed}"))
+        result = json.loads((run_dir / "result.json").read_text())
+        (run_dir / "result.json").write_text(json.dumps({**result, "seed": seed}))
+        (run_dir / "events.jsonl").unlink()
+
+
+@sync
+async def test_results_below_the_fold_are_reached_by_keyboard(runs_copy: Path) -> None:
+    more_finished_runs(runs_copy, range(2, 6))
+    app = make_app(runs_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("3")
+        scroll = app.query_one("#results-scroll")
+        attributes = app.query_one("#attribute-table", DataTable)
+        assert app.focused is scroll and scroll.max_scroll_y > 0 and scroll.scroll_y == 0
+        assert attributes.region.bottom > scroll.region.bottom  # the last rows are out of sight
+        await pilot.press("down", "pagedown")
+        await pilot.pause()
+        assert scroll.scroll_y > 0
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.scroll_y == scroll.max_scroll_y
+        assert attributes.region.bottom <= scroll.region.bottom  # its last row is on screen
+        assert scroll.max_scroll_x > 0  # seven runs' columns are wider than 80
+        await pilot.press("right", "right")
+        await pilot.pause()
+        assert scroll.scroll_x > 0
+
+
+@sync
+async def test_trace_scrolls_by_keyboard_and_arrows_still_select_runs() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        scroll = app.query_one("#trace-scroll")
+        assert scroll.max_scroll_y > 0 and scroll.scroll_y == 0
+        await pilot.press("pagedown")
+        await pilot.pause()
+        assert scroll.scroll_y > 0
+        await pilot.press("end")
+        await pilot.pause()
+        numbers = app.query_one("#trace-numbers")
+        assert scroll.scroll_y == scroll.max_scroll_y
+        assert numbers.region.bottom <= scroll.region.bottom  # the last number is on screen
+        await pilot.press("home")
+        await pilot.pause()
+        assert scroll.scroll_y == 0
+        await pilot.press("down")
+        await pilot.pause()
+        assert app.selected_run_id == MIXED_1
 
 
 @sync
@@ -434,8 +686,8 @@ async def test_trace_view_renders_the_head_map() -> None:
 
 
 @sync
-async def test_filter_narrows_the_matrix() -> None:
-    app = make_app()
+async def test_filter_narrows_the_matrix(runs_copy: Path) -> None:
+    app = make_app(runs_copy)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("3", "slash")
@@ -519,8 +771,9 @@ async def test_a_new_run_folder_appears(runs_copy: Path) -> None:
             "resumed_from_step": None,
         }
         (new / "events.jsonl").write_text(json.dumps(start) + "\n")
-        await pilot.press("r")
-        await loaded(pilot)
+        with FileLock(str(new / LOCK_FILE)):  # its runner holds it
+            await pilot.press("r")
+            await loaded(pilot)
         assert matrix_rows(app)[new.name][:6] == [
             "mixed",
             "2",

@@ -1,6 +1,7 @@
 """The factrecall-bench TUI: follow a runs folder live (runs, curves, results, verdicts, trace).
 
-It only reads the runs' files, so closing it never harms a run and reopening picks them up again.
+It only reads the runs' files (and tries an unfinished run's lock for an instant, to tell a live
+run from a killed one), so closing it never harms a run and reopening picks them up again.
 A worker polls the files; the widgets below only render what `tui.state` folded from them.
 """
 
@@ -17,9 +18,11 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, ScrollableContainer, Vertical, VerticalScroll
 from textual.events import Resize
+from textual.reactive import reactive
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import (
     DataTable,
     Footer,
@@ -27,7 +30,6 @@ from textual.widgets import (
     Input,
     Label,
     Log,
-    Sparkline,
     Static,
     TabbedContent,
     TabPane,
@@ -44,9 +46,22 @@ from tui.format import (
     fmt_rate,
     fmt_steps,
     head_map_lines,
+    loss_scale,
+    spark_text,
+    status_counts_text,
+    verdict_label,
+    verdict_text,
 )
 from tui.launcher import SuiteLauncher
-from tui.state import LOG_TAIL_LINES, Interval, RunsReader, RunsState, RunState, SuiteVerdicts
+from tui.state import (
+    LOG_TAIL_LINES,
+    Interval,
+    RunsReader,
+    RunsState,
+    RunState,
+    SuiteVerdicts,
+    as_float,
+)
 
 Clock = Callable[[], float]
 VIEWS = (
@@ -61,12 +76,21 @@ VIEW_IDS = tuple(view for view, _ in VIEWS)
 STYLES = {
     "finished": "green",
     "running": "yellow",
+    "interrupted": "magenta",
     "failed": "bold red",
     "skipped": "dim",
     "pending": "dim",
     "pass": "green",
     "fail": "bold red",
     "inconclusive": "yellow",
+    "reported": "cyan",
+}
+INTERRUPTED_HINT = "rerun to resume"
+SCROLLERS = {  # what pageup/pagedown/home/end scroll in views whose focus does not take them
+    "curves": "#curves-scroll",
+    "results": "#results-scroll",
+    "trace": "#trace-scroll",
+    "details": "#details-config-box",
 }
 MATRIX_COLUMNS = (
     ("strategy", "strategy"),
@@ -84,7 +108,9 @@ The TUI only reads the runs folder: quitting never stops a run.
 
  q         quit (a suite started with s keeps running)
  1-6, tab  switch view: runs curves results verdicts trace details
- up/down   select a run (run table, or the views without a table)
+ up/down   select a run (in runs, curves, trace and details);
+           scroll the results; move through the verdicts
+ pgup/pgdn scroll the view; home/end: its top/bottom
  enter     open the selected run's details
  /         filter runs by strategy, model or status (esc clears)
  s         start/stop the suite given with --suite
@@ -103,6 +129,16 @@ def seed_text(run: RunState) -> str:
 
 def run_label(run: RunState) -> str:
     return f"{run.label} s{seed_text(run)}"
+
+
+class RowTable(DataTable):
+    """A table of rows to pick from: home/end go to the first/last row (DataTable's own go to
+    the first/last column)."""
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
 
 
 # -- 1. run matrix --------------------------------------------------------------------------
@@ -125,7 +161,7 @@ class MatrixView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter by strategy, model or status", id="filter")
-        yield DataTable(id="matrix-table", cursor_type="row")
+        yield RowTable(id="matrix-table", cursor_type="row")
         yield Static(id="matrix-status", markup=False)
 
     def on_mount(self) -> None:
@@ -162,8 +198,23 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+class Curve(Widget):
+    """One line of bars on a fixed scale: exact match on 0..1, loss on 0..its highest value."""
+
+    DEFAULT_CSS = "Curve { height: 1; }"
+    data: reactive[list[float]] = reactive(list, always_update=True)
+
+    def __init__(self, fixed_scale: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        self.fixed_scale = fixed_scale
+
+    def render(self) -> Text:
+        low, high = self.fixed_scale or loss_scale(self.data)
+        return Text(spark_text(self.data, self.size.width, low, high), style="green")
+
+
 class CurvePanel(Vertical):
-    """Loss, ID and OOD exact match of one run as sparklines with their latest values."""
+    """Loss, ID and OOD exact match of one run as one-line curves with their latest values."""
 
     ROWS = (("loss", "loss"), ("id_exact_match", "ID"), ("ood_exact_match", "OOD"))
 
@@ -171,7 +222,7 @@ class CurvePanel(Vertical):
         super().__init__(classes="curve-panel")
         self.run_id = run.run_id
         self.title = Label("", classes="curve-title", markup=False)
-        self.sparks = {key: Sparkline([], summary_function=mean) for key, _ in self.ROWS}
+        self.sparks = {key: Curve(None if key == "loss" else (0.0, 1.0)) for key, _ in self.ROWS}
         self.values = {key: Label("", classes="curve-value", markup=False) for key, _ in self.ROWS}
         self._initial = (run, selected)
 
@@ -194,7 +245,7 @@ class CurvePanel(Vertical):
         for key in ("id_exact_match", "ood_exact_match"):
             histories[key] = run.metric_history(key)
         for key, values in histories.items():
-            self.sparks[key].data = values
+            self.sparks[key].data = list(values)
             self.values[key].update(fmt_num(values[-1], 3 if key == "loss" else 2) if values else DASH)
 
 
@@ -288,10 +339,20 @@ class ResultsView(Vertical):
         self._shown: Any = None
 
     def compose(self) -> ComposeResult:
-        yield Static("exact match with 95% Wilson interval · BIO first-token retention", classes="view-title")
-        yield DataTable(id="results-table", cursor_type="row")
-        yield Static("per attribute (exact match)", classes="view-title")
-        yield DataTable(id="attribute-table", cursor_type="row")
+        # One scroller for both tables, focused with the view, so every row and column is a key
+        # away at 80x24 (the tables themselves take no focus: tab switches views).
+        with ScrollableContainer(id="results-scroll"):
+            yield Static(
+                "exact match with 95% Wilson interval · BIO first-token retention",
+                classes="view-title",
+            )
+            yield DataTable(id="results-table", cursor_type="none")
+            yield Static("per attribute (exact match)", classes="view-title")
+            yield DataTable(id="attribute-table", cursor_type="none")
+
+    def on_mount(self) -> None:
+        for table in self.query(DataTable):
+            table.can_focus = False
 
     def show(self, runs: Sequence[RunState]) -> None:
         rows = result_rows(runs)
@@ -322,48 +383,89 @@ def fill_table(
 
 
 # -- 4. verdicts ------------------------------------------------------------------------------
+VERDICT_COLUMNS = ("status", "verdict", "effect", "95% CI", "p (p adj)")
+
+
+def verdict_rows(verdicts: Sequence[dict[str, Any]]) -> list[tuple[str | Text, ...]]:
+    """One row per verdicts.json entry, as written: the status is shown, never decided here."""
+    rows: list[tuple[str | Text, ...]] = []
+    for v in verdicts:
+        effect = as_float(v.get("effect"))
+        p_value, p_adjusted = as_float(v.get("p_value")), as_float(v.get("p_adjusted"))
+        rows.append(
+            (
+                styled(verdict_label(v), verdict_text(v, "status")),
+                verdict_text(v, "name"),
+                DASH if effect is None else f"{effect:+.2f}",
+                fmt_ci(as_float(v.get("ci_low")), as_float(v.get("ci_high"))),
+                f"{fmt_p(p_value)} ({fmt_p(p_adjusted)})",
+            )
+        )
+    return rows
+
+
+def verdict_widths(rows: Sequence[Sequence[str | Text]], width: int) -> dict[int, int]:
+    """Widths of the status and verdict columns: their content where the screen has room, else
+    the name gets what is left beside a status word (at least 12 cells) and the status the rest;
+    the numbers keep theirs. The detail line below always shows the whole name and label."""
+    content = [
+        max([len(label), *(Text(str(row[i])).cell_len for row in rows)])
+        for i, label in enumerate(VERDICT_COLUMNS)
+    ]
+    room = width - 2 * len(VERDICT_COLUMNS) - 2 - sum(content[2:])  # cell padding, scrollbar
+    status_word = len("inconclusive")  # the longest status: never cut
+    name = min(content[1], max(12, room - min(content[0], status_word)))
+    status = min(content[0], max(status_word, room - name))
+    return {0: status, 1: name}
+
+
+def crop(cell: str | Text, width: int | None) -> str | Text:
+    """The cell cut to `width` with an ellipsis, so a cut name reads as cut."""
+    text = cell.copy() if isinstance(cell, Text) else Text(cell)
+    if width is None or text.cell_len <= width:
+        return cell
+    text.truncate(width, overflow="ellipsis")
+    return text if isinstance(cell, Text) else text.plain
+
+
 class VerdictsView(Vertical):
     def __init__(self) -> None:
         super().__init__()
-        self._suites: list[SuiteVerdicts] = []
+        self._verdicts: list[dict[str, Any]] = []
         self._shown: Any = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="verdicts-title", classes="view-title", markup=False)
-        yield DataTable(id="verdicts-table", cursor_type="row")
+        yield RowTable(id="verdicts-table", cursor_type="row")
         yield Static(id="verdict-detail", markup=False)
+
+    def on_resize(self, event: Resize) -> None:
+        self._fill(event.size.width)
 
     def show(self, suites: Sequence[SuiteVerdicts]) -> None:
         verdicts = [v for suite in suites for v in suite.verdicts]
-        if (suites, verdicts) == self._shown:
-            return
-        self._shown = (suites, verdicts)
-        self._suites = list(suites)
-        counts: dict[str, int] = {}
-        for verdict in verdicts:
-            counts[verdict.status] = counts.get(verdict.status, 0) + 1
         parts = [f"{s.suite}: exit code {s.exit_code}" for s in suites]
-        parts += [f"{n} {status}" for status, n in sorted(counts.items())]
+        parts += status_counts_text(verdicts)
         self.query_one("#verdicts-title", Static).update(
             " · ".join(parts) if parts else "no verdicts.json yet (run the suite's stats)"
         )
-        rows = [
-            (
-                styled(v.status),
-                v.name,
-                fmt_num(v.effect, 2) if v.effect is None else f"{v.effect:+.2f}",
-                fmt_ci(v.ci_low, v.ci_high),
-                f"{fmt_p(v.p_value)} ({fmt_p(v.p_adjusted)})",
-            )
-            for v in verdicts
-        ]
-        fill_table(
-            self.query_one("#verdicts-table", DataTable),
-            ["status", "verdict", "effect", "95% CI", "p (p adj)"],
-            rows,
-            widths={1: 24},
-        )
-        self.show_detail(0)
+        self._verdicts = verdicts
+        self._fill(self.size.width or self.app.size.width)
+
+    def _fill(self, width: int) -> None:
+        """(Re)fill the table when the verdicts or the width changed."""
+        if not width or (self._verdicts, width) == self._shown:
+            return
+        self._shown = (self._verdicts, width)
+        rows = verdict_rows(self._verdicts)
+        widths = verdict_widths(rows, width)
+        rows = [tuple(crop(cell, widths.get(i)) for i, cell in enumerate(row)) for row in rows]
+        table = self.query_one("#verdicts-table", DataTable)
+        cursor = table.cursor_row
+        fill_table(table, VERDICT_COLUMNS, rows, widths=widths)
+        if 0 < cursor < len(rows):
+            table.move_cursor(row=cursor, animate=False)
+        self.show_detail(table.cursor_row)
 
     @on(DataTable.RowHighlighted, "#verdicts-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -371,14 +473,19 @@ class VerdictsView(Vertical):
         self.show_detail(event.cursor_row)
 
     def show_detail(self, index: int) -> None:
-        verdicts = [v for suite in self._suites for v in suite.verdicts]
         text = ""
-        if 0 <= index < len(verdicts):
-            v = verdicts[index]
+        if 0 <= index < len(self._verdicts):
+            v = self._verdicts[index]
+
+            def num(key: str) -> float | None:
+                return as_float(v.get(key))
+
             text = (
-                f"{v.name} — {v.kind}, {v.test} on {v.metric}: {v.status}\n"
-                f"effect {fmt_num(v.effect, 3)} {fmt_ci(v.ci_low, v.ci_high)} · "
-                f"p {fmt_p(v.p_value)} · p adjusted {fmt_p(v.p_adjusted)}\n{v.detail}"
+                f"{verdict_text(v, 'name')} — {verdict_text(v, 'kind')}, "
+                f"{verdict_text(v, 'test')} on {verdict_text(v, 'metric')}: {verdict_label(v)}\n"
+                f"effect {fmt_num(num('effect'), 3)} {fmt_ci(num('ci_low'), num('ci_high'))} · "
+                f"p {fmt_p(num('p_value'))} · p adjusted {fmt_p(num('p_adjusted'))}\n"
+                f"{verdict_text(v, 'detail')}"
             )
         self.query_one("#verdict-detail", Static).update(text)
 
@@ -439,6 +546,10 @@ class DetailsView(Vertical):
             self.query_one("#details-title", Static).update("no run selected")
             return
         lines = [f"{run.run_id} · {run.status} · {run.path}"]
+        if run.status == "interrupted":
+            checkpoint = run.last_checkpoint
+            since = "the start" if checkpoint is None else f"its checkpoint at step {checkpoint}"
+            lines.append(f"interrupted: no process holds its lock; {INTERRUPTED_HINT} from {since}")
         if run.failure_reason:
             lines.append(f"failed: {run.failure_reason}")
         lines.extend(f"warning: {w}" for w in run.warnings[-3:])
@@ -488,6 +599,10 @@ class FactRecallApp(App[None]):
         Binding("up", "select_run(-1)", "Previous run", show=False),
         Binding("down", "select_run(1)", "Next run", show=False),
         Binding("enter", "show_view('details')", "Details", show=False),
+        Binding("pageup", "scroll_view('page_up')", show=False),
+        Binding("pagedown", "scroll_view('page_down')", show=False),
+        Binding("home", "scroll_view('scroll_home')", show=False),
+        Binding("end", "scroll_view('scroll_end')", show=False),
     ]
 
     def __init__(
@@ -578,9 +693,11 @@ class FactRecallApp(App[None]):
 
     def status_line(self, now: float) -> str:
         counts = self.state.status_counts()
-        parts = [
-            f"{len(self.state.runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+        counted = [
+            f"{n} {status}" + (f" ({INTERRUPTED_HINT})" if status == "interrupted" else "")
+            for status, n in counts.items()
         ]
+        parts = [f"{len(self.state.runs)} runs: " + ", ".join(counted)]
         if self.state.warnings:
             parts.append(f"{len(self.state.warnings)} warning(s)")
         last = self.state.last_event_t()
@@ -634,7 +751,7 @@ class FactRecallApp(App[None]):
         filtering = self.query_one("#filter", Input).display
         focus = {
             "matrix": "#filter" if filtering else "#matrix-table",
-            "results": "#results-table",
+            "results": "#results-scroll",
             "verdicts": "#verdicts-table",
         }.get(event.pane.id or "")
         if focus:
@@ -671,6 +788,12 @@ class FactRecallApp(App[None]):
         index = ids.index(self.selected_run_id) if self.selected_run_id in ids else 0
         self.selected_run_id = ids[max(0, min(len(ids) - 1, index + step))]
         self.refresh_views()
+
+    def action_scroll_view(self, how: str) -> None:
+        """pageup/pagedown/home/end where the focused widget does not take them itself."""
+        selector = SCROLLERS.get(self.active_view)
+        if selector is not None:
+            getattr(self.query_one(selector), f"action_{how}")()
 
     def action_filter(self) -> None:
         filter_input = self.query_one("#filter", Input)

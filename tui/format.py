@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from factrecall_bench import verdicts as verdicts_module
 from tui.state import Interval
 
 DASH = "–"
 SHADES = " ░▒▓█"
+BARS = "▁▂▃▄▅▆▇█"
+VERDICT_ORDER = ("pass", "reported", "fail", "inconclusive")
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str:
@@ -86,3 +91,60 @@ def head_map_lines(grid: list[list[float]]) -> list[str]:
 def _cell(block: str, width: int) -> str:
     # a gap between cells keeps neighbouring heads of the same shade apart
     return block * (width - 1) + " " if width > 1 else block
+
+
+def spark_text(values: Sequence[float], width: int, low: float, high: float) -> str:
+    """A one-line curve `width` cells wide on the fixed scale low..high (not the data's own
+    range, so one point or a flat line sits where its value is): each cell shows the mean of its
+    share of the points; a value at `low` or below is the lowest bar, at `high` or above the top."""
+    if not values or width <= 0:
+        return ""
+    span = high - low
+    cells = []
+    for column in range(width):
+        start = column * len(values) // width
+        end = max(start + 1, (column + 1) * len(values) // width)
+        share = values[start:end]
+        ratio = (sum(share) / len(share) - low) / span if span > 0 else 0.0
+        cells.append(BARS[round(min(1.0, max(0.0, ratio)) * (len(BARS) - 1))])
+    return "".join(cells)
+
+
+def loss_scale(losses: Sequence[float]) -> tuple[float, float]:
+    """Zero to the highest loss; a single loss (nothing to compare it with) sits at mid height."""
+    if not losses:
+        return 0.0, 1.0
+    top = max(losses)
+    return 0.0, (2 * top if len(losses) == 1 else top)
+
+
+def verdict_text(verdict: Mapping[str, Any], key: str) -> str:
+    value = verdict.get(key)
+    return "" if value is None else str(value)
+
+
+def _own_status_label(verdict: Mapping[str, Any]) -> str:
+    """The status as written; a report-only claim's with its outcome (never re-decided here)."""
+    status, outcome = verdict_text(verdict, "status") or "?", verdict_text(verdict, "outcome")
+    if status != "reported" or not outcome:
+        return status
+    return f"{status} ({outcome.replace('_', ' ')})"
+
+
+def verdict_label(verdict: Mapping[str, Any]) -> str:
+    """factrecall_bench.verdicts.status_label when the library has it, else the status (with a
+    report-only claim's outcome)."""
+    label: Callable[[Mapping[str, Any]], str] = getattr(
+        verdicts_module, "status_label", _own_status_label
+    )
+    return str(label(verdict))
+
+
+def status_counts_text(verdicts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """"2 pass", "1 reported", ... in VERDICT_ORDER, then any other status; each counted apart."""
+    counts: dict[str, int] = {}
+    for verdict in verdicts:
+        status = verdict_text(verdict, "status") or "?"
+        counts[status] = counts.get(status, 0) + 1
+    order = [s for s in VERDICT_ORDER if s in counts] + sorted(set(counts) - set(VERDICT_ORDER))
+    return [f"{counts[status]} {status}" for status in order]

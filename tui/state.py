@@ -15,18 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from factrecall_bench.events import LogTail
 
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 VERDICTS_FILE = "verdicts.json"
+LOCK_FILE = ".lock"  # held by the runner while it trains the run (factrecall_bench.runner.run_one)
 RUN_MARKERS = (EVENTS_FILE, RESULT_FILE)  # not config.json alone: model folders have one too
 SKIP_DIRS = {"checkpoints", ".git", "__pycache__"}
 
 LOG_TAIL_LINES = 200
 RATE_WINDOW = 20  # step events used for the step rate behind the ETA
-STATUSES = ("pending", "running", "finished", "failed", "skipped")
+STATUSES = ("pending", "running", "interrupted", "finished", "failed", "skipped")
+TERMINAL_EVENTS = {"run_end", "run_failed", "run_skipped"}
 
 
 def as_float(value: Any) -> float | None:
@@ -74,47 +78,12 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """One entry of verdicts.json."""
-
-    name: str
-    kind: str
-    status: str
-    metric: str
-    test: str
-    effect: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    p_adjusted: float | None
-    detail: str
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Verdict:
-        def text(key: str) -> str:
-            value = raw.get(key)
-            return "" if value is None else str(value)
-
-        return cls(
-            name=text("name"),
-            kind=text("kind"),
-            status=text("status"),
-            metric=text("metric"),
-            test=text("test"),
-            effect=as_float(raw.get("effect")),
-            ci_low=as_float(raw.get("ci_low")),
-            ci_high=as_float(raw.get("ci_high")),
-            p_value=as_float(raw.get("p_value")),
-            p_adjusted=as_float(raw.get("p_adjusted")),
-            detail=text("detail"),
-        )
-
-
-@dataclass(frozen=True)
 class SuiteVerdicts:
+    """A suite's verdicts.json: each verdict is its entry as written (the TUI decides nothing)."""
+
     suite: str
     exit_code: int | None
-    verdicts: tuple[Verdict, ...]
+    verdicts: tuple[dict[str, Any], ...]
 
 
 @dataclass
@@ -138,6 +107,8 @@ class RunState:
     tokens_per_s: float | None = None
     last_event_t: float | None = None
     last_checkpoint: int | None = None
+    lock_free: bool = False
+    """Whether no process held the run's lock at the last poll (see `RunsReader`)."""
     failure_reason: str | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
@@ -155,7 +126,12 @@ class RunState:
     # -- derived values -------------------------------------------------------------------
     @property
     def status(self) -> str:
-        return "finished" if self.result is not None else self.event_status
+        """As the files say; "running" with nobody holding the lock is "interrupted"."""
+        if self.result is not None:
+            return "finished"
+        if self.event_status == "running" and self.lock_free:
+            return "interrupted"
+        return self.event_status
 
     @property
     def steps_per_s(self) -> float | None:
@@ -387,6 +363,7 @@ class RunUpdate:
     result: dict[str, Any] | None = None
     result_changed: bool = False
     partial_line: bool = False
+    lock_free: bool = False
 
 
 @dataclass
@@ -416,6 +393,25 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
+def lock_is_free(path: Path) -> bool:
+    """Whether no process holds the lock file at `path` (one that does not exist is free).
+
+    Tries the lock without waiting and lets it go at once: while it holds it, a runner starting
+    that very run would see it busy and skip it, so callers probe as rarely as they can.
+    """
+    if not path.exists():
+        return True
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    except OSError:
+        return False  # cannot tell (e.g. a read-only folder): do not call a live run dead
+    lock.release()
+    return True
+
+
 def _read_json(path: Path) -> tuple[Any, str | None]:
     """(document, None) or (None, one-line warning)."""
     try:
@@ -432,6 +428,8 @@ class RunsReader:
         self.suite = suite
         self.tails: dict[Path, LogTail] = {}
         self.stats: dict[Path, tuple[int, int] | None] = {}
+        self.ended: dict[Path, bool] = {}  # the last event was run_end / run_failed / run_skipped
+        self.lock_free: dict[Path, bool] = {}
 
     def run_dirs(self) -> list[Path]:
         dirs = find_run_dirs(self.root)
@@ -445,6 +443,8 @@ class RunsReader:
         run_dirs = self.run_dirs()
         for gone in set(self.tails) - set(run_dirs):
             del self.tails[gone]
+            self.ended.pop(gone, None)
+            self.lock_free.pop(gone, None)
         for run_dir in run_dirs:
             batch.runs.append(self._poll_run(run_dir))
         for suite_dir in sorted({d.parent for d in run_dirs} | {self.root}):
@@ -454,6 +454,16 @@ class RunsReader:
             if warning:
                 batch.warnings.append(warning)
         return batch
+
+    def _lock_free(self, run_dir: Path) -> bool:
+        """Whether nobody holds the run's lock, probed only where it can matter: an unfinished
+        run not already found free since its log last grew (a run that comes back to life writes
+        run_start, and the lock is probed again after that)."""
+        if self.ended.get(run_dir) or (run_dir / RESULT_FILE).exists():
+            return False
+        if self.lock_free.get(run_dir):
+            return True
+        return lock_is_free(run_dir / LOCK_FILE)
 
     def _poll_json(self, path: Path) -> tuple[bool, Any, str | None]:
         """Re-read a JSON file only when its mtime/size changed: (changed, document, warning)."""
@@ -470,6 +480,9 @@ class RunsReader:
 
     def _poll_run(self, run_dir: Path) -> RunUpdate:
         update = RunUpdate(run_dir)
+        first_read = run_dir not in self.tails
+        # The lock before the log: a run that ends between the two reads shows its last events.
+        lock_free = self._lock_free(run_dir)
         tail = self.tails.setdefault(run_dir, LogTail(run_dir / EVENTS_FILE))
         lines, update.restarted = tail.read_lines()
         for line_no, text in lines:
@@ -480,6 +493,11 @@ class RunsReader:
             elif warning:
                 update.warnings.append(f"{run_dir.name}: events.jsonl line {line_no}: {warning}")
         update.partial_line = bool(tail.partial.strip())
+        if update.events:
+            self.ended[run_dir] = str(update.events[-1].get("event")) in TERMINAL_EVENTS
+        if lines and not first_read:
+            lock_free = False  # someone is writing: look at the lock again next poll
+        self.lock_free[run_dir] = update.lock_free = lock_free
         changed, config, warning = self._poll_json(run_dir / CONFIG_FILE)
         update.config = config if changed else None
         update.warnings.extend([warning] if warning else [])
@@ -505,7 +523,7 @@ def _parse_verdicts(document: Any, suite: str) -> SuiteVerdicts | None:
     if not isinstance(document, dict):
         return None
     raw = document.get("verdicts")
-    items = [Verdict.parse(v) for v in raw if isinstance(v, dict)] if isinstance(raw, list) else []
+    items = [dict(v) for v in raw if isinstance(v, dict)] if isinstance(raw, list) else []
     return SuiteVerdicts(str(document.get("suite") or suite), as_int(document.get("exit_code")), tuple(items))
 
 
@@ -547,6 +565,8 @@ class RunsState:
         run.log_tail.extend(update.lines)
         if update.config is not None:
             run.config = update.config
+        changed = run.lock_free != update.lock_free
+        run.lock_free = update.lock_free
         if update.result_changed:
             run.result = update.result
             _fill_from_result(run)
@@ -558,7 +578,8 @@ class RunsState:
         run.warnings.extend(warnings)
         new_warnings.extend(warnings)
         fresh = old is not run
-        return fresh or bool(update.lines or update.config or update.result_changed or warnings)
+        changed |= bool(update.lines or update.config or update.result_changed or warnings)
+        return fresh or changed
 
     def _new_run(self, update: RunUpdate, old: RunState | None) -> RunState:
         run = RunState(update.run_dir.name, update.run_dir.parent.name, update.run_dir)
