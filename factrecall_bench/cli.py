@@ -6,15 +6,18 @@ prints one JSON document to stdout while progress and messages go to stderr.
 
 from __future__ import annotations
 
-import json
+import errno
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from factrecall_bench import exit_codes
 from factrecall_bench.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -30,17 +33,38 @@ DEFAULT_BASELINES = Path("baselines")
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are kept.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+InconclusiveClaimsOk = Annotated[bool, typer.Option(
+    "--inconclusive-claims-ok",
+    help="Exit 0, not 3, when the only undecided verdicts are claims (CI gates on regressions).")]
 
 
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    from factrecall_bench.commands import print_json as print_document
+
+    print_document(payload)
+
+
+DATA_GENERATE_FLAGS = {"n_people": "--people", "train_fraction": "--train-fraction",
+                       "bio_variants": "--variants", "templates_per_attribute": "--templates"}
+"""DataSpec fields as `data generate` spells them, so an error names the flag the user typed."""
+
+
+@contextmanager
+def errors_in_flag_terms(flags: dict[str, str]) -> Iterator[None]:
+    try:
+        yield
+    except UserError as error:
+        message = str(error)
+        for field_name, flag in flags.items():
+            message = re.sub(rf"\b{field_name}\b", flag, message)
+        raise UserError(message) from error
 
 
 @data_app.command("generate")
 def data_generate(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
     people: Annotated[int, typer.Option(help="Number of people.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of everything in the data.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of everything in the data.")] = 0,
     train_fraction: Annotated[float, typer.Option(help="Share of people in P_train.")] = 0.5,
     variants: Annotated[int, typer.Option(help="multiM: biographies per person.")] = 1,
     permute: Annotated[bool, typer.Option(help="Shuffle sentence order.")] = False,
@@ -51,8 +75,9 @@ def data_generate(
     """Generate a dataset and save it (loadable with datasets.load_from_disk(OUT/dataset))."""
     from factrecall_bench.commands import generate_data
 
-    summary = generate_data(out, people, seed, train_fraction, variants, permute, fullname,
-                            templates, show_progress=not as_json)
+    with errors_in_flag_terms(DATA_GENERATE_FLAGS):
+        summary = generate_data(out, people, seed, train_fraction, variants, permute, fullname,
+                                templates, show_progress=not as_json)
     if as_json:
         print_json(summary)
     else:
@@ -81,12 +106,14 @@ def run(
     run_all: Annotated[bool, typer.Option("--all", help="Every CI suite, then verdicts.")] = False,
     strategy: Annotated[str | None, typer.Option(help="One run: this strategy.")] = None,
     model: Annotated[str, typer.Option(help="One run: model preset or hf:<id>.")] = "tiny-llama",
-    seed: Annotated[int, typer.Option(help="One run: the seed.")] = 0,
-    jobs: Annotated[int | None, typer.Option(help="Runs side by side (default: the suite's).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="One run: the seed.")] = 0,
+    jobs: Annotated[int | None, typer.Option(min=1, max=64,
+                                             help="Runs side by side (default: the suite's).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
     check: Annotated[bool, typer.Option(help="Judge claims and baselines after the runs.")] = True,
     junit_xml: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report.")] = None,
+    inconclusive_claims_ok: InconclusiveClaimsOk = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train and evaluate: one run, one or more suites, or every CI suite (`--all`).
@@ -98,16 +125,32 @@ def run(
     raise typer.Exit(_until_interrupted(lambda: run_command(
         suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed, jobs=jobs,
         runs_dir=runs_dir, baselines_dir=baselines_dir, check=check, junit_xml=junit_xml,
-        as_json=as_json)))
+        as_json=as_json, inconclusive_claims_ok=inconclusive_claims_ok)))
 
 
 def _until_interrupted(command: Callable[[], int]) -> int:
-    """A suite command's exit code; on Ctrl-C, what finished is kept, and 130."""
+    """A suite command's exit code; on Ctrl-C or SIGTERM (the same path: KeyboardInterrupt)
+    every worker is stopped, what finished is kept, one line says so, and 130."""
+    import signal
+    import threading
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main one
+        return command()
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, terminated)}
     try:
         return command()
     except KeyboardInterrupt:
+        for sig in previous:  # a second Ctrl-C cannot cut this short
+            signal.signal(sig, lambda signum, frame: None)  # not SIG_IGN: see orchestrate._ignore
         stderr.print("interrupted: finished runs are kept; rerun to resume", markup=False)
-        return 130
+        return exit_codes.INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command("check")
@@ -115,12 +158,18 @@ def check(
     suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")] = "cpu",
     runs_dir: RunsDir = DEFAULT_RUNS,
     baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
+    run_missing: Annotated[bool, typer.Option(
+        "--run-missing", help="Train the runs that are not finished first (as `run` does).")] = False,
+    inconclusive_claims_ok: InconclusiveClaimsOk = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Judge the suite's finished runs: its claims and the baseline comparison."""
+    """Judge the suite's finished runs: its claims and the baseline comparison (trains nothing
+    unless --run-missing)."""
     from factrecall_bench.commands import check_command
 
-    raise typer.Exit(_until_interrupted(lambda: check_command(suite, runs_dir, baselines_dir, as_json)))
+    raise typer.Exit(_until_interrupted(lambda: check_command(
+        suite, runs_dir, baselines_dir, as_json, run_missing=run_missing,
+        inconclusive_claims_ok=inconclusive_claims_ok)))
 
 
 @baseline_app.command("update")
@@ -132,9 +181,13 @@ def baseline_update(
     """Run the suite (finished runs are reused) and store its results as the baseline."""
     from factrecall_bench.commands import baseline_update_command
 
-    path = baseline_update_command(suite, runs_dir, baselines_dir)
-    if path is not None:
-        stderr.print(f"wrote {path}")
+    def update() -> int:
+        path = baseline_update_command(suite, runs_dir, baselines_dir)
+        if path is not None:
+            stderr.print(f"wrote {path}")
+        return exit_codes.OK
+
+    raise typer.Exit(_until_interrupted(update))
 
 
 @app.command("trace")
@@ -205,21 +258,50 @@ def suites(as_json: JsonFlag = False) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line and exit code 2, unless --debug.
+    """Entry point: every way out of a command ends in one documented exit code (exit_codes.py).
 
-    Typer's standalone mode handles usage errors (exit 2) and `typer.Exit`; what escapes it
-    is ours to turn into one line.
+    Bad input (a usage error, a `UserError`, a full or read-only disk) is one line and exit 2; an
+    unexpected exception is a bug: one line, exit 5, and `--debug` shows its traceback.
     """
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    sys.exit(_exit_code_of_app(debug))
+
+
+def _exit_code_of_app(debug: bool) -> int:
+    """Typer's standalone mode turns usage errors into exit 2, Ctrl-C into 130 and `typer.Exit`
+    into its code (all as SystemExit); what else escapes a command is ours to report."""
     try:
         app()
-    except (UserError, ValueError, OSError) as error:
+    except SystemExit as exit_:
+        if exit_.code is None:
+            return exit_codes.OK
+        return exit_.code if isinstance(exit_.code, int) else exit_codes.USAGE
+    except Exception as error:
         if debug:
             raise
+        return _reported(error)
+    return exit_codes.OK
+
+
+# A disk that is full or will not take writes is the user's machine, not our bug.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _reported(error: Exception) -> int:
+    """Print one line for an error that escaped a command; the exit code it stands for."""
+    if isinstance(error, UserError):
         sys.stderr.write(f"error: {_one_line(error)}\n")
-        sys.exit(2)
+        return exit_codes.USAGE
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+        where = f": {error.filename}" if error.filename else ""
+        sys.stderr.write(f"error: {error.strerror}{where}\n")
+        return exit_codes.USAGE
+    sys.stderr.write(f"internal error: {type(error).__name__}: {_one_line(error)}\n"
+                     "this is a bug in factrecall-bench: rerun with --debug for the traceback "
+                     "and report it\n")
+    return exit_codes.INTERNAL
 
 
 def _one_line(error: BaseException) -> str:

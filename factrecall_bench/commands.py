@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from collections import Counter
@@ -11,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from factrecall_bench import distributed
+from factrecall_bench import distributed, exit_codes
 from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import write_json_atomic
@@ -42,10 +43,17 @@ def generate_data(out: Path, people: int, seed: int, train_fraction: float, vari
 
 
 def _check_writable(out: Path) -> None:
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
+    """Before any work: `out` must be a place save_dataset may write (new, empty, or ours)."""
+    from factrecall_bench.data.dataset import check_output_folder
+
+    check_output_folder(out)
+    # An existing folder is refilled in place; a new one is made in its nearest existing parent.
+    target = out.resolve()
+    while not target.exists():
+        target = target.parent
+    if not target.is_dir():
+        raise UserError(f"output folder {out} would be inside {target}, which is a file")
+    if not os.access(target, os.W_OK):
         raise UserError(f"output folder {out} is not writable")
 
 
@@ -149,17 +157,12 @@ def selected_suites(names: list[str], run_all: bool, strategy: str | None, model
 
 def run_command(suites: list[str], run_all: bool, strategy: str | None, model: str, seed: int,
                 jobs: int | None, runs_dir: Path, baselines_dir: Path, check: bool,
-                junit_xml: Path | None, as_json: bool) -> int:
-    from factrecall_bench.report import (
-        print_summary,
-        write_junit,
-        write_suite_report,
-    )
-    from factrecall_bench.runner import ensure_writable
+                junit_xml: Path | None, as_json: bool, inconclusive_claims_ok: bool = False) -> int:
+    from factrecall_bench.report import print_summary, write_junit, write_suite_report
 
     chosen = selected_suites(suites, run_all, strategy, model, seed)
-    ensure_writable(runs_dir)
-    documents, exit_codes = [], []
+    check_before_any_work(chosen, runs_dir, baselines_dir if check else None, junit_xml)
+    documents = []
     for suite in chosen:
         results, outcome_rows = run_suite(suite, runs_dir, jobs, show_progress=not as_json)
         if not distributed.is_main():
@@ -167,7 +170,6 @@ def run_command(suites: list[str], run_all: bool, strategy: str | None, model: s
         verdicts = judge_suite(suite, results, baselines_dir) if check else []
         document = write_suite_report(suite, results, outcome_rows, verdicts, runs_dir)
         documents.append(document)
-        exit_codes.append(document["exit_code"])
         if not as_json:
             print_summary(document)
     if not distributed.is_main():
@@ -175,41 +177,125 @@ def run_command(suites: list[str], run_all: bool, strategy: str | None, model: s
     if junit_xml is not None:
         write_junit(junit_xml, documents)
     if as_json:
-        from factrecall_bench.cli import print_json
-
         print_json({"suites": documents})
-    return combined_exit_code(exit_codes)
+    return exit_code_for_ci(documents, inconclusive_claims_ok)
+
+
+def exit_code_for_ci(documents: list[dict[str, Any]], inconclusive_claims_ok: bool) -> int:
+    """The process's code for these suites. With `inconclusive_claims_ok`, a claim the data cannot
+    decide does not fail the job (it stays `inconclusive` in every output); an inconclusive
+    regression check, a failed verdict or a failed run still does."""
+    code = combined_exit_code([document["exit_code"] for document in documents])
+    if code != exit_codes.INCONCLUSIVE or not inconclusive_claims_ok:
+        return code
+    undecided = [verdict for document in documents for verdict in document["verdicts"]
+                 if verdict["status"] == "inconclusive"]
+    if any(verdict["kind"] != "claim" for verdict in undecided):
+        return code
+    note(f"{len(undecided)} inconclusive claim(s) accepted (--inconclusive-claims-ok): "
+         + "; ".join(verdict["name"] for verdict in undecided))
+    return exit_codes.OK
+
+
+def check_before_any_work(suites: list[Suite], runs_dir: Path, baselines_dir: Path | None,
+                          junit_xml: Path | None = None) -> None:
+    """Everything a command will need, checked in seconds before the first run starts: the runs
+    folder, each suite's claims, regression and trace settings, and the baseline it will be
+    judged against. A problem is a UserError (one line, exit 2), never a failure after training."""
+    from factrecall_bench.runner import ensure_writable
+
+    if junit_xml is not None and junit_xml.is_dir():
+        raise UserError(f"--junit-xml {junit_xml} is a folder; give a file path")
+    ensure_writable(runs_dir)
+    for suite in suites:
+        check_suite_settings(suite)
+        check_suite_can_run(suite)
+        if baselines_dir is not None:
+            check_suite_baseline(suite, baselines_dir)
+
+
+def check_suite_settings(suite: Suite) -> None:
+    from factrecall_bench.judge import regression_settings, suite_claims
+    from factrecall_bench.trace_hook import trace_settings
+
+    suite_claims(suite)
+    regression_settings(suite)
+    for config in expand_suite(suite):
+        if config.trace.get("enabled", False):
+            trace_settings(config)
+
+
+def check_suite_baseline(suite: Suite, baselines_dir: Path) -> None:
+    """A baseline that exists must be readable and valid (a missing one is judged inconclusive)."""
+    from factrecall_bench.baselines import BaselineError, baseline_path, read_baseline
+
+    if not suite.regression.get("enabled", bool(suite.regression)):
+        return
+    path = baseline_path(baselines_dir, suite.name)
+    if path.exists():
+        try:
+            read_baseline(path, expected_suite=suite.name)
+        except BaselineError as error:
+            raise UserError(str(error)) from error
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def combined_exit_code(codes: list[int]) -> int:
-    """1 if anything failed, else 3 if anything was inconclusive, else 0."""
-    if 1 in codes:
-        return 1
-    return 3 if 3 in codes else 0
+    """The one code for several suites (exit_codes.combined: 1, then 4 failed runs, then 3)."""
+    return exit_codes.combined(codes)
 
 
 def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from factrecall_bench.orchestrate import event_paths, run_configs
     from factrecall_bench.progress import EventProgress
+
+    check_suite_can_run(suite)
+    configs = expand_suite(suite)
+    # Several processes (accelerate launch) train each run together, one run after another.
+    jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
+    if distributed.is_main():
+        note(_what_will_run(suite, configs, runs_dir, jobs))
+    with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
+        outcome = run_configs(configs, runs_dir, jobs)
+    return outcome.results, [_outcome_row(o) for o in outcome.outcomes]
+
+
+def _outcome_row(outcome: Any) -> dict[str, Any]:
+    """A run's row in verdicts.json: a run finished earlier is `finished` (reused), not skipped."""
+    reused = outcome.status == "skipped"
+    return {"run_id": outcome.run_id, "status": "finished" if reused else outcome.status,
+            "reused": reused, "reason": outcome.reason}
+
+
+def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
+    finished = len(finished_results(suite, runs_dir))
+    to_run = len(configs) - finished
+    if to_run == 0:
+        return (f"suite {suite.name}: all {finished} runs already finished in "
+                f"{runs_dir / suite.name}; nothing to train")
+    side_by_side = min(jobs, to_run)
+    return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
+            f"({finished} already finished), {side_by_side} side by side, in {runs_dir / suite.name}")
+
+
+def note(text: str) -> None:
+    """A progress note for the user (stderr: stdout holds results and verdicts)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def check_suite_can_run(suite: Suite) -> None:
+    """What training the suite here needs: a GPU if it says so, a supported launcher."""
     from factrecall_bench.trace_hook import refuse_training_mode_under_a_launcher
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
     check_fsdp_launch()
-    configs = expand_suite(suite)
-    for config in configs:
+    for config in expand_suite(suite):
         refuse_training_mode_under_a_launcher(config)
-    # Several processes (accelerate launch) train each run together, one run after another.
-    jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
-    with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
-        outcome = run_configs(configs, runs_dir, jobs)
-    rows = [{"run_id": o.run_id, "status": o.status, "reason": o.reason} for o in outcome.outcomes]
-    skipped = outcome.count("skipped")
-    if skipped == len(configs) and distributed.is_main():
-        print(f"suite {suite.name}: all {skipped} runs already finished; nothing to do",
-              file=sys.stderr)
-    return outcome.results, rows
 
 
 def check_fsdp_launch() -> None:
@@ -239,30 +325,57 @@ def judge_suite(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path
 
 
 def finished_results(suite: Suite, runs_dir: Path) -> list[dict[str, Any]]:
+    """The results of the suite's runs that finished with the suite's current config."""
+    from factrecall_bench.config import config_hash
     from factrecall_bench.runner import read_result, run_dir
 
     return [result for config in expand_suite(suite)
-            if (result := read_result(run_dir(runs_dir, config))) is not None]
+            if (result := read_result(run_dir(runs_dir, config))) is not None
+            and result.get("config_hash") == config_hash(config)]
 
 
 def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json: bool,
-                  baseline_file: Path | None = None) -> int:
-    """Judge a suite: its runs are run first if missing (finished ones are reused)."""
+                  baseline_file: Path | None = None, run_missing: bool = False,
+                  inconclusive_claims_ok: bool = False) -> int:
+    """Judge the suite's finished runs. A run not finished is not trained here (that is `run`'s
+    job, or `run_missing`'s): the claims that need it are inconclusive."""
     from factrecall_bench.report import print_summary, write_suite_report
 
     suite = load_suite(suite_name)
-    results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json)
-    if not distributed.is_main():
-        return 0
+    check_before_any_work([suite], runs_dir, None if baseline_file else baselines_dir)
+    if run_missing:
+        results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json)
+        if not distributed.is_main():
+            return 0
+    else:
+        results, rows = _finished_only(suite, runs_dir)
     verdicts = judge_suite(suite, results, baselines_dir, baseline_file)
     document = write_suite_report(suite, results, rows, verdicts, runs_dir)
     if as_json:
-        from factrecall_bench.cli import print_json
-
         print_json(document)
     else:
         print_summary(document)
-    return int(document["exit_code"])
+    return exit_code_for_ci([document], inconclusive_claims_ok)
+
+
+def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished runs and a row per run (`missing` for one not finished); none is an error."""
+    from factrecall_bench.runner import run_dir
+
+    configs = expand_suite(suite)
+    results = finished_results(suite, runs_dir)
+    done = {result["run_id"] for result in results}
+    if not results:
+        raise UserError(f"no finished run of suite {suite.name} in {runs_dir / suite.name}: "
+                        f"train them with `factrecall-bench run --suite {suite.name}`")
+    rows = [{"run_id": c.run_id, "status": "finished" if c.run_id in done else "missing",
+             "reused": c.run_id in done, "reason": "" if c.run_id in done else
+             f"not finished in {run_dir(runs_dir, c)}"} for c in configs]
+    if len(done) < len(configs):
+        note(f"suite {suite.name}: {len(configs) - len(done)} of {len(configs)} runs are not "
+             f"finished; claims that need them are inconclusive (`run --suite {suite.name}` "
+             "trains them)")
+    return results, rows
 
 
 def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> Path | None:
@@ -272,10 +385,11 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
     from factrecall_bench.judge import regression_settings
 
     suite = load_suite(suite_name)
+    check_before_any_work([suite], runs_dir, None)
     results, rows = run_suite(suite, runs_dir, None, show_progress=True)
     if not distributed.is_main():
         return None
-    missing = [row["run_id"] for row in rows if row["status"] not in ("finished", "skipped")]
+    missing = [row["run_id"] for row in rows if row["status"] != "finished"]
     if missing:
         raise UserError(f"not storing a baseline: {len(missing)} run(s) did not finish "
                         f"({', '.join(missing[:3])})")

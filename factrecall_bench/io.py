@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one.
+
+Nothing here deletes or replaces what the project did not write: a file never replaces a folder,
+and a folder is replaced only when the caller's `is_ours` says the project wrote it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from factrecall_bench.errors import UserError
+
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    """Write to a temp file in the same folder, fsync, then rename over `path` (a file, never a
+    folder: a folder there is refused with UserError)."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: name a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; results are meant to be shared
@@ -34,12 +44,17 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def replace_dir_atomic(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written temp folder into place; an older folder of that name is replaced."""
-    if final_dir.exists():
-        trash = final_dir.with_name(f".{final_dir.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final_dir, trash)
+def replace_dir_atomic(tmp_dir: Path, final_dir: Path, is_ours: Callable[[Path], bool]) -> None:
+    """Move a fully written temp folder into place. A folder already there is replaced only if
+    `is_ours(final_dir)`; anything else there (a file, a link, someone's folder) is refused with
+    UserError and left as it is."""
+    if final_dir.is_symlink() or final_dir.exists():
+        if final_dir.is_symlink() or not final_dir.is_dir() or not is_ours(final_dir):
+            raise UserError(f"{final_dir} already exists and was not written by factrecall-bench:"
+                            " not replacing it")
+        # A fresh, uniquely named trash folder: a fixed name could be someone's folder.
+        trash = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.old-"))
+        os.replace(final_dir, trash / final_dir.name)
         os.replace(tmp_dir, final_dir)
         shutil.rmtree(trash, ignore_errors=True)
     else:

@@ -14,8 +14,10 @@ from factrecall_bench.verdicts import (
     Claim,
     Verdict,
     adjust_verdicts,
+    check_claim_seeds,
     compare_with_baseline,
     evaluate_claim,
+    verdict_status,
 )
 
 REGRESSION_DEFAULTS: dict[str, Any] = {
@@ -25,12 +27,15 @@ REGRESSION_DEFAULTS: dict[str, Any] = {
 
 
 def suite_claims(suite: Suite) -> list[Claim]:
+    """The suite's claims, each checked against its number of seeds (a usage error if not)."""
     claims = []
     for raw in suite.claims:
         try:
-            claims.append(Claim.from_dict(raw))
+            claim = Claim.from_dict(raw)
+            check_claim_seeds(claim, len(suite.seeds))
         except (ValueError, TypeError) as error:
             raise UserError(f"suite {suite.name}: {error}") from error
+        claims.append(claim)
     return claims
 
 
@@ -42,7 +47,8 @@ def regression_settings(suite: Suite) -> dict[str, Any]:
 
 
 def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
-    """Every claim of the suite, Holm-corrected together."""
+    """Every claim of the suite, Holm-corrected together as one family (report-only claims
+    included: they are tested too, and counting them only makes the others stricter)."""
     verdicts = [evaluate_claim(claim, results) for claim in suite_claims(suite)]
     return adjust_verdicts(verdicts, "holm") if verdicts else []
 
@@ -54,7 +60,8 @@ def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: P
         return []
     path = baseline_file or baseline_path(baselines_dir, suite.name)
     if not Path(path).exists():
-        return [Verdict(name=f"{suite.name} baseline", kind="regression", status="inconclusive",
+        return [Verdict(name=f"{suite.name} baseline", kind="regression",
+                        status=verdict_status("regression", "undecided", "no_change"),
                         expect="no_change", outcome="undecided", test="-", metric="-",
                         detail=f"no baseline at {path}: create one with "
                                f"`factrecall-bench baseline update --suite {suite.name}`")]

@@ -22,7 +22,11 @@ h = hidden size, kv = key/value width, i = MLP width, L = layers, V = vocabulary
 with fp32 weights the residual stream stays fp32, so read activations as a lower bound (~1.5x).
 
 Time per run = 6 * parameters * tokens / (GPUs * peak bf16 FLOP/s * MFU) (8 instead of 6 with
-gradient checkpointing, which recomputes the forward); evaluation and trace are not included.
+gradient checkpointing, which recomputes the forward); evaluation and trace are not included. It is
+GPU time: for a suite that needs no GPU the table says so rather than pass it off as CPU time.
+
+Tiny presets (`tiny-llama`, `tiny-neox`) get the word-level tokenizer a run trains on the suite's
+corpus, so their vocabulary, and parameter count, are the ones a run builds.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from rich.text import Text
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast
 
 from factrecall_bench.batching import example_counts
 from factrecall_bench.config import DataSpec, RunConfig
 from factrecall_bench.errors import UserError
-from factrecall_bench.models import count_parameters, tiny_architecture
+from factrecall_bench.models import count_parameters, tiny_config
 from factrecall_bench.suite import Suite, expand_suite
 
 GIB = 1024**3
@@ -50,8 +57,13 @@ CHARS_PER_TOKEN = 3.8
 """Measured 3.9 for bioS biographies with SmolLM2's BPE (digits split); slightly low = cautious."""
 SPECIAL_TOKENS_PER_EXAMPLE = 2
 SAMPLE_PEOPLE = 64
-TINY_VOCAB = 4096
-"""Vocabulary assumed for tiny presets (their word-level tokenizer is built from the data)."""
+MAX_GPUS_SUGGESTED = 64
+"""How far `plan` looks for a GPU count that fits when none of the settings fits on the given one."""
+SETTINGS = (("ddp", "no_checkpointing"), ("ddp", "checkpointing"),
+            ("fsdp2", "no_checkpointing"), ("fsdp2", "checkpointing"))
+"""The memory settings `plan` estimates, cheapest in time first."""
+SETTING_LABELS = {("ddp", "no_checkpointing"): "DDP", ("ddp", "checkpointing"): "DDP+ckpt",
+                  ("fsdp2", "no_checkpointing"): "FSDP2", ("fsdp2", "checkpointing"): "FSDP2+ckpt"}
 H100_BF16_PEAK = 989e12
 """H100 SXM dense bf16 FLOP/s (the H200 has the same tensor cores)."""
 DEFAULT_MFU = 0.35
@@ -99,7 +111,7 @@ def architecture_config(name: str) -> PretrainedConfig:
         values = dict(PAPER_ARCHITECTURES[key])
         return AutoConfig.for_model(values.pop("model_type"), **values)
     if key in ("tiny-llama", "tiny-neox"):
-        raise UserError(f"{name} depends on the suite's model settings: use model_dims_for_run")
+        raise UserError(f"{name} depends on a suite's model settings and data: plan the suite")
     local = Path(name[3:]).expanduser() if name.startswith("hf:") else None
     if local is not None and (local / "config.json").is_file():
         return AutoConfig.from_pretrained(str(local))
@@ -111,7 +123,17 @@ def _config_for_run(config: RunConfig) -> PretrainedConfig:
     """A suite run's architecture; tiny presets are built from the suite's model settings."""
     if not config.model.from_scratch:
         return architecture_config(config.model.name)
-    return tiny_architecture(config.model, TINY_VOCAB)
+    return tiny_config(config.model, corpus_tokenizer(config.data))
+
+
+@cache
+def corpus_tokenizer(data: DataSpec) -> PreTrainedTokenizerFast:
+    """The word-level tokenizer a run of a tiny preset trains on this corpus (its vocabulary
+    sets the embedding and output sizes); seconds for a few thousand people."""
+    from factrecall_bench.data.dataset import generate_dataset
+    from factrecall_bench.data.tokenizer import train_tokenizer
+
+    return train_tokenizer(generate_dataset(data))
 
 
 def _meta_model(config: PretrainedConfig) -> torch.nn.Module:
@@ -248,31 +270,55 @@ def _micro_batch_tokens(config: RunConfig, gpus: int) -> tuple[int, int]:
     return examples, lengths.bio_max if uses_bio else lengths.qa_max
 
 
+def memory_settings(dims: ModelDims, config: RunConfig, gpus: int, gpu_memory_gib: float
+                    ) -> dict[str, dict[str, dict[str, Any]]]:
+    """GiB per GPU under each strategy, with and without checkpointing, and whether it fits."""
+    examples, width = _micro_batch_tokens(config, gpus)
+    memory: dict[str, dict[str, dict[str, Any]]] = {}
+    for strategy, key in SETTINGS:
+        estimate = asdict(memory_per_gpu(dims, strategy, gpus, examples * width, key == "checkpointing"))
+        memory.setdefault(strategy, {})[key] = {**estimate, "fits": estimate["total"] <= gpu_memory_gib}
+    return memory
+
+
+def fitting_settings(dims: ModelDims, config: RunConfig, gpus: int, gpu_memory_gib: float
+                     ) -> dict[str, Any] | None:
+    """The settings that fit on `gpus` GPUs or, if none does, on the fewest GPUs where one does
+    (more GPUs: smaller FSDP2 shards and micro-batches); None if none fits on MAX_GPUS_SUGGESTED."""
+    for count in range(gpus, max(gpus, MAX_GPUS_SUGGESTED) + 1):
+        memory = memory_settings(dims, config, count, gpu_memory_gib)
+        fitting = [{"strategy": strategy, "checkpointing": key == "checkpointing"}
+                   for strategy, key in SETTINGS if memory[strategy][key]["fits"]]
+        if fitting:
+            return {"gpus": count, "settings": fitting}
+    return None
+
+
 def plan_run(config: RunConfig, gpus: int, gpu_memory_gib: float, mfu: float, peak_flops: float
              ) -> dict[str, Any]:
     dims = model_dims(_config_for_run(config))
     volume = run_volume(config)
     examples, width = _micro_batch_tokens(config, gpus)
     checkpointing = config.model.gradient_checkpointing
-    memory = {strategy: {key: asdict(memory_per_gpu(dims, strategy, gpus, examples * width, ckpt))
-                         for key, ckpt in (("no_checkpointing", False), ("checkpointing", True))}
-              for strategy in ("ddp", "fsdp2")}
+    memory = memory_settings(dims, config, gpus, gpu_memory_gib)
     chosen = "checkpointing" if checkpointing else "no_checkpointing"
     flops_per_token = (8 if checkpointing else 6) * dims.parameters
     seconds = volume["tokens"] * flops_per_token / (gpus * peak_flops * mfu)
     return {"variant": config.variant, "model": config.model.name, "strategy": config.strategy,
-            "parameters": dims.parameters, "steps": volume["steps"],
+            "parameters": dims.parameters, "vocab_size": dims.vocab, "steps": volume["steps"],
             "tokens_per_step": round(volume["tokens_per_step"]), "run_tokens": round(volume["tokens"]),
             "micro_batch_per_gpu": examples, "sequence_width": width,
             "gradient_checkpointing": checkpointing, "memory_gib": memory,
-            "fits": {s: memory[s][chosen]["total"] <= gpu_memory_gib for s in memory},
+            "fits": {strategy: memory[strategy][chosen]["fits"] for strategy in memory},
+            "fits_with": fitting_settings(dims, config, gpus, gpu_memory_gib),
             "run_hours": seconds / 3600}
 
 
 def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFAULT_MFU,
                peak_flops: float = H100_BF16_PEAK) -> dict[str, Any]:
     """Per (variant, model, strategy): parameters, memory per GPU under DDP and FSDP2 (with and
-    without gradient checkpointing), tokens per step and hours per run at the stated MFU."""
+    without gradient checkpointing, each marked whether it fits), the settings that would fit,
+    tokens per step and hours per run at the stated MFU."""
     if gpus < 1 or gpu_memory_gib <= 0 or not 0 < mfu <= 1:
         raise UserError("plan needs gpus >= 1, gpu memory > 0 GiB and 0 < mfu <= 1")
     seen: dict[tuple[str, str, str], RunConfig] = {}
@@ -281,43 +327,160 @@ def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFA
     rows = [plan_run(config, gpus, gpu_memory_gib, mfu, peak_flops) for config in seen.values()]
     runs_per_row = len(suite.seeds)
     wall_hours = runs_per_row * sum(row["run_hours"] for row in rows)
-    return {"suite": suite.name, "gpus": gpus, "gpu_memory_gib": gpu_memory_gib, "mfu": mfu,
+    return {"suite": suite.name, "needs_gpu": suite.needs_gpu, "gpus": gpus,
+            "gpu_memory_gib": gpu_memory_gib, "mfu": mfu,
             "peak_flops": peak_flops, "seeds": runs_per_row, "rows": rows,
             "suite_hours": wall_hours, "suite_gpu_hours": gpus * wall_hours,
             "assumptions": {"state_bytes_per_parameter": STATE_BYTES_PER_PARAM,
                             "logit_bytes_per_vocab_entry": LOGIT_BYTES_PER_VOCAB_ENTRY,
-                            "chars_per_token": CHARS_PER_TOKEN, "tiny_vocab": TINY_VOCAB,
+                            "chars_per_token": CHARS_PER_TOKEN,
+                            "tiny_vocab": "the suite's corpus, word-level tokenizer (as a run builds it)",
                             "formula": "see factrecall_bench/plan.py"}}
+
+
+OVER_MARK = "\u2717"
+"""Marks a memory estimate over the GPU's size (also without colour, e.g. piped)."""
 
 
 def _gib_cell(value: float, limit: float) -> str:
     text = f"{value:.1f}" if value >= 1 else f"{value:.2f}"
-    return text if value <= limit else f"[red]{text}[/red]"
+    return f"{text}  " if value <= limit else f"[red]{text} {OVER_MARK}[/red]"
 
 
 def _duration(hours: float) -> str:
-    if hours < 1 / 60:
-        return f"{hours * 3600:.0f} s"
+    seconds = hours * 3600
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
 
 
-def render_plan(plan: dict[str, Any]) -> Table:
-    """The plan as a table (memory over the GPU's size in red)."""
-    title = (f"{plan['suite']}: {plan['gpus']} GPU(s) x {plan['gpu_memory_gib']:g} GiB, "
-             f"MFU {plan['mfu']:.0%}, {plan['seeds']} seed(s), "
-             f"suite {_duration(plan['suite_hours'])} ({plan['suite_gpu_hours']:.1f} GPU-hours), "
-             "training only")
-    table = Table(title=title, caption="memory columns are estimates; `run` takes both "
-                  "(accelerate launch --config_file configs/accelerate/ddp.yaml or fsdp2.yaml)")
-    for column in ("model", "strategy", "params", "steps", "tokens/step", "time/run",
-                   "DDP GiB", "DDP+ckpt", "FSDP2 GiB", "FSDP2+ckpt"):
-        table.add_column(column, justify="left" if column in ("model", "strategy") else "right")
-    limit = plan["gpu_memory_gib"]
-    for row in plan["rows"]:
-        memory = row["memory_gib"]
-        name = row["model"] if row["variant"] == "base" else f"{row['model']} ({row['variant']})"
-        table.add_row(name, row["strategy"], f"{row['parameters'] / 1e6:,.0f}M", f"{row['steps']:,}",
-                      f"{row['tokens_per_step']:,}", _duration(row["run_hours"]),
-                      *(_gib_cell(memory[s][c]["total"], limit) for s in ("ddp", "fsdp2")
-                        for c in ("no_checkpointing", "checkpointing")))
+def _gpu_hours(hours: float) -> str:
+    return f"{hours:.1f}" if hours >= 0.1 else "<0.1"
+
+
+def _label(row: dict[str, Any]) -> str:
+    return row["model"] if row["variant"] == "base" else f"{row['model']} ({row['variant']})"
+
+
+def _table(title: str, caption: str | None, first: str) -> Table:
+    # The model column never wraps or shrinks: a cut name ("hf:m…") is no name at all.
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+                  caption_justify="left", show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column(first, no_wrap=True)
     return table
+
+
+def _time_table(plan: dict[str, Any], shown: dict[str, str]) -> Table:
+    title = (f"{plan['suite']}: time per run on {_gpus(plan['gpus'])} at MFU {plan['mfu']:.0%}, "
+             "training only")
+    caption = (f"{_count(plan['seeds'], 'seed')}: suite {_duration(plan['suite_hours'])} "
+               f"({_gpu_hours(plan['suite_gpu_hours'])} GPU-hours)")
+    table = _table(title, caption, "model")
+    table.add_column("strategy", no_wrap=True)
+    for column in ("steps", "tokens/step", "time/run"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in plan["rows"]:
+        table.add_row(shown[_label(row)], row["strategy"], f"{row['steps']:,}",
+                      f"{row['tokens_per_step']:,}", _duration(row["run_hours"]))
+    return table
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _gpus(count: int) -> str:
+    return _count(count, "GPU")
+
+
+def _parameters(count: int) -> str:
+    return f"{count / 1e6:,.0f}M" if count >= 10e6 else f"{count / 1e6:.2f}M"
+
+
+def _memory_rows(plan: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, strategy, row): one row per model (and variant), with strategy "" unless the
+    strategies' estimates differ (different micro-batch widths), then one row per strategy."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in plan["rows"]:
+        groups.setdefault(_label(row), []).append(row)
+    rows = []
+    for label, members in groups.items():
+        totals = {tuple(row["memory_gib"][s][k]["total"] for s, k in SETTINGS) for row in members}
+        if len(totals) == 1:
+            rows.append((label, "", members[0]))
+        else:
+            rows.extend((label, row["strategy"], row) for row in members)
+    return rows
+
+
+def _with_strategy(name: str, strategy: str) -> str:
+    return f"{name}, {strategy}" if strategy else name
+
+
+def _memory_table(plan: dict[str, Any], shown: dict[str, str]) -> Table:
+    limit = plan["gpu_memory_gib"]
+    title = f"memory per GPU, GiB (estimates; {OVER_MARK} = over {limit:g} GiB)"
+    table = _table(title, None, "model")
+    for column in ("params", *(SETTING_LABELS[setting] for setting in SETTINGS)):
+        table.add_column(column, justify="right", no_wrap=True)
+    for label, strategy, row in _memory_rows(plan):
+        cells = [_gib_cell(row["memory_gib"][s][k]["total"], limit) for s, k in SETTINGS]
+        table.add_row(_with_strategy(shown[label], strategy), _parameters(row["parameters"]), *cells)
+    return table
+
+
+def _fit_line(name: str, row: dict[str, Any], plan: dict[str, Any]) -> str | None:
+    """What would fit, for a model with a setting over the limit (None when all four fit)."""
+    memory, limit = row["memory_gib"], f"{plan['gpu_memory_gib']:g} GiB"
+    if all(memory[s][k]["fits"] for s, k in SETTINGS):
+        return None
+    found = row["fits_with"]
+    if found is None:
+        return f"{name}: no setting fits {limit} per GPU on up to {MAX_GPUS_SUGGESTED} GPUs"
+    settings = " or ".join(SETTING_LABELS[(s["strategy"], "checkpointing" if s["checkpointing"]
+                                           else "no_checkpointing")] for s in found["settings"])
+    if found["gpus"] == plan["gpus"]:
+        return f"{name}: fits {limit} only with {settings}"
+    return (f"{name}: no setting fits {limit} on {_gpus(plan['gpus'])}; "
+            f"{settings} fits on {_gpus(found['gpus'])} (--gpus {found['gpus']})")
+
+
+def _footer(plan: dict[str, Any]) -> list[Text]:
+    fits = [Text(line, style="yellow") for label, strategy, row in _memory_rows(plan)
+            if (line := _fit_line(_with_strategy(label, strategy), row, plan))]
+    ckpt = "on" if any(row["gradient_checkpointing"] for row in plan["rows"]) else "off"
+    notes = [f"ckpt: activation checkpointing ([model] gradient_checkpointing, {ckpt} here)",
+             "DDP / FSDP2: accelerate launch --config_file configs/accelerate/{ddp,fsdp2}.yaml"]
+    if not plan["needs_gpu"]:
+        notes.append("Times are GPU estimates; this suite needs no GPU, and on CPU a run takes "
+                     "minutes (the cpu suite: ~2.5-3 min per run on 2 cores, see README).")
+    return fits + [Text(note) for note in notes]
+
+
+def render_plan(plan: dict[str, Any]) -> PlanView:
+    """The plan: time per run, memory per GPU (over the GPU's size marked), and what would fit."""
+    return PlanView(plan)
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """Renders at the console's width; model names are never cut: where they are too long for the
+    tables, the tables show #1, #2, ... and a key above them gives the names."""
+
+    plan: dict[str, Any]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        labels = list(dict.fromkeys(_label(row) for row in self.plan["rows"]))
+        shown = {label: label for label in labels}
+        unbounded = options.update_width(10_000)  # the tables' natural widths
+        if any(console.measure(table, options=unbounded).maximum > options.max_width
+               for table in self._tables(shown)):
+            shown = {label: f"#{number}" for number, label in enumerate(labels, 1)}
+            yield from (Text(f"{shown[label]} {label}") for label in labels)
+        yield from self._tables(shown)
+        yield from _footer(self.plan)
+
+    def _tables(self, shown: dict[str, str]) -> tuple[Table, Table]:
+        return _time_table(self.plan, shown), _memory_table(self.plan, shown)

@@ -1,8 +1,12 @@
-"""Progress bars on stderr, fed by the runs' event logs (the same files the TUI reads)."""
+"""Progress on stderr, fed by the runs' event logs (the same files the TUI reads): bars on a
+terminal; without one (nohup, CI logs, a pipe) plain lines, each run's at most every
+`PLAIN_INTERVAL_S` seconds, and at once when a run starts, ends or fails."""
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,18 +38,45 @@ class RunProgress:
             self.status = f"failed: {event.get('reason')}"
 
 
-class EventProgress:
-    """A background thread that polls event logs and draws one bar per run."""
+PLAIN_INTERVAL_S = 30.0
 
-    def __init__(self, event_files: dict[str, Path], enabled: bool = True, interval: float = 0.5):
+
+class PlainLines:
+    """Progress as plain lines for logs: a run's line when its state changes, at most every
+    `interval` seconds while it trains, and at once when it starts, finishes or fails."""
+
+    def __init__(self, interval: float = PLAIN_INTERVAL_S):
+        self.interval = interval
+        self._last: dict[str, tuple[float, str]] = {}
+
+    def show(self, run_id: str, run: RunProgress) -> None:
+        line = f"{run_id}: {run.done}/{run.total or '?'} steps, {run.status}"
+        when, shown = self._last.get(run_id, (float("-inf"), ""))
+        if run.status == "waiting" or line == shown:
+            return
+        milestone = run.status in ("training", "done") or run.status.startswith("failed")
+        now = time.monotonic()
+        if milestone or now - when >= self.interval:
+            print(line, file=sys.stderr, flush=True)
+            self._last[run_id] = (now, line)
+
+
+class EventProgress:
+    """A background thread that polls event logs and draws one bar per run (plain lines when
+    stderr is not a terminal)."""
+
+    def __init__(self, event_files: dict[str, Path], enabled: bool = True, interval: float = 0.5,
+                 plain: bool | None = None):
         self.event_files = event_files
         self.enabled = enabled
         self.interval = interval
         self._stop = threading.Event()
+        console = Console(stderr=True)
+        self._plain = PlainLines() if (not console.is_terminal if plain is None else plain) else None
         self._progress = Progress(TextColumn("{task.description:40.40s}"), BarColumn(),
                                   MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                  TimeElapsedColumn(), console=Console(stderr=True),
-                                  disable=not enabled)
+                                  TimeElapsedColumn(), console=console,
+                                  disable=not enabled or self._plain is not None)
         self._tasks = {run_id: self._progress.add_task(run_id, total=None, status="waiting")
                        for run_id in event_files}
         self._tails = {run_id: LogTail(path) for run_id, path in event_files.items()}
@@ -86,3 +117,5 @@ class EventProgress:
                     run.apply(event)
             self._progress.update(self._tasks[run_id], completed=run.done, total=run.total or None,
                                   status=run.status)
+            if self._plain is not None and self.enabled:
+                self._plain.show(run_id, run)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from factrecall_bench.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from factrecall_bench.suite import Suite
-from factrecall_bench.verdicts import Verdict, suite_exit_code, verdicts_document
+from factrecall_bench.verdicts import Verdict, status_label, suite_exit_code, verdicts_document
 
 SUMMARY_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
 
@@ -50,15 +50,20 @@ def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows
     document = verdicts_document(suite.name, verdicts)
     document["exit_code"] = _exit_code(verdicts, failed)
     document.update({"summary": summary_rows(results), "runs": outcome_rows})
-    write_json_atomic(folder / "verdicts.json", document)
     plots = write_plots(results, folder)
+    document["written"] = {"report": str(folder / "report.md"),
+                           "plots": ", ".join(str(folder / plot) for plot in plots),
+                           "verdicts": str(folder / "verdicts.json")}
+    write_json_atomic(folder / "verdicts.json", document)
     write_text_atomic(folder / "report.md", markdown_report(suite, document, plots))
     return document
 
 
 def _exit_code(verdicts: list[Verdict], failed_runs: list[dict]) -> int:
-    code = suite_exit_code(verdicts)
-    return 3 if code == 0 and failed_runs else code
+    from factrecall_bench import exit_codes
+
+    runs_code = exit_codes.RUNS_FAILED if failed_runs else exit_codes.OK
+    return exit_codes.combined([suite_exit_code(verdicts), runs_code])
 
 
 def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str]) -> str:
@@ -72,7 +77,7 @@ def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str]) ->
     lines += ["", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
               "|---|---|---|---|---|---|"]
     for verdict in document["verdicts"]:
-        lines.append(f"| {verdict['name']} | **{verdict['status']}** | {_num(verdict['effect'])} | "
+        lines.append(f"| {verdict['name']} | **{status_label(verdict)}** | {_num(verdict['effect'])} | "
                      f"[{_num(verdict['ci_low'])}, {_num(verdict['ci_high'])}] | "
                      f"{_num(verdict['p_value'])} ({_num(verdict['p_adjusted'])}) | "
                      f"{verdict['detail']} |")
@@ -146,7 +151,8 @@ def _curves_plot(results: list[dict[str, Any]], folder: Path) -> str:
 
 
 def print_summary(document: dict[str, Any]) -> None:
-    console = Console(stderr=True)
+    """Results and verdicts to stdout (what a user pipes to a file); where they were written."""
+    console = Console(soft_wrap=True)
     table = Table(title=f"suite {document['suite']}")
     for column in ("group", "seeds", "ID EM", "OOD EM", "BIO recall P_test"):
         table.add_column(column)
@@ -154,22 +160,28 @@ def print_summary(document: dict[str, Any]) -> None:
         table.add_row(row["group"], str(len(row["seeds"])),
                       *[f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in SUMMARY_METRICS])
     console.print(table)
+    for run in document["runs"]:
+        if run["status"] not in ("finished",):
+            console.print(f"run {run['run_id']} {run['status']}: {run['reason']}", markup=False,
+                          highlight=False)
     for verdict in document["verdicts"]:
-        label = verdict["status"]
-        if verdict["expect"] == "report":
-            label = f"report ({verdict['outcome']})"
-        console.print(f"[{_style(verdict['status'])}]{label:12s}[/] {verdict['name']}: "
-                      f"{verdict['detail']}", highlight=False, soft_wrap=True)
-    console.print(f"exit code {document['exit_code']}")
-    sys.stderr.flush()
+        label = status_label(verdict)
+        console.print(f"[{_style(verdict['status'])}]{label}[/] {verdict['name']}: "
+                      f"{verdict['detail']}", highlight=False)
+    for what, path in document.get("written", {}).items():
+        console.print(f"{what}: {path}", markup=False, highlight=False)
+    console.print(f"exit code {document['exit_code']}", highlight=False)
+    sys.stdout.flush()
 
 
 def _style(status: str) -> str:
-    return {"pass": "green", "fail": "red"}.get(status, "yellow")
+    return {"pass": "green", "fail": "red", "reported": "cyan"}.get(status, "yellow")
 
 
 def write_junit(path: Path, documents: list[dict[str, Any]]) -> None:
-    """One testsuite per suite, one testcase per verdict (inconclusive = skipped)."""
+    """One testsuite per suite, one testcase per verdict: fail = failure, inconclusive =
+    skipped, pass = a plain passing case; a reported claim is a passing case that carries its
+    status, outcome and numbers as properties and its label and detail in system-out."""
     root = ElementTree.Element("testsuites", name="factrecall-bench")
     for document in documents:
         verdicts = document["verdicts"]
@@ -178,10 +190,25 @@ def write_junit(path: Path, documents: list[dict[str, Any]]) -> None:
             failures=str(sum(v["status"] == "fail" for v in verdicts)),
             skipped=str(sum(v["status"] == "inconclusive" for v in verdicts)))
         for verdict in verdicts:
-            case = ElementTree.SubElement(node, "testcase", classname=document["suite"],
-                                          name=verdict["name"])
-            if verdict["status"] == "fail":
-                ElementTree.SubElement(case, "failure", message=verdict["detail"])
-            elif verdict["status"] == "inconclusive":
-                ElementTree.SubElement(case, "skipped", message=verdict["detail"])
+            _junit_case(node, document["suite"], verdict)
     write_bytes_atomic(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+JUNIT_PROPERTIES = ("status", "outcome", "expect", "test", "metric", "effect", "ci_low",
+                    "ci_high", "p_value", "p_adjusted")
+
+
+def _junit_case(node: ElementTree.Element, suite: str, verdict: dict[str, Any]) -> None:
+    case = ElementTree.SubElement(node, "testcase", classname=suite, name=verdict["name"])
+    if verdict["status"] == "fail":
+        ElementTree.SubElement(case, "failure", message=verdict["detail"])
+    elif verdict["status"] == "inconclusive":
+        ElementTree.SubElement(case, "skipped", message=verdict["detail"])
+    elif verdict["status"] == "reported":
+        properties = ElementTree.SubElement(case, "properties")
+        for key in JUNIT_PROPERTIES:
+            value = verdict.get(key)
+            ElementTree.SubElement(properties, "property", name=key,
+                                   value="" if value is None else str(value))
+        ElementTree.SubElement(case, "system-out").text = (
+            f"{status_label(verdict)}: {verdict['detail']}")

@@ -288,6 +288,102 @@ def mann_whitney(
     return TwoSampleResult("mannwhitney", float(result.statistic), float(result.pvalue), min_p)
 
 
+@dataclass(frozen=True)
+class OneSampleResult:
+    """A one-sample t-test of the mean of a few values (one per seed) against a threshold."""
+
+    mean: float
+    observed_sd: float
+    """The values' sample standard deviation (NaN for fewer than 2 values)."""
+    standard_error: float
+    """sd / sqrt(n), with sd never below the floor given to the test; NaN when undefined."""
+    df: int
+    p_value: float
+    """NaN when the test is undefined (see `note`)."""
+    min_attainable_p: float
+    """Smallest p the sample size, the floor and the values' bounds allow."""
+    sd_floored: bool = False
+    """The observed spread was below the floor, so the floor was used."""
+    note: str = ""
+
+    def level_reachable(self, alpha: float) -> bool:
+        return self.min_attainable_p < alpha
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Two-sided t interval for the mean (NaN bounds when the test is undefined)."""
+        _check_confidence(confidence)
+        if not math.isfinite(self.standard_error):
+            return (math.nan, math.nan)
+        half = float(scipy_stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, self.df))
+        return (self.mean - half * self.standard_error, self.mean + half * self.standard_error)
+
+    def lower_bound(self, confidence: float = 0.95) -> float:
+        """One-sided lower t bound for the mean."""
+        _check_confidence(confidence)
+        if not math.isfinite(self.standard_error):
+            return math.nan
+        return self.mean - float(scipy_stats.t.ppf(confidence, self.df)) * self.standard_error
+
+
+def _t_p_value(statistic: float, df: int, alternative: Alternative) -> float:
+    if alternative == "greater":
+        return float(scipy_stats.t.sf(statistic, df))
+    if alternative == "less":
+        return float(scipy_stats.t.cdf(statistic, df))
+    return float(min(1.0, 2 * scipy_stats.t.sf(abs(statistic), df)))
+
+
+def _one_sample_min_p(
+    n: int, threshold: float, sd: float, bounds: tuple[float, float], alternative: Alternative
+) -> float:
+    """The most extreme statistic: every value at a bound, with the spread at the floor."""
+    if sd <= 0.0:
+        return 0.0
+    scale = math.sqrt(n) / sd
+    high = _t_p_value((bounds[1] - threshold) * scale, n - 1, "greater")
+    low = _t_p_value((bounds[0] - threshold) * scale, n - 1, "less")
+    if alternative == "greater":
+        return high
+    return low if alternative == "less" else min(1.0, 2 * min(high, low))
+
+
+def one_sample_t(
+    values: Numbers,
+    threshold: float,
+    alternative: Alternative = "greater",
+    *,
+    sd_floor: float = 0.0,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> OneSampleResult:
+    """Student's t-test of H0: mean == threshold over values (one per seed), df = n - 1.
+
+    `sd_floor`: the sample standard deviation used is never below it. Seeds that agree exactly
+    (three runs all at 1.000) would otherwise give an infinitely tight bound; the caller passes
+    the noise each value carries in any case (for a proportion of n answers, the binomial sd at
+    the threshold). `bounds`: the range the values can take, so that `min_attainable_p` says
+    whether the level is reachable at all with this floor. Fewer than 2 values, or zero spread
+    without a floor, give an undefined test (p NaN, not reachable).
+    """
+    _check_alternative(alternative)
+    sample = _as_sample(values, "values")
+    if sd_floor < 0 or not math.isfinite(sd_floor):
+        raise ValueError(f"sd_floor must be finite and >= 0, got {sd_floor}")
+    mean = float(np.mean(sample)) if sample.size else math.nan
+    if sample.size < 2:
+        return OneSampleResult(mean, math.nan, math.nan, 0, math.nan, 1.0,
+                               note=f"needs 2+ values (seeds), got {sample.size}")
+    observed_sd = float(np.std(sample, ddof=1))
+    sd = max(observed_sd, sd_floor)
+    if sd == 0.0:
+        return OneSampleResult(mean, observed_sd, math.nan, sample.size - 1, math.nan, 1.0,
+                               note="zero spread over seeds and no floor")
+    standard_error = sd / math.sqrt(sample.size)
+    p_value = _t_p_value((mean - threshold) / standard_error, sample.size - 1, alternative)
+    min_p = _one_sample_min_p(sample.size, threshold, sd_floor, bounds, alternative)
+    return OneSampleResult(mean, observed_sd, standard_error, sample.size - 1, p_value, min_p,
+                           sd_floored=observed_sd < sd_floor)
+
+
 def mean_diff_interval(
     x: Numbers, y: Numbers, confidence: float = 0.95
 ) -> tuple[float, float, float]:

@@ -6,7 +6,6 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -67,7 +66,10 @@ class Suite:
     source: str
 
     def suite_hash(self) -> str:
-        return config_hash({k: v for k, v in dataclasses.asdict(self).items() if k != "source"})
+        """A hash of what decides the suite's results: its runs' resolved configs. Claims,
+        description, regression settings and `jobs` do not change a number, so editing them
+        leaves a stored baseline valid; changing a run does not."""
+        return config_hash(sorted(config_hash(config) for config in expand_suite(self)))
 
 
 def shipped_suites() -> dict[str, Path]:
@@ -138,14 +140,15 @@ def _jobs(raw: dict[str, Any], where: str) -> int:
 
 
 def _claims(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], ...]:
-    from factrecall_bench.verdicts import Claim
+    from factrecall_bench.verdicts import Claim, check_claim_seeds
 
     claims = raw.get("claims", [])
     if not isinstance(claims, list):
         raise UserError(f"{where}: claims must be a list of tables ([[claims]])")
+    seeds = len(raw.get("seeds", [0])) if isinstance(raw.get("seeds", [0]), list) else 1
     for claim in claims:
         try:
-            Claim.from_dict(claim)
+            check_claim_seeds(Claim.from_dict(claim), seeds)
         except (ValueError, TypeError) as error:
             raise UserError(f"{where}: {error}") from error
     return tuple(claims)

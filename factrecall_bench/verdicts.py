@@ -1,8 +1,11 @@
-"""Claims and regressions: turn result.json dicts into pass / fail / inconclusive verdicts.
+"""Claims and regressions: turn result.json dicts into pass / fail / inconclusive / reported
+verdicts.
 
 A verdict is decided from a test's p-value and an interval: "holds" (or a regression) needs
 significance *and* an effect of at least `min_effect`; a level the sample cannot reach is
 undecided, never a pass. Multiple comparisons are corrected with Holm or Benjamini-Hochberg.
+`verdict_status` is the one rule from an outcome to a status, and `status_label` the one way to
+show a status to people: the terminal, report.md, JUnit and the TUI render them, never re-decide.
 """
 
 from __future__ import annotations
@@ -12,15 +15,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from factrecall_bench import stats
+from factrecall_bench import exit_codes, stats
 
 CLAIM_KINDS = ("greater", "at_least")
-CLAIM_TESTS = ("welch", "mannwhitney", "mcnemar", "wilson")
+CLAIM_TESTS = ("welch", "mannwhitney", "mcnemar", "wilson", "t")
 SEED_TESTS = ("welch", "mannwhitney")
+# at_least: "wilson" pools the answers of one trained model (one seed); "t" tests the seed-level
+# values of several. Neither pools seeds: a claim about a recipe has the seed as its unit.
+AT_LEAST_TESTS = ("wilson", "t")
 REGRESSION_TESTS = ("mcnemar", "welch", "mannwhitney")
 EXPECTATIONS = ("holds", "does_not_hold", "report")
 CORRECTIONS = ("holm", "bh", "none")
-STATUSES = ("pass", "fail", "inconclusive")
+STATUSES = ("pass", "fail", "inconclusive", "reported")
+"""A verdict's status. "reported": a claim the suite only reports (expect "report"), neither
+passed nor failed; its outcome and effect say what the data showed."""
+STATUS_EXIT_CODES = {"pass": exit_codes.OK, "reported": exit_codes.OK,
+                     "fail": exit_codes.FAILED, "inconclusive": exit_codes.INCONCLUSIVE}
 TRACE_PREFIX = "trace."
 PER_QUESTION_SPLITS = ("id", "ood")
 REQUIRED_CLAIM_KEYS = ("name", "metric", "kind", "test", "why")
@@ -78,8 +88,8 @@ def _check_greater_claim(claim: Claim) -> None:
         raise ValueError(f"{prefix} needs two different strategies a and b")
     if claim.strategies or claim.threshold is not None:
         raise ValueError(f"{prefix} takes a and b, not strategies or threshold")
-    if claim.test == "wilson":
-        raise ValueError(f"{prefix} needs test welch, mannwhitney or mcnemar, not wilson")
+    if claim.test in AT_LEAST_TESTS:
+        raise ValueError(f"{prefix} needs test welch, mannwhitney or mcnemar, not {claim.test}")
     if claim.test == "mcnemar" and split_of(claim.metric) is None:
         raise ValueError(f"{prefix} with mcnemar needs an id_* or ood_* metric")
     is_proportion = not claim.metric.startswith(TRACE_PREFIX)
@@ -95,8 +105,10 @@ def _check_at_least_claim(claim: Claim) -> None:
         raise ValueError(f"{prefix} takes strategies and threshold, not a, b or min_effect")
     if claim.threshold is None or not 0.0 < claim.threshold < 1.0:
         raise ValueError(f"{prefix} needs a threshold in (0, 1), got {claim.threshold}")
-    if claim.test != "wilson":
-        raise ValueError(f"{prefix} needs test 'wilson', got {claim.test!r}")
+    if claim.test not in AT_LEAST_TESTS:
+        raise ValueError(
+            f"{prefix} needs test 'wilson' (one seed) or 't' (several seeds), got {claim.test!r}"
+        )
     if claim.metric.startswith(TRACE_PREFIX):
         raise ValueError(f"{prefix} needs a proportion metric, not {claim.metric!r}")
 
@@ -114,8 +126,9 @@ class Claim:
     """"greater": a beats b by at least min_effect; "at_least": every strategy in `strategies`
     has metric >= threshold."""
     test: str
-    """"welch" or "mannwhitney" (one value per seed), "mcnemar" (paired per question), or
-    "wilson" (pooled proportion, kind at_least)."""
+    """kind greater: "welch" or "mannwhitney" (one value per seed) or "mcnemar" (paired per
+    question). kind at_least: "t" (one-sample t over the seeds' values: a claim about the
+    recipe) or "wilson" (the answers of one trained model: a suite with one seed only)."""
     why: str
     """One line: why the benchmark makes this claim."""
     a: str | None = None
@@ -161,6 +174,24 @@ class Claim:
         return cls(**data)
 
 
+def check_claim_seeds(claim: Claim, n_seeds: int) -> None:
+    """A ValueError when the claim's test does not fit the suite's number of seeds: an at_least
+    claim with several seeds is decided on seed-level values ("t"), never by pooling their
+    answers ("wilson"); "t" needs 2 or more seeds."""
+    if claim.kind != "at_least":
+        return
+    if claim.test == "wilson" and n_seeds > 1:
+        raise ValueError(
+            f"claim {claim.name!r}: test 'wilson' would pool the answers of {n_seeds} seeds as "
+            "if independent; with several seeds use test = 't' (seed-level), wilson is for one"
+        )
+    if claim.test == "t" and n_seeds < 2:
+        raise ValueError(
+            f"claim {claim.name!r}: test 't' needs 2+ seeds, the suite has {n_seeds}; "
+            "with one seed use test = 'wilson' (it speaks of that trained model only)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Verdicts
 
@@ -190,7 +221,7 @@ class Verdict:
     kind: str
     """"claim" or "regression"."""
     status: str
-    """"pass", "fail" or "inconclusive"."""
+    """"pass", "fail", "inconclusive", or "reported" (a report-only claim); see STATUSES."""
     expect: str
     """Claims: holds / does_not_hold / report; regressions: no_change."""
     outcome: str
@@ -199,7 +230,7 @@ class Verdict:
     metric: str
     effect: float | None = None
     """Claims "greater" and regressions: difference (a - b, fresh - baseline); claims
-    "at_least": the lowest strategy's proportion."""
+    "at_least": the lowest strategy's proportion (test "t": its mean over seeds)."""
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None
@@ -208,12 +239,14 @@ class Verdict:
     basis: DecisionBasis | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The verdicts.json entry (non-finite numbers become null)."""
+        """The verdicts.json entry (non-finite numbers become null); "label" is
+        status_label's text, so readers can show it without knowing the rules."""
         keys = ("name", "kind", "status", "expect", "outcome", "test", "metric")
         entry: dict[str, Any] = {key: getattr(self, key) for key in keys}
         for key in ("effect", "ci_low", "ci_high", "p_value", "p_adjusted"):
             entry[key] = _finite_or_none(getattr(self, key))
         entry["detail"] = self.detail
+        entry["label"] = status_label(entry)
         return entry
 
 
@@ -236,11 +269,42 @@ def claim_outcome(p_value: float | None, basis: DecisionBasis) -> str:
 
 
 def claim_status(outcome: str, expect: str) -> str:
+    """A claim's status: a report-only claim is "reported" whatever its outcome (it never
+    passes, fails or holds up the suite); otherwise pass, fail or inconclusive."""
     if expect == "report":
-        return "pass"
+        return "reported"
     if outcome == "undecided":
         return "inconclusive"
     return "pass" if outcome == expect else "fail"
+
+
+def verdict_status(kind: str, outcome: str, expect: str) -> str:
+    """The one rule from a verdict's outcome to its status (claims and regressions)."""
+    if kind == "claim":
+        return claim_status(outcome, expect)
+    return REGRESSION_STATUS[outcome]
+
+
+def _read(verdict: Mapping[str, Any] | object, key: str) -> Any:
+    if isinstance(verdict, Mapping):
+        return verdict.get(key)
+    return getattr(verdict, key, None)
+
+
+def status_label(verdict: Mapping[str, Any] | object) -> str:
+    """What people see for a verdict's status (a verdicts.json entry or an object with the same
+    fields): "pass", "fail", "inconclusive", or for a report-only claim its outcome and effect,
+    e.g. "reported (does not hold, effect -0.105)". It renders the status, never decides it."""
+    status = str(_read(verdict, "status"))
+    if status != "reported":
+        return status
+    outcome = str(_read(verdict, "outcome") or "undecided").replace("_", " ")
+    effect = _read(verdict, "effect")
+    if not (_is_number(effect) and math.isfinite(effect)):
+        return f"reported ({outcome})"
+    if _read(verdict, "test") in AT_LEAST_TESTS:  # an at_least claim's effect is its lowest value
+        return f"reported ({outcome}, lowest {effect:.3g})"
+    return f"reported ({outcome}, effect {effect:+.3g})"
 
 
 def regression_outcome(p_value: float | None, basis: DecisionBasis) -> str:
@@ -260,10 +324,9 @@ def _redecide(verdict: Verdict, p_adjusted: float) -> Verdict:
         return replace(verdict, p_adjusted=p_adjusted)
     if verdict.kind == "claim":
         outcome = claim_outcome(p_adjusted, verdict.basis)
-        status = claim_status(outcome, verdict.expect)
     else:
         outcome = regression_outcome(p_adjusted, verdict.basis)
-        status = REGRESSION_STATUS[outcome]
+    status = verdict_status(verdict.kind, outcome, verdict.expect)
     return replace(verdict, p_adjusted=p_adjusted, outcome=outcome, status=status)
 
 
@@ -286,11 +349,14 @@ def adjust_verdicts(verdicts: Sequence[Verdict], method: str = "holm") -> list[V
 
 
 def suite_exit_code(verdicts: Iterable[Verdict]) -> int:
-    """0 all pass, 1 any fail, 3 any inconclusive and no fail."""
-    statuses = {verdict.status for verdict in verdicts}
-    if "fail" in statuses:
-        return 1
-    return 3 if "inconclusive" in statuses else 0
+    """OK when every verdict passed or was reported, FAILED on any fail, else INCONCLUSIVE on any
+    inconclusive (exit_codes.combined's precedence)."""
+    codes = []
+    for verdict in verdicts:
+        if verdict.status not in STATUS_EXIT_CODES:
+            raise ValueError(f"verdict {verdict.name!r} has unknown status {verdict.status!r}")
+        codes.append(STATUS_EXIT_CODES[verdict.status])
+    return exit_codes.combined(codes) if codes else exit_codes.OK
 
 
 def verdicts_document(suite: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
@@ -479,7 +545,7 @@ def _claim_verdict(
 ) -> Verdict:
     outcome = claim_outcome(p_value, basis)
     return Verdict(
-        name=claim.name, kind="claim", status=claim_status(outcome, claim.expect),
+        name=claim.name, kind="claim", status=verdict_status("claim", outcome, claim.expect),
         expect=claim.expect, outcome=outcome, test=claim.test, metric=claim.metric,
         effect=_finite_or_none(interval[0]), ci_low=_finite_or_none(interval[1]),
         ci_high=_finite_or_none(interval[2]), p_value=_finite_or_none(p_value),
@@ -488,8 +554,10 @@ def _claim_verdict(
 
 
 def _inconclusive_claim(claim: Claim, reason: str) -> Verdict:
+    """The data cannot decide: inconclusive, or "reported" (undecided) for a report-only claim."""
     return Verdict(
-        name=claim.name, kind="claim", status="inconclusive", expect=claim.expect,
+        name=claim.name, kind="claim", status=verdict_status("claim", "undecided", claim.expect),
+        expect=claim.expect,
         outcome="undecided", test=claim.test, metric=claim.metric, detail=reason,
     )
 
@@ -547,58 +615,100 @@ def _greater_paired(claim: Claim, runs_a: Sequence[Run], runs_b: Sequence[Run]) 
     return _claim_verdict(claim, basis, interval, result.p_value, detail)
 
 
-def _pooled_proportion(runs: Sequence[Run], metric: str) -> tuple[int, int] | str:
-    """(successes, n) pooled over runs: from per-question data, else from value * n."""
-    successes = total = 0
-    for run in runs:
-        outcomes = question_outcomes(run, metric)
-        if outcomes:
-            successes, total = successes + sum(outcomes.values()), total + len(outcomes)
-            continue
-        entry = (run.get("metrics") or {}).get(metric)
-        value = metric_value(run, metric)
-        count = entry.get("n") if isinstance(entry, Mapping) else None
-        if value is None or not isinstance(count, int) or count <= 0:
-            return f"run {run.get('run_id', '?')} has no per-question data or n for {metric}"
-        successes, total = successes + round(value * count), total + count
-    return successes, total
+def _run_proportion(run: Run, metric: str) -> tuple[int, int] | str:
+    """(successes, n) of one run: from per-question data, else from value * n."""
+    outcomes = question_outcomes(run, metric)
+    if outcomes:
+        return sum(outcomes.values()), len(outcomes)
+    entry = (run.get("metrics") or {}).get(metric)
+    value = metric_value(run, metric)
+    count = entry.get("n") if isinstance(entry, Mapping) else None
+    if value is None or not isinstance(count, int) or count <= 0:
+        return f"run {run.get('run_id', '?')} has no per-question data or n for {metric}"
+    return round(value * count), count
 
 
 @dataclass(frozen=True)
-class _StrategyProportion:
-    strategy: str
-    successes: int
-    n: int
+class _AtLeastRow:
+    """One strategy (on one model) against an at_least claim's threshold."""
+
+    value: float
     low: float
     high: float
     p_value: float
+    reachable: bool
+    text: str
 
 
-def _at_least_detail(claim: Claim, rows: Sequence[_StrategyProportion]) -> str:
-    parts = [
-        f"{row.strategy} {_fmt(row.successes / row.n)} [{_fmt(row.low)}, {_fmt(row.high)}] "
-        f"n={row.n} p={_fmt(row.p_value)}"
-        for row in rows
-    ]
-    return f"threshold {_fmt(claim.threshold)}; " + "; ".join(parts)
-
-
-def _at_least_wilson(claim: Claim, groups: Mapping[str, Sequence[Run]]) -> Verdict:
-    rows = []
+def _wilson_row(claim: Claim, label: str, runs: Sequence[Run]) -> _AtLeastRow | str:
+    if len(runs) != 1:
+        return (f"{label}: test 'wilson' speaks of one trained model, got {len(runs)} seeds; "
+                "their answers are not pooled: use test 't' (seed-level)")
+    counts = _run_proportion(runs[0], claim.metric)
+    if isinstance(counts, str):
+        return counts
+    successes, n = counts
     threshold = float(claim.threshold)  # type: ignore[arg-type]
+    low, high = stats.wilson_interval(successes, n, confidence=1 - claim.alpha)
+    p_value = stats.wilson_score_p(successes, n, threshold, "greater")
+    text = (f"{label} {_fmt(successes / n)} [{_fmt(low)}, {_fmt(high)}] n={n} p={_fmt(p_value)}, "
+            f"Wilson over the answers of one trained model (seed {runs[0].get('seed')}): "
+            "conditional on that model, silent on other seeds")
+    return _AtLeastRow(successes / n, low, high, p_value, True, text)
+
+
+def _seed_t_row(claim: Claim, label: str, runs: Sequence[Run]) -> _AtLeastRow | str:
+    counts = [_run_proportion(run, claim.metric) for run in runs]
+    problem = next((c for c in counts if isinstance(c, str)), None)
+    if problem is not None:
+        return problem
+    pairs = [c for c in counts if not isinstance(c, str)]
+    threshold = float(claim.threshold)  # type: ignore[arg-type]
+    # Each seed's value carries at least the binomial noise of its answers (at the threshold):
+    # seeds that agree exactly must not make the bound infinitely tight.
+    floor = math.sqrt(threshold * (1 - threshold) / min(n for _, n in pairs))
+    result = stats.one_sample_t([s / n for s, n in pairs], threshold, "greater",
+                                sd_floor=floor, bounds=(0.0, 1.0))
+    low, high = result.interval(1 - claim.alpha)
+    low, high = max(0.0, low), min(1.0, high)  # a proportion's mean; NaN stays NaN
+    reachable = result.level_reachable(claim.alpha)
+    floored = f"; binomial floor {_fmt(floor)} used" if result.sd_floored else ""
+    text = (f"{label} {_fmt(result.mean)} (sd {_fmt(result.observed_sd)} over {len(pairs)} "
+            f"seeds{floored}), seed-level one-sided {1 - claim.alpha:.0%} lower bound "
+            f"{_fmt(result.lower_bound(1 - claim.alpha))}, t p={_fmt(result.p_value)}"
+            f"{_unreachable_note(reachable, result.min_attainable_p, claim.alpha)}"
+            f"{_note(result.note)}")
+    return _AtLeastRow(result.mean, low, high, result.p_value, reachable, text)
+
+
+def _at_least_rows(claim: Claim, groups: Mapping[str, Sequence[Run]]) -> list[_AtLeastRow] | str:
+    """One row per strategy and model (a claim about a recipe holds on each model)."""
+    decide = _wilson_row if claim.test == "wilson" else _seed_t_row
+    rows = []
     for strategy in claim.strategies:
-        pooled = _pooled_proportion(groups[strategy], claim.metric)
-        if isinstance(pooled, str):
-            return _inconclusive_claim(claim, pooled)
-        low, high = stats.wilson_interval(*pooled, confidence=1 - claim.alpha)
-        p_value = stats.wilson_score_p(*pooled, threshold, "greater")
-        rows.append(_StrategyProportion(strategy, *pooled, low, high, p_value))
-    worst = min(rows, key=lambda row: row.successes / row.n)
+        by_model = _group_by(groups[strategy], lambda run: str(run.get("model")))
+        for model in sorted(by_model):
+            label = strategy if len(by_model) == 1 else f"{strategy}/{model}"
+            row = decide(claim, label, by_model[model])
+            if isinstance(row, str):
+                return row
+            rows.append(row)
+    return rows
+
+
+def _at_least(claim: Claim, groups: Mapping[str, Sequence[Run]]) -> Verdict:
+    rows = _at_least_rows(claim, groups)
+    if isinstance(rows, str):
+        return _inconclusive_claim(claim, rows)
+    threshold = float(claim.threshold)  # type: ignore[arg-type]
+    worst = min(rows, key=lambda row: row.value)
     # Every strategy must clear the threshold: the largest p-value decides (intersection-union).
-    basis = DecisionBasis(claim.alpha, True, True, any(row.high < threshold for row in rows))
-    interval = (worst.successes / worst.n, worst.low, worst.high)
-    p_value = max(row.p_value for row in rows)
-    return _claim_verdict(claim, basis, interval, p_value, _at_least_detail(claim, rows))
+    p_values = [row.p_value for row in rows]
+    p_value = max(p_values) if all(math.isfinite(p) for p in p_values) else math.nan
+    basis = DecisionBasis(claim.alpha, all(row.reachable for row in rows), True,
+                          any(math.isfinite(row.high) and row.high < threshold for row in rows))
+    detail = f"threshold {_fmt(threshold)}; " + "; ".join(row.text for row in rows)
+    return _claim_verdict(claim, basis, (worst.value, worst.low, worst.high), p_value, detail)
 
 
 def evaluate_claim(claim: Claim, results: Sequence[Run]) -> Verdict:
@@ -610,7 +720,7 @@ def evaluate_claim(claim: Claim, results: Sequence[Run]) -> Verdict:
         if problem:
             return _inconclusive_claim(claim, problem)
     if claim.kind == "at_least":
-        return _at_least_wilson(claim, groups)
+        return _at_least(claim, groups)
     runs_a, runs_b = groups[claim.a], groups[claim.b]
     if claim.test == "mcnemar":
         return _greater_paired(claim, runs_a, runs_b)
@@ -643,7 +753,7 @@ def _regression_verdict(
 ) -> Verdict:
     outcome = "undecided" if basis is None else regression_outcome(numbers.get("p"), basis)
     return Verdict(
-        name=check.name, kind="regression", status=REGRESSION_STATUS[outcome],
+        name=check.name, kind="regression", status=verdict_status("regression", outcome, ""),
         expect="no_change", outcome=outcome, test=test, metric=check.metric,
         effect=_finite_or_none(numbers.get("effect")), ci_low=_finite_or_none(numbers.get("low")),
         ci_high=_finite_or_none(numbers.get("high")), p_value=_finite_or_none(numbers.get("p")),

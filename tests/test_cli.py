@@ -26,11 +26,22 @@ def tiny_with_baseline(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_unchanged_code_passes_its_own_baseline(tiny_with_baseline, tmp_path):
-    runs, baselines = tiny_with_baseline
+    """Fresh runs in a new runs folder (reusing the baseline's own runs could never fail): the
+    same code and seeds must give the baseline's answers, and the check must pass."""
+    _, baselines = tiny_with_baseline
+    runs = tmp_path / "fresh-runs"
     junit = tmp_path / "junit.xml"
     checked = run_cli("run", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
                       "--baselines-dir", str(baselines), "--json", "--junit-xml", str(junit))
     assert checked.returncode == 0, checked.stderr
+    assert "nothing to do" not in checked.stderr
+    fresh = [json.loads(path.read_text()) for path in (runs / "tiny").glob("*/result.json")]
+    stored = json.loads((baselines / "tiny.json").read_text())["runs"]
+    assert len(fresh) == len(stored) == 4
+    # Same code, seeds and machine: the same answers, question by question (README, Guarantees).
+    by_key = {(run["strategy"], run["seed"]): run["per_question"] for run in stored}
+    assert all(result["per_question"] == by_key[(result["strategy"], result["seed"])]
+               for result in fresh)
     document = json.loads(checked.stdout)["suites"][0]
     regressions = [v for v in document["verdicts"] if v["kind"] == "regression"]
     assert regressions and all(v["status"] == "pass" for v in regressions)
@@ -46,7 +57,7 @@ def test_planted_regression_fails_the_check_and_names_the_metric(tiny_with_basel
     assert "stage2_lr = 3e-3" in text
     planted.write_text(text.replace("stage2_lr = 3e-3", "stage2_lr = 0.0"))
     checked = run_cli("check", "--suite", str(planted), "--runs-dir", str(runs),
-                      "--baselines-dir", str(baselines), "--json")
+                      "--baselines-dir", str(baselines), "--json", "--run-missing")
     assert checked.returncode == 1, checked.stderr
     failed = [v for v in json.loads(checked.stdout)["verdicts"] if v["status"] == "fail"]
     assert any(v["metric"] == "id_exact_match" and "two-stage" in v["name"] for v in failed)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import pytest
-from rich.table import Table
+import io
+import re
 
+import pytest
+from rich.console import Console
+
+from factrecall_bench.data.facts import load_fact_data
 from factrecall_bench.errors import UserError
+from factrecall_bench.models import build_model, count_parameters
 from factrecall_bench.plan import (
+    OVER_MARK,
     PAPER_ARCHITECTURES,
+    SETTINGS,
     activation_bytes_per_token,
     architecture_config,
     memory_per_gpu,
+    memory_settings,
     model_dims,
     parameter_count,
     plan_suite,
     render_plan,
 )
-from factrecall_bench.suite import load_suite
+from factrecall_bench.suite import expand_suite, load_suite
+from tests.conftest import run_cli
 
 PUBLISHED = {"llama-3.2-1b": 1.24e9, "llama-3.2-3b": 3.21e9, "pythia-2.8b": 2.78e9,
              "smollm2-135m": 135e6}
@@ -90,14 +99,89 @@ def test_plan_of_the_paper_suite():
         assert row["tokens_per_step"] > 0 and row["run_hours"] > 0
         memory = row["memory_gib"]
         assert memory["fsdp2"]["checkpointing"]["total"] < memory["ddp"]["no_checkpointing"]["total"]
-    table = render_plan(plan)
-    assert isinstance(table, Table) and "fsdp2.yaml" in str(table.caption)
+    assert "configs/accelerate/{ddp,fsdp2}.yaml" in rendered(plan)
 
 
-def test_plan_of_the_cpu_suite_uses_its_tiny_model():
+def rendered(plan: dict, width: int = 80) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(render_plan(plan))
+    return console.file.getvalue()
+
+
+def marked_over(line: str) -> list[bool]:
+    """Per memory cell of a rendered memory row: marked as over the limit?"""
+    cells = re.findall(r"(\d+\.\d+)( \S)?", line.split("M ", 1)[1])
+    return [mark == f" {OVER_MARK}" for _, mark in cells]
+
+
+@pytest.mark.parametrize("gpu_memory", [16, 30])
+def test_paper_plan_marks_exactly_the_settings_that_do_not_fit(gpu_memory):
+    plan = plan_suite(load_suite("paper"), gpus=1, gpu_memory_gib=gpu_memory)
+    text = rendered(plan)
+    for row in plan["rows"]:
+        memory = row["memory_gib"]
+        over = [memory[s][k]["total"] > gpu_memory for s, k in SETTINGS]
+        assert [not memory[s][k]["fits"] for s, k in SETTINGS] == over
+        (line,) = [line for line in text.splitlines() if line.startswith(f"{row['model']} ")
+                   and f"{row['parameters'] / 1e6:,.0f}M" in line]
+        assert marked_over(line) == over
+    assert any(not row["fits"]["fsdp2"] for row in plan["rows"])  # the case to mark is there
+
+
+def test_paper_plan_at_16_gib_names_the_fewest_gpus_that_fit():
+    plan = plan_suite(load_suite("paper"), gpus=1, gpu_memory_gib=16)
+    text = " ".join(rendered(plan, width=200).split())
+    configs = {config.model.name: config for config in expand_suite(load_suite("paper"))}
+    for row in plan["rows"]:
+        dims = model_dims(architecture_config(row["model"]))
+        gpus = row["fits_with"]["gpus"]
+        fitting = memory_settings(dims, configs[row["model"]], gpus, 16)
+        fewer = memory_settings(dims, configs[row["model"]], gpus - 1, 16)
+        assert any(fitting[s][k]["fits"] for s, k in SETTINGS)
+        assert not any(fewer[s][k]["fits"] for s, k in SETTINGS)
+        assert f"{row['model']}: no setting fits 16 GiB on 1 GPU;" in text
+        assert f"(--gpus {gpus})" in text
+
+
+@pytest.mark.parametrize("suite", ["paper", "sensitivity"])
+def test_cli_plan_prints_whole_model_names_at_80_columns(suite):
+    plan = plan_suite(load_suite(suite), gpus=1, gpu_memory_gib=16)
+    done = run_cli("plan", "--suite", suite, "--gpu-memory", "16", env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "\u2026" not in done.stdout and max(map(len, lines)) <= 80
+    for row in plan["rows"]:  # every row of both tables starts with the whole name
+        label = row["model"] if row["variant"] == "base" else f"{row['model']} ({row['variant']})"
+        assert sum(line.startswith(label + " ") for line in lines) >= 2, label
+        assert any(line.startswith(label + " ") and row["strategy"] in line for line in lines)
+
+
+def test_names_too_long_for_the_tables_go_whole_into_a_key():
+    plan = plan_suite(load_suite("paper"), gpus=1, gpu_memory_gib=16)
+    for row in plan["rows"]:
+        row["model"] = "hf:/home/someone/a/rather/long/folder/of/checkpoints/" + row["model"][3:]
+    text = rendered(plan)
+    assert "\u2026" not in text
+    for number, name in enumerate(dict.fromkeys(row["model"] for row in plan["rows"]), 1):
+        assert f"#{number} {name}\n" in text
+
+
+def test_plan_counts_the_parameters_a_run_of_the_cpu_suite_builds(tmp_path):
+    config = expand_suite(load_suite("cpu"))[0]
+    data = load_fact_data(config.data, config.model, config.eval, tmp_path / "data")
+    built = build_model(config.model, data.tokenizer, config.seed)
     plan = plan_suite(load_suite("cpu"), gpus=1, gpu_memory_gib=16)
-    assert all(row["parameters"] < 5e6 for row in plan["rows"])
-    assert render_plan(plan).row_count == len(plan["rows"])
+    for row in plan["rows"]:
+        assert row["parameters"] == count_parameters(built)
+        assert row["vocab_size"] == len(data.tokenizer)
+
+
+def test_cpu_plan_says_gpu_times_are_not_cpu_times():
+    plan = plan_suite(load_suite("cpu"), gpus=1, gpu_memory_gib=16)
+    text = rendered(plan)
+    assert 0 < plan["suite_hours"] < 1 / 3600
+    assert " 0 s" not in text and "<1 s" in text
+    assert "needs no GPU" in text and "2.5-3 min per run" in text
 
 
 def test_bad_plan_settings_are_user_errors():

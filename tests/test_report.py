@@ -1,9 +1,14 @@
-"""Suite reports: the plots draw whatever the runs measured, including none or all correct."""
+"""Suite reports: the plots draw whatever the runs measured, including none or all correct;
+report.md and JUnit render each verdict's status as decided (a report-only claim: "reported")."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from xml.etree import ElementTree
+
 from factrecall_bench.evaluate import proportion
-from factrecall_bench.report import write_plots
+from factrecall_bench.report import markdown_report, write_junit, write_plots
+from factrecall_bench.verdicts import Verdict, verdicts_document
 
 
 def a_result(strategy: str, hits: list[int]) -> dict:
@@ -17,3 +22,46 @@ def test_plots_accept_rates_of_zero_and_one(tmp_path):
     names = write_plots(results, tmp_path)
     assert names == ["ood_accuracy.png", "learning_curves.png"]
     assert all((tmp_path / name).stat().st_size > 0 for name in names)
+
+
+def _verdicts_document() -> dict:
+    common = {"kind": "claim", "test": "welch", "metric": "trace.gini_heads@0.01",
+              "ci_low": -0.3, "ci_high": 0.1, "p_value": 0.946, "detail": "mixed 0.40 vs 0.50"}
+    verdicts = [
+        Verdict(name="gini", status="reported", expect="report", outcome="undecided",
+                effect=-0.105, **common),
+        Verdict(name="ood", status="pass", expect="holds", outcome="holds", effect=0.7, **common),
+        Verdict(name="bio", status="inconclusive", expect="holds", outcome="undecided",
+                effect=0.1, **common),
+        Verdict(name="shared", status="fail", expect="holds", outcome="does_not_hold",
+                effect=-0.2, **common),
+    ]
+    return {**verdicts_document("cpu", verdicts), "summary": [], "runs": []}
+
+
+def test_a_report_only_claim_is_reported_in_verdicts_json_and_report_md():
+    document = _verdicts_document()
+    gini = document["verdicts"][0]
+    assert (gini["status"], gini["label"]) == ("reported", "reported (undecided, effect -0.105)")
+    assert document["exit_code"] == 1  # from the fail; "reported" adds nothing
+    suite = SimpleNamespace(name="cpu", description="d")
+    text = markdown_report(suite, document, [])  # type: ignore[arg-type]
+    row = next(line for line in text.splitlines() if line.startswith("| gini |"))
+    assert "**reported (undecided, effect -0.105)**" in row and "pass" not in row
+
+
+def test_junit_reports_a_reported_claim_as_a_passing_case_with_its_outcome(tmp_path):
+    path = tmp_path / "junit.xml"
+    write_junit(path, [_verdicts_document()])
+    suite = ElementTree.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "1")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    gini = cases["gini"]
+    assert gini.find("failure") is None and gini.find("skipped") is None
+    properties = {p.get("name"): p.get("value") for p in gini.iter("property")}
+    assert (properties["status"], properties["outcome"]) == ("reported", "undecided")
+    assert properties["effect"] == "-0.105"
+    assert gini.findtext("system-out", "").startswith("reported (undecided, effect -0.105): ")
+    assert cases["shared"].find("failure") is not None
+    assert cases["bio"].find("skipped") is not None

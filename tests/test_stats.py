@@ -244,6 +244,53 @@ def test_mean_diff_interval_matches_scipy_welch_interval() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# One-sample t over seeds
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_one_sample_t_matches_scipy_without_a_floor(alternative: str) -> None:
+    values = [0.2433, 0.25, 0.2067]
+    ours = stats.one_sample_t(values, 0.2, alternative)  # type: ignore[arg-type]
+    theirs = scipy_stats.ttest_1samp(values, 0.2, alternative=alternative)
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-12)
+    two_sided = scipy_stats.ttest_1samp(values, 0.2).confidence_interval(0.9)
+    assert ours.interval(0.9) == pytest.approx(tuple(two_sided), rel=1e-12)
+    assert ours.level_reachable(1e-9) and not ours.sd_floored
+
+
+def test_one_sample_t_lower_bound_clears_the_threshold_exactly_when_p_is_below_alpha() -> None:
+    values = [0.2433, 0.25, 0.2067]
+    result = stats.one_sample_t(values, 0.2, "greater")
+    assert result.lower_bound(0.95) == pytest.approx(0.194, abs=5e-4)
+    for threshold in (0.15, 0.19, 0.194, 0.195, 0.2):
+        moved = stats.one_sample_t(values, threshold, "greater")
+        assert (moved.p_value < 0.05) == (result.lower_bound(0.95) > threshold)
+
+
+def test_one_sample_t_floor_keeps_identical_seeds_from_an_infinitely_tight_bound() -> None:
+    floor = math.sqrt(0.95 * 0.05 / 600)
+    result = stats.one_sample_t([1.0, 1.0, 1.0], 0.95, "greater", sd_floor=floor, bounds=(0, 1))
+    assert result.sd_floored and result.observed_sd == 0.0
+    assert result.standard_error == pytest.approx(floor / math.sqrt(3))
+    assert result.p_value == pytest.approx(scipy_stats.t.sf(0.05 / (floor / math.sqrt(3)), 2))
+    # All seeds at the bound is the most extreme sample: its p is the smallest attainable.
+    assert result.min_attainable_p == pytest.approx(result.p_value)
+    few = stats.one_sample_t([1.0] * 3, 0.9, "greater", sd_floor=math.sqrt(0.09 / 10),
+                             bounds=(0, 1))
+    assert not few.level_reachable(0.05) and few.min_attainable_p > 0.05
+
+
+def test_one_sample_t_degenerate_cases() -> None:
+    one = stats.one_sample_t([0.7], 0.5)
+    assert math.isnan(one.p_value) and not one.level_reachable(0.05) and "2+" in one.note
+    assert math.isnan(one.lower_bound()) and all(math.isnan(v) for v in one.interval())
+    flat = stats.one_sample_t([0.7, 0.7], 0.5, "greater")
+    assert math.isnan(flat.p_value) and "zero spread" in flat.note
+    with pytest.raises(ValueError):
+        stats.one_sample_t([0.7, 0.8], 0.5, sd_floor=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Multiple comparisons
 
 

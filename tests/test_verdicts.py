@@ -6,11 +6,18 @@ per-question accuracy ~ Beta(2, 1), alpha 0.05, exact McNemar on the pooled pair
   (the exact test alone), both within alpha; the seed-level Welch rule (5 vs 5 seeds): 0.047;
 - power against a planted drop of exactly min_effect (0.05): 0.54 (the point estimate must reach
   min_effect, so power at the boundary is near one half by design); at 2 x min_effect: 0.98.
+- at_least over 3 seeds x 600 answers, true recipe mean exactly at the threshold 0.2: the
+  seed-level t rule passes 0.020 of them with a seed sd of 0.02 (0.001 with none; the binomial
+  floor makes it conservative), pooled Wilson 0.174.
 Run `pytest -s tests/test_verdicts.py -k calibration` to print the current numbers.
+
+at_least claims decide on seed-level values when there are several seeds (test "t"), and pool
+answers with Wilson only for one seed; a report-only claim is "reported", never passed or failed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -19,22 +26,29 @@ import numpy as np
 import pytest
 
 from factrecall_bench import stats
+from factrecall_bench.errors import UserError
+from factrecall_bench.judge import judge_claims, suite_claims
+from factrecall_bench.suite import load_suite, shipped_suites
 from factrecall_bench.verdicts import (
     Claim,
     DecisionBasis,
     Verdict,
     adjust_verdicts,
+    check_claim_seeds,
     claim_outcome,
     compare_with_baseline,
     evaluate_claim,
     regression_outcome,
+    status_label,
     suite_exit_code,
+    verdict_status,
     verdicts_document,
 )
+from tests.conftest import TINY_SUITE
 
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
 VERDICT_KEYS = {"name", "kind", "status", "expect", "outcome", "test", "metric", "effect",
-                "ci_low", "ci_high", "p_value", "p_adjusted", "detail"}
+                "ci_low", "ci_high", "p_value", "p_adjusted", "detail", "label"}
 
 
 def _question_ids(n: int) -> list[str]:
@@ -118,6 +132,7 @@ def test_claim_from_dict_builds_a_validated_claim() -> None:
     ({"why": "two\nlines"}, "one line"),
     ({"test": "mcnemar", "metric": "bio_first_token_test"}, "id_\\* or ood_\\* metric"),
     ({"test": "wilson"}, "not wilson"),
+    ({"test": "t"}, "not t"),
     ({"min_effect": 1.5}, "min_effect must be in"),
     ({"threshold": 0.5}, "not strategies or threshold"),
 ])
@@ -195,10 +210,37 @@ def test_small_difference_is_not_enough_for_min_effect() -> None:
     assert verdict.status == "fail"
 
 
-def test_report_claims_pass_and_record_the_outcome() -> None:
+def test_report_claims_are_reported_never_passed_with_outcome_and_effect() -> None:
+    # Was "pass" (the terminal said "report (undecided)" while report.md said pass): a claim the
+    # suite only reports now has its own status, and its label carries outcome and effect.
     verdict = evaluate_claim(greater_claim(expect="report", test="mcnemar",
                                            a="two-stage", b="mixed"), suite_results())
-    assert (verdict.status, verdict.outcome) == ("pass", "does_not_hold")
+    assert (verdict.status, verdict.outcome) == ("reported", "does_not_hold")
+    assert verdict.effect is not None and verdict.effect < 0
+    entry = verdict.to_dict()
+    label = f"reported (does not hold, effect {verdict.effect:+.3g})"
+    assert entry["label"] == status_label(verdict) == label
+    no_data = evaluate_claim(greater_claim(expect="report"), suite_results()[:3])
+    assert (no_data.status, no_data.outcome) == ("reported", "undecided")
+    assert status_label(no_data.to_dict()) == "reported (undecided)"
+    holds = evaluate_claim(greater_claim(expect="report"), suite_results())
+    assert (holds.status, holds.outcome) == ("reported", "holds")
+    assert suite_exit_code([verdict, no_data, holds]) == 0
+
+
+def test_one_function_decides_every_status() -> None:
+    assert [verdict_status("claim", outcome, "holds") for outcome in
+            ("holds", "does_not_hold", "undecided")] == ["pass", "fail", "inconclusive"]
+    assert {verdict_status("claim", outcome, "report") for outcome in
+            ("holds", "does_not_hold", "undecided")} == {"reported"}
+    assert [verdict_status("regression", outcome, "no_change") for outcome in
+            ("no_change", "changed", "undecided")] == ["pass", "fail", "inconclusive"]
+    assert [status_label({"status": status}) for status in ("pass", "fail", "inconclusive")] == [
+        "pass", "fail", "inconclusive"]
+    reported = {"status": "reported", "outcome": "holds", "effect": 0.12, "test": "welch"}
+    assert status_label(reported) == "reported (holds, effect +0.12)"
+    at_least = {**reported, "outcome": "does_not_hold", "test": "wilson"}
+    assert status_label(at_least) == "reported (does not hold, lowest 0.12)"
 
 
 def test_missing_or_failed_strategy_is_inconclusive_with_a_reason() -> None:
@@ -255,27 +297,130 @@ def test_welch_with_constant_different_seeds_is_inconclusive() -> None:
 @pytest.mark.parametrize(("threshold", "status", "outcome"), [
     (0.5, "pass", "holds"), (0.9, "fail", "does_not_hold"), (0.7, "inconclusive", "undecided"),
 ])
-def test_at_least_compares_the_wilson_interval_with_the_threshold(
+def test_at_least_with_one_seed_compares_the_wilson_interval_with_the_threshold(
     threshold: float, status: str, outcome: str
 ) -> None:
-    results = [make_result("mixed", s, [1] * 70 + [0] * 30) for s in range(3)]
+    # Was 3 seeds x 100 pooled; Wilson now takes one trained model, and says so in the detail.
+    results = [make_result("mixed", 0, [1] * 210 + [0] * 90)]
     verdict = evaluate_claim(at_least_claim(threshold=threshold), results)
     assert (verdict.status, verdict.outcome) == (status, outcome)
     low, high = stats.wilson_interval(210, 300, confidence=0.95)
     assert (verdict.effect, verdict.ci_low, verdict.ci_high) == pytest.approx((0.7, low, high))
+    assert "one trained model (seed 0): conditional on that model" in verdict.detail
+
+
+def _seeds_at(strategy: str, accuracies: list[float], n: int = 600) -> list[dict[str, Any]]:
+    return [make_result(strategy, seed, [1] * round(a * n) + [0] * (n - round(a * n)))
+            for seed, a in enumerate(accuracies)]
+
+
+# The CPU suite's two-stage OOD exact match over seeds 0-2 (baselines/cpu.json).
+TWO_STAGE_OOD = [0.2433, 0.25, 0.2067]
+
+
+def test_at_least_over_seeds_decides_on_seed_level_values_not_pooled_answers() -> None:
+    results = _seeds_at("two-stage", TWO_STAGE_OOD)
+    claim = at_least_claim(strategies=["two-stage"], threshold=0.2, test="t")
+    pooled = sum(round(a * 600) for a in TWO_STAGE_OOD)
+    assert stats.wilson_score_p(pooled, 1800, 0.2, "greater") < 0.01  # pooled: would pass
+    verdict = evaluate_claim(claim, results)
+    assert (verdict.status, verdict.outcome) == ("inconclusive", "undecided")
+    assert verdict.p_value == pytest.approx(0.066, abs=0.002)
+    assert "seed-level one-sided 95% lower bound 0.194" in verdict.detail
+    # The same claim with wilson does not pool the 3 seeds: it cannot decide, and says why.
+    wilson = evaluate_claim(at_least_claim(strategies=["two-stage"], threshold=0.2), results)
+    assert wilson.status == "inconclusive" and "not pooled: use test 't'" in wilson.detail
+
+
+def test_at_least_over_seeds_holds_when_the_seed_level_bound_clears_the_threshold() -> None:
+    results = _seeds_at("mixed", [1.0, 1.0, 1.0]) + _seeds_at("two-stage", [0.9867, 0.9883, 0.99])
+    claim = at_least_claim(strategies=["mixed", "two-stage"], threshold=0.95, test="t")
+    verdict = evaluate_claim(claim, results)
+    # Identical seeds would give an infinitely tight bound: the binomial floor keeps it honest.
+    assert (verdict.status, verdict.effect) == ("pass", pytest.approx(0.988, abs=1e-3))
+    assert "binomial floor 0.0089 used" in verdict.detail
+    assert verdict.p_value is not None and 0.001 < verdict.p_value < 0.05
+    low = evaluate_claim(at_least_claim(threshold=0.95, test="t"), _seeds_at("mixed", [0.5] * 3))
+    assert (low.status, low.outcome) == ("fail", "does_not_hold")
+
+
+def test_at_least_over_seeds_cannot_decide_when_the_level_is_out_of_reach() -> None:
+    # 3 seeds of 10 questions each: even all correct cannot reach p < 0.05 against 0.9.
+    results = _seeds_at("mixed", [1.0, 1.0, 1.0], n=10)
+    verdict = evaluate_claim(at_least_claim(threshold=0.9, test="t"), results)
+    assert (verdict.status, verdict.outcome) == ("inconclusive", "undecided")
+    assert "not reachable" in verdict.detail
+
+
+def test_at_least_holds_on_each_model_separately() -> None:
+    results = _seeds_at("mixed", [0.9, 0.91, 0.92])
+    results += [{**r, "model": "tiny-neox"} for r in _seeds_at("mixed", [0.4, 0.42, 0.41])]
+    verdict = evaluate_claim(at_least_claim(threshold=0.8, test="t"), results)
+    assert verdict.status == "fail"
+    assert "mixed/tiny-llama 0.91" in verdict.detail and "mixed/tiny-neox 0.41" in verdict.detail
+
+
+def test_wilson_with_several_seeds_is_a_suite_error_and_t_needs_two_seeds() -> None:
+    with pytest.raises(ValueError, match="pool the answers of 3 seeds"):
+        check_claim_seeds(at_least_claim(), 3)
+    with pytest.raises(ValueError, match="needs 2\\+ seeds"):
+        check_claim_seeds(at_least_claim(test="t"), 1)
+    check_claim_seeds(at_least_claim(), 1)
+    check_claim_seeds(greater_claim(), 1)
+    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), seeds=(0, 1, 2),
+                                claims=({**at_least_claim_fields(), "test": "wilson"},))
+    with pytest.raises(UserError, match="use test = 't'"):
+        suite_claims(suite)
+
+
+def test_every_shipped_suite_decides_at_least_claims_without_pooling_seeds() -> None:
+    for name in sorted(shipped_suites()):
+        suite = load_suite(name)
+        for claim in suite_claims(suite):  # raises on wilson with several seeds
+            if claim.kind == "at_least":
+                assert claim.test == ("wilson" if len(suite.seeds) == 1 else "t"), name
+
+
+def at_least_claim_fields() -> dict[str, Any]:
+    return {"name": "mixed recalls OOD", "metric": "ood_exact_match", "kind": "at_least",
+            "strategies": ["mixed"], "threshold": 0.5, "test": "t", "why": "it learns"}
 
 
 def test_at_least_needs_every_strategy_and_falls_back_to_value_times_n() -> None:
     results = suite_results(accuracies={"mixed": 0.8, "two-stage": 0.75}, n=200)
     for result in results:
         del result["per_question"]
-    claim = at_least_claim(strategies=["mixed", "two-stage"], threshold=0.6)
+    claim = at_least_claim(strategies=["mixed", "two-stage"], threshold=0.6, test="t")
     assert evaluate_claim(claim, results).status == "pass"
     results += [make_result("naive", s, [0] * 100) for s in range(3)]
-    claim = at_least_claim(strategies=["mixed", "two-stage", "naive"], threshold=0.6)
+    claim = at_least_claim(strategies=["mixed", "two-stage", "naive"], threshold=0.6, test="t")
     verdict = evaluate_claim(claim, results)
     assert verdict.status == "fail" and verdict.effect == 0.0
     assert "naive 0 " in verdict.detail
+
+
+def _trace_results(metric: str, mixed: list[float], two_stage: list[float]) -> list[dict[str, Any]]:
+    return [make_result(strategy, seed, [1, 0], trace={metric: value})
+            for strategy, values in (("mixed", mixed), ("two-stage", two_stage))
+            for seed, value in enumerate(values)]
+
+
+def test_claims_of_one_suite_are_holm_corrected_together() -> None:
+    """Issue 20's seam: two claims that each pass alone are not both passed by the suite."""
+    first = _trace_results("score_a", [0.9, 1.0, 1.1], [0.7, 0.8, 0.9])
+    second = _trace_results("score_b", [1.0, 1.1, 1.25], [0.8, 0.9, 1.0])
+    results = [{**a, "trace": {"summary": {**a["trace"]["summary"], **b["trace"]["summary"]}}}
+               for a, b in zip(first, second, strict=True)]
+    claims = [{"name": f"mixed scores higher on {key}", "metric": f"trace.{key}",
+               "kind": "greater", "a": "mixed", "b": "two-stage", "min_effect": 0.0,
+               "test": "welch", "why": "seam test"} for key in ("score_a", "score_b")]
+    alone = [evaluate_claim(Claim.from_dict(claim), results) for claim in claims]
+    assert [v.status for v in alone] == ["pass", "pass"]
+    assert all(v.p_value is not None and 0.025 < v.p_value < 0.05 for v in alone)
+    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), seeds=(0, 1, 2), claims=tuple(claims))
+    together = judge_claims(suite, results)
+    assert [v.status for v in together] != ["pass", "pass"]
+    assert all(v.p_adjusted is not None and v.p_adjusted >= 0.05 for v in together)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +471,7 @@ def test_an_unreachable_level_never_decides_even_with_a_small_p() -> None:
 
 @pytest.mark.parametrize(("statuses", "code"), [
     ([], 0), (["pass", "pass"], 0), (["pass", "inconclusive"], 3), (["inconclusive", "fail"], 1),
+    (["reported", "pass"], 0), (["reported", "inconclusive"], 3), (["reported", "fail"], 1),
 ])
 def test_suite_exit_code(statuses: list[str], code: int) -> None:
     verdicts = [_verdict(0.01, status) for status in statuses]
@@ -541,3 +687,27 @@ def test_calibration_of_the_seed_level_welch_rule() -> None:
     rate = flagged / N_SIMULATIONS
     print(f"\nwelch false-alarm rate over {N_SIMULATIONS} null comparisons: {rate:.3f}")
     assert 0.01 < rate <= _monte_carlo_bound(ALPHA)
+
+
+def _at_least_pass_rates(seed: int, seed_sd: float) -> tuple[float, float]:
+    """Share of null recipes (true mean exactly 0.2) that the seed-level rule, and pooled
+    Wilson, call above 0.2: 3 seeds whose true rates spread by seed_sd, 600 answers each."""
+    rng = np.random.default_rng(seed)
+    seed_level = pooled = 0
+    floor = math.sqrt(0.2 * 0.8 / 600)
+    for _ in range(N_SIMULATIONS):
+        correct = rng.binomial(600, np.clip(rng.normal(0.2, seed_sd, 3), 0, 1))
+        result = stats.one_sample_t(correct / 600, 0.2, "greater", sd_floor=floor, bounds=(0, 1))
+        seed_level += result.p_value < ALPHA
+        pooled += stats.wilson_score_p(int(correct.sum()), 1800, 0.2, "greater") < ALPHA
+    return seed_level / N_SIMULATIONS, pooled / N_SIMULATIONS
+
+
+def test_calibration_of_the_seed_level_at_least_rule() -> None:
+    # Seed spread as in the CPU suite's two-stage OOD (sd 0.023 over seeds, mostly seed-level).
+    seed_level, pooled = _at_least_pass_rates(seed=31, seed_sd=0.02)
+    no_spread, _ = _at_least_pass_rates(seed=32, seed_sd=0.0)
+    print(f"\nat_least false passes over {N_SIMULATIONS} null recipes: seed-level t {seed_level:.3f}"
+          f" (no seed spread: {no_spread:.3f}), pooled Wilson {pooled:.3f}")
+    assert seed_level <= _monte_carlo_bound(ALPHA) and no_spread <= _monte_carlo_bound(ALPHA)
+    assert pooled > 3 * ALPHA  # why seeds are not pooled

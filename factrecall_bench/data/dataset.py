@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -78,21 +79,90 @@ def dataset_dir(data_root: Path, spec: DataSpec) -> Path:
     return data_root / f"biosdata-{spec.spec_hash()[:16]}"
 
 
+OWN_ENTRIES = ("tokenizer", "dataset", "spec.json", "digest.json")
+"""What a dataset folder holds that this project wrote (the tokenizer is trained beside the data):
+the only entries `save_dataset` replaces in an existing folder; anything else there is left alone."""
+MARKER = ("spec.json", "digest.json")
+"""A folder holding both is a dataset folder `save_dataset` wrote, and may be written again."""
+INCOMING_PREFIX = ".factrecall-incoming-"
+"""The temp folder `save_dataset` fills inside an existing folder (a killed write leaves it)."""
+
+
+def is_dataset_folder(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in MARKER)
+
+
+def _holds_only_leftovers(folder: Path) -> bool:
+    """Empty, but for temp folders of our own killed writes."""
+    return all(entry.name.startswith(INCOMING_PREFIX) for entry in folder.iterdir())
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse (UserError) a folder `save_dataset` must not write: anything but a new path, an empty
+    folder or an earlier dataset folder. Call it before generating, so nothing is wasted."""
+    shown = f"{out_dir} ({out_dir.resolve()})" if out_dir.name in ("", "..") else str(out_dir)
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UserError(f"output folder {shown} is a broken link: name a new or empty folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output folder {shown} is a file: name a new or empty folder")
+    if out_dir.is_dir() and not (is_dataset_folder(out_dir) or _holds_only_leftovers(out_dir)):
+        raise UserError(f"output folder {shown} is not empty and holds no dataset written by "
+                        "factrecall-bench (spec.json, digest.json): name a new or empty folder")
+
+
 def save_dataset(dataset: datasets.DatasetDict, spec: DataSpec, out_dir: Path) -> None:
-    """Write the folder atomically: a temp folder beside it, renamed when complete."""
+    """A new folder is written whole beside its place and renamed in; an existing one (empty, or an
+    earlier dataset) is refilled in place; any other existing path is refused (UserError)."""
+    check_output_folder(out_dir)
+    if out_dir.is_dir():
+        _refill(dataset, spec, out_dir)
+    else:
+        _create(dataset, spec, out_dir)
+
+
+def _temp_folder(parent: Path, prefix: str) -> Path:
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     except OSError as error:
-        raise UserError(f"cannot write to {out_dir.parent}: {error.strerror}") from error
+        raise UserError(f"cannot write to {parent}: {error.strerror}") from error
+
+
+def _write_into(folder: Path, dataset: datasets.DatasetDict, spec: DataSpec) -> None:
+    dataset.save_to_disk(str(folder / "dataset"))
+    write_json_atomic(folder / "spec.json", to_dict(spec))
+    write_json_atomic(folder / "digest.json", {"sha256": content_digest(folder / "dataset")})
+
+
+def _create(dataset: datasets.DatasetDict, spec: DataSpec, out_dir: Path) -> None:
+    tmp_dir = _temp_folder(out_dir.parent, f".{out_dir.name}.")
     try:
-        dataset.save_to_disk(str(tmp_dir / "dataset"))
-        write_json_atomic(tmp_dir / "spec.json", to_dict(spec))
-        write_json_atomic(tmp_dir / "digest.json", {"sha256": content_digest(tmp_dir / "dataset")})
-        replace_dir_atomic(tmp_dir, out_dir)
+        _write_into(tmp_dir, dataset, spec)
+        replace_dir_atomic(tmp_dir, out_dir, is_ours=is_dataset_folder)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+
+
+def _refill(dataset: datasets.DatasetDict, spec: DataSpec, out_dir: Path) -> None:
+    """Into an existing folder (`--out .` included): the folder itself stays, and only our own
+    entries are replaced. digest.json goes last, so until then `_is_complete` sees an old digest
+    that does not match the new data, never a complete-looking mix."""
+    tmp_dir = _temp_folder(out_dir, INCOMING_PREFIX)
+    try:
+        for leftover in out_dir.glob(f"{INCOMING_PREFIX}*"):
+            if leftover != tmp_dir:
+                shutil.rmtree(leftover, ignore_errors=True)
+        _write_into(tmp_dir, dataset, spec)
+        replaced = tmp_dir / "replaced"
+        replaced.mkdir()
+        for name in OWN_ENTRIES:  # the old tokenizer was trained on the old data: it goes too
+            if (out_dir / name).is_dir():  # a folder cannot be renamed over a full one
+                os.replace(out_dir / name, replaced / name)
+            if (tmp_dir / name).exists():  # files are renamed over: the marker never vanishes
+                os.replace(tmp_dir / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def content_digest(saved_dataset: Path) -> str:

@@ -1,0 +1,41 @@
+"""The process's exit codes: the one place that says what each means and which one wins.
+
+CI reads these, so they are a contract (documented in the README's CLI section):
+
+| code | meaning |
+|---|---|
+| 0 | every verdict passed (report-only claims never fail) |
+| 1 | a regression against the baseline, or a claim that failed |
+| 2 | bad input or usage: nothing was started |
+| 3 | inconclusive: a verdict the data cannot decide |
+| 4 | some runs failed (each with a one-line reason); the others finished |
+| 5 | an internal error (a bug): rerun with `--debug` for the traceback |
+| 130 | interrupted (Ctrl-C, SIGINT or SIGTERM): finished runs are kept |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+OK = 0
+FAILED = 1
+USAGE = 2
+INCONCLUSIVE = 3
+RUNS_FAILED = 4
+INTERNAL = 5
+INTERRUPTED = 130
+
+# When several outcomes meet (verdicts of a suite, suites of `run --all`), the first of these that
+# occurs is the process's code: a failed verdict outranks failed runs, which outrank an
+# inconclusive verdict, which outranks a pass.
+_PRECEDENCE = (INTERRUPTED, INTERNAL, USAGE, FAILED, RUNS_FAILED, INCONCLUSIVE, OK)
+
+
+def combined(codes: Iterable[int]) -> int:
+    """The one code that stands for several outcomes (0 for none)."""
+    present = set(codes) or {OK}
+    for code in _PRECEDENCE:
+        if code in present:
+            return code
+    unknown = sorted(present - set(_PRECEDENCE))
+    raise ValueError(f"unknown exit codes {unknown}")

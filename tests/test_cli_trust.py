@@ -1,0 +1,183 @@
+"""What a new user meets at the command line (issue 15): bad input found before any work, output
+where users look, exit codes CI can trust, a clean checkout that runs clean."""
+
+from __future__ import annotations
+
+import errno
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from factrecall_bench import cli, exit_codes
+from factrecall_bench.baselines import read_baseline
+from factrecall_bench.errors import UserError
+from factrecall_bench.progress import PlainLines, RunProgress
+from factrecall_bench.suite import load_suite, shipped_suites
+from tests.conftest import TINY_SUITE, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- bad input is found before any work (item 5) ---------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", '{"schema_version": 1, "suite": "tiny"'])
+def test_a_broken_baseline_stops_run_before_training(content, tmp_path):
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    (baselines / "tiny.json").write_text(content)
+    runs = tmp_path / "runs"
+    result = run_cli("run", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                     "--baselines-dir", str(baselines), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "tiny.json" in result.stderr and "Traceback" not in result.stderr
+    assert not (runs / "tiny").exists(), "a run started before the baseline was checked"
+
+
+def test_check_judges_what_exists_and_trains_nothing(tmp_path):
+    runs = tmp_path / "runs"
+    result = run_cli("check", "--suite", str(TINY_SUITE), "--runs-dir", str(runs), timeout=60)
+    assert result.returncode == 2
+    assert "no finished run" in result.stderr and "run --suite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (runs / "tiny").exists()
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_jobs_below_one_is_refused(jobs, tmp_path):
+    result = run_cli("run", "--suite", str(TINY_SUITE), "--jobs", jobs, "--runs-dir",
+                     str(tmp_path / "runs"), timeout=60)
+    assert result.returncode == 2 and "--jobs" in result.stderr
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_junit_path_at_a_folder_is_refused_before_any_run(tmp_path):
+    result = run_cli("run", "--suite", str(TINY_SUITE), "--junit-xml", str(tmp_path),
+                     "--runs-dir", str(tmp_path / "runs"), timeout=60)
+    assert result.returncode == 2 and "--junit-xml" in result.stderr
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--people", "0"), ("--train-fraction", "1.5"),
+                                             ("--variants", "0"), ("--templates", "999")])
+def test_data_errors_name_the_flag_the_user_typed(flag, value, tmp_path):
+    args = ["--people", "10"] if flag != "--people" else []
+    result = run_cli("data", "generate", "--out", str(tmp_path / "d"), *args, flag, value,
+                     timeout=60)
+    assert result.returncode == 2 and flag in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- exit codes CI can trust (item 8) --------------------------------------------------------
+
+
+def _exit_code_when_a_command_raises(error: BaseException, monkeypatch) -> tuple[int, str]:
+    def boom() -> None:
+        raise error
+
+    monkeypatch.setattr(cli, "app", boom)
+    monkeypatch.setattr(sys, "argv", ["factrecall-bench"])
+    messages: list[str] = []
+    monkeypatch.setattr(sys.stderr, "write", messages.append)
+    return cli._exit_code_of_app(debug=False), "".join(messages)
+
+
+def test_an_unexpected_error_is_internal_not_a_user_error(monkeypatch):
+    code, message = _exit_code_when_a_command_raises(ValueError("bad shape"), monkeypatch)
+    assert code == exit_codes.INTERNAL == 5
+    assert "--debug" in message and "bad shape" in message
+
+
+def test_an_unexpected_os_error_is_internal(monkeypatch):
+    code, _ = _exit_code_when_a_command_raises(OSError(errno.EBADF, "Bad file descriptor"),
+                                               monkeypatch)
+    assert code == exit_codes.INTERNAL
+
+
+@pytest.mark.parametrize("error", [UserError("no such suite"),
+                                   OSError(errno.ENOSPC, "No space left on device", "/x")])
+def test_input_and_environment_errors_are_one_line_exit_2(error, monkeypatch):
+    code, message = _exit_code_when_a_command_raises(error, monkeypatch)
+    assert code == exit_codes.USAGE and len(message.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(monkeypatch):
+    monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        cli._exit_code_of_app(debug=True)
+
+
+def test_precedence_of_combined_codes():
+    assert exit_codes.combined([3, 1, 0]) == 1
+    assert exit_codes.combined([3, 4]) == 4
+    assert exit_codes.combined([1, 4]) == 1
+    assert exit_codes.combined([0, 3]) == 3
+    assert exit_codes.combined([]) == 0
+
+
+# --- a clean checkout runs clean (item 7) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", sorted((REPO / "baselines").glob("*.json")),
+                         ids=lambda path: path.stem)
+def test_every_shipped_baseline_matches_its_shipped_suite(baseline):
+    stored = read_baseline(baseline)
+    assert stored["suite"] in shipped_suites()
+    suite = load_suite(stored["suite"])
+    assert stored["suite_hash"] == suite.suite_hash(), (
+        f"{baseline.name} was stored for another version of suite {suite.name}: rerun "
+        f"`factrecall-bench baseline update --suite {suite.name}`")
+
+
+def test_editing_a_claim_keeps_the_baseline_valid(tmp_path):
+    text = TINY_SUITE.read_text()
+    edited = tmp_path / "tiny.toml"
+    edited.write_text(text.replace('why = "smoke test of the claim machinery"',
+                                   'why = "another reason"'))
+    assert load_suite(str(edited)).suite_hash() == load_suite(str(TINY_SUITE)).suite_hash()
+    edited.write_text(text.replace("lr = 3e-3\n", "lr = 2e-3\n", 1))
+    assert load_suite(str(edited)).suite_hash() != load_suite(str(TINY_SUITE)).suite_hash()
+
+
+# --- progress without a terminal (item 6) ----------------------------------------------------
+
+
+def test_plain_progress_prints_milestones_at_once_and_steps_at_an_interval(capsys):
+    lines = PlainLines(interval=3600)
+    run = RunProgress(done=0, total=10, status="training")
+    lines.show("r", run)
+    run.done, run.status = 5, "bio loss 1.000"
+    lines.show("r", run)  # within the interval: not shown
+    run.done, run.status = 10, "done"
+    lines.show("r", run)
+    shown = capsys.readouterr().err.splitlines()
+    assert shown == ["r: 0/10 steps, training", "r: 10/10 steps, done"]
+
+
+# --- the whole walk, as a user does it (items 6, 7, 10) --------------------------------------
+
+
+@pytest.mark.slow
+def test_run_then_check_piped_to_a_file(tmp_path):
+    runs, baselines = tmp_path / "runs", tmp_path / "baselines"
+    made = run_cli("baseline", "update", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                   "--baselines-dir", str(baselines))
+    assert made.returncode == 0, made.stderr
+    # Without a terminal, progress arrives as plain lines while it runs, never as bars.
+    assert "steps, training" in made.stderr and "\x1b[" not in made.stderr
+    assert "will" not in made.stdout
+    with warnings.catch_warnings():
+        checked = run_cli("check", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                          "--baselines-dir", str(baselines), env={"PYTHONWARNINGS": "error"})
+    assert checked.returncode in (0, 3), checked.stderr
+    # The verdict table and where things were written are on stdout, which a user pipes.
+    assert "suite tiny" in checked.stdout and "mixed beats two-stage OOD" in checked.stdout
+    assert "report: " in checked.stdout and "verdicts: " in checked.stdout
+    # A clean checkout runs clean: no warning of any kind on the way.
+    assert "warning" not in checked.stderr.lower() and "changed since" not in checked.stderr
+    document = json.loads((runs / "tiny" / "verdicts.json").read_text())
+    assert {run["status"] for run in document["runs"]} == {"finished"}
+    assert all(run["reused"] for run in document["runs"])
