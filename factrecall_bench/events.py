@@ -6,6 +6,7 @@ they cannot parse and report them, so a truncated last line never breaks anythin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -33,10 +34,17 @@ class EventLog:
         record = {"t": round(time.time(), 3), "event": event, "run_id": self.run_id, **fields}
         line = json.dumps(record, sort_keys=True) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with open(self.path, "ab", buffering=0) as handle:
+            size_before = handle.tell()
+            try:
+                handle.write(line.encode("utf-8"))
+                os.fsync(handle.fileno())
+            except OSError:
+                # A full disk may have taken half the line: cut it off, so the next event (e.g.
+                # run_failed, once space is back) starts on a line of its own.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(handle.fileno(), size_before)
+                raise
         for listener in self.listeners:
             listener(record)
 

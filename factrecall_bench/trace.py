@@ -13,6 +13,7 @@ model) take the same code with no communication.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, Shard
 
 from factrecall_bench.distributed import reshard
+from factrecall_bench.io import write_bytes_atomic
 
 Batch = Mapping[str, Tensor]
 Scores = dict[str, Tensor]
@@ -680,8 +682,9 @@ def heatmap_png(head_counts: Sequence[Sequence[float]], path: str | Path, title:
     axes.set_title(title or "shared parameters per head")
     figure.colorbar(image, ax=axes, label="count")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

@@ -25,7 +25,7 @@ from factrecall_bench.checkpoints import (
 )
 from factrecall_bench.data.dataset import content_digest
 from factrecall_bench.errors import UserError
-from factrecall_bench.events import read_events
+from factrecall_bench.events import EventLog, read_events
 from factrecall_bench.io import replace_dir_atomic, write_bytes_atomic
 from tests.conftest import MICRO_SUITE, run_cli
 
@@ -257,3 +257,21 @@ def test_run_on_a_full_disk_warns_keeps_the_last_checkpoint_and_resumes(tmp_path
     assert "warning: " not in completed.stderr
     resumed = [e for e in read_events(run_folder / "events.jsonl").events if e["event"] == "resume"]
     assert [e["step"] for e in resumed] == [15]
+
+
+def test_an_event_the_full_disk_cut_short_leaves_no_half_line(tmp_path, monkeypatch):
+    log = EventLog(tmp_path / "events.jsonl", "r")
+    log.emit("run_start", total_steps=3)
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        log.emit("step", step=1)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    log.emit("run_failed", reason="disk full")
+    read = read_events(tmp_path / "events.jsonl")
+    assert read.bad_lines == []
+    assert [event["event"] for event in read.events] == ["run_start", "run_failed"]

@@ -8,6 +8,8 @@ words, which keeps the output layer of a tiny model small); `bpe` is there for l
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import datasets
 from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from factrecall_bench.io import replace_dir_atomic
 
 PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"
 
@@ -58,7 +62,12 @@ def ensure_tokenizer(dataset_folder: Path, dataset: datasets.DatasetDict) -> Pre
     folder = dataset_folder / "tokenizer"
     with FileLock(str(dataset_folder) + ".tokenizer.lock"):
         if not (folder / "tokenizer.json").exists():
-            tmp = dataset_folder / ".tokenizer.tmp"
-            train_tokenizer(dataset).save_pretrained(str(tmp))
-            tmp.rename(folder)
+            # A unique temp folder (a killed earlier attempt may have left one); an incomplete
+            # tokenizer folder inside our own dataset cache is replaced.
+            tmp = Path(tempfile.mkdtemp(dir=dataset_folder, prefix=".tokenizer.tmp-"))
+            try:
+                train_tokenizer(dataset).save_pretrained(str(tmp))
+                replace_dir_atomic(tmp, folder, is_ours=lambda _: True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return PreTrainedTokenizerFast.from_pretrained(str(folder))
