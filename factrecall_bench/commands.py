@@ -17,6 +17,7 @@ from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
+from factrecall_bench.verdicts import RegressionSettings
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -136,7 +137,8 @@ def list_suites() -> list[dict[str, Any]]:
 
 def single_run_suite(base: Suite, strategy: str, model: str, seed: int) -> Suite:
     return dataclasses.replace(base, strategies=(strategy,), models=(model,), seeds=(seed,),
-                               variants=base.variants[:1], claims=(), regression={}, jobs=1)
+                               variants=base.variants[:1], claims=(),
+                               regression=RegressionSettings(enabled=False), jobs=1)
 
 
 def selected_suites(names: list[str], run_all: bool, strategy: str | None, model: str,
@@ -215,11 +217,9 @@ def check_before_any_work(suites: list[Suite], runs_dir: Path, baselines_dir: Pa
 
 
 def check_suite_settings(suite: Suite) -> None:
-    from factrecall_bench.judge import regression_settings, suite_claims
-    from factrecall_bench.trace_hook import trace_settings
+    """What loading the suite does not check yet: each run's trace settings."""
+    from factrecall_bench.trace.hook import trace_settings
 
-    suite_claims(suite)
-    regression_settings(suite)
     for config in expand_suite(suite):
         if config.trace.get("enabled", False):
             trace_settings(config)
@@ -229,7 +229,7 @@ def check_suite_baseline(suite: Suite, baselines_dir: Path) -> None:
     """A baseline that exists must be readable and valid (a missing one is judged inconclusive)."""
     from factrecall_bench.baselines import BaselineError, baseline_path, read_baseline
 
-    if not suite.regression.get("enabled", bool(suite.regression)):
+    if not suite.regression.enabled:
         return
     path = baseline_path(baselines_dir, suite.name)
     if path.exists():
@@ -289,7 +289,7 @@ def note(text: str) -> None:
 
 def check_suite_can_run(suite: Suite) -> None:
     """What training the suite here needs: a GPU if it says so, a supported launcher."""
-    from factrecall_bench.trace_hook import refuse_training_mode_under_a_launcher
+    from factrecall_bench.trace.hook import refuse_training_mode_under_a_launcher
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
@@ -382,8 +382,6 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
     """Run the suite and store its baseline; the path written (None in non-main processes)."""
     from factrecall_bench.baselines import baseline_from_results, baseline_path, write_baseline
     from factrecall_bench.environment import hardware_class
-    from factrecall_bench.judge import regression_settings
-
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
     results, rows = run_suite(suite, runs_dir, None, show_progress=True)
@@ -393,16 +391,16 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
     if missing:
         raise UserError(f"not storing a baseline: {len(missing)} run(s) did not finish "
                         f"({', '.join(missing[:3])})")
-    settings = regression_settings(suite)
+    settings = suite.regression
     baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware_class(),
-                                     settings["alpha"], settings["min_effect"], settings["metrics"])
+                                     settings.alpha, settings.min_effect, list(settings.metrics))
     path = baseline_path(baselines_dir, suite.name)
     write_baseline(path, baseline)
     return Path(path)
 
 
 def trace_command(run_folder: Path) -> dict[str, Any]:
-    from factrecall_bench.trace_hook import retrace_run
+    from factrecall_bench.trace.hook import retrace_run
 
     if distributed.is_distributed():
         raise UserError("trace runs in one process: run it without accelerate launch")

@@ -12,38 +12,22 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.suite import Suite
 from factrecall_bench.verdicts import (
     Claim,
+    RegressionSettings,
     Verdict,
     adjust_verdicts,
-    check_claim_seeds,
     compare_with_baseline,
     evaluate_claim,
     verdict_status,
 )
 
-REGRESSION_DEFAULTS: dict[str, Any] = {
-    "metrics": ["id_exact_match", "ood_exact_match"], "min_effect": 0.05, "alpha": 0.01,
-    "test": "mcnemar", "correction": "holm", "per_attribute": False,
-}
-
 
 def suite_claims(suite: Suite) -> list[Claim]:
-    """The suite's claims, each checked against its number of seeds (a usage error if not)."""
-    claims = []
-    for raw in suite.claims:
-        try:
-            claim = Claim.from_dict(raw)
-            check_claim_seeds(claim, len(suite.seeds))
-        except (ValueError, TypeError) as error:
-            raise UserError(f"suite {suite.name}: {error}") from error
-        claims.append(claim)
-    return claims
+    """The suite's claims (parsed and checked against its seeds when the suite was loaded)."""
+    return list(suite.claims)
 
 
-def regression_settings(suite: Suite) -> dict[str, Any]:
-    unknown = set(suite.regression) - set(REGRESSION_DEFAULTS) - {"enabled"}
-    if unknown:
-        raise UserError(f"suite {suite.name}: regression: unknown key(s) {sorted(unknown)}")
-    return {**REGRESSION_DEFAULTS, **{k: v for k, v in suite.regression.items() if k != "enabled"}}
+def regression_settings(suite: Suite) -> RegressionSettings:
+    return suite.regression
 
 
 def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
@@ -56,7 +40,7 @@ def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
 def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,
                    baseline_file: Path | None = None) -> list[Verdict]:
     """Regression verdicts against the stored baseline (none if the suite declares none)."""
-    if not suite.regression.get("enabled", bool(suite.regression)):
+    if not suite.regression.enabled:
         return []
     path = baseline_file or baseline_path(baselines_dir, suite.name)
     if not Path(path).exists():
@@ -70,11 +54,11 @@ def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: P
     except BaselineError as error:
         raise UserError(str(error)) from error
     _warn_on_mismatch(suite, baseline)
-    settings = regression_settings(suite)
+    settings = suite.regression
     # The stored minimum effect and level decide, so a suite edit cannot loosen its own gate.
     return compare_with_baseline(results, baseline, baseline["metrics"], baseline["min_effect"],
-                                 baseline["alpha"], settings["test"], settings["correction"],
-                                 per_attribute=settings["per_attribute"])
+                                 baseline["alpha"], settings.test, settings.correction,
+                                 per_attribute=settings.per_attribute)
 
 
 def _warn_on_mismatch(suite: Suite, baseline: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from factrecall_bench.config import (
 from factrecall_bench.errors import UserError
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import resolve_strategy
+from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
 """Suite and variant names become folder names: no separators, no `..`, nothing hidden."""
@@ -61,8 +62,9 @@ class Suite:
     variants: tuple[Variant, ...]
     trace: dict[str, Any]
     custom_strategies: dict[str, list[dict[str, Any]]]
-    claims: tuple[dict[str, Any], ...]
-    regression: dict[str, Any]
+    claims: tuple[Claim, ...]
+    """Parsed once, on load, and checked against the number of seeds."""
+    regression: RegressionSettings
     source: str
 
     def suite_hash(self) -> str:
@@ -126,7 +128,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         jobs=_jobs(raw, where), base=base, variants=_variants(raw, where),
         trace=_table(raw, "trace", where),
         custom_strategies=_table(raw, "custom_strategies", where),
-        claims=_claims(raw, where), regression=_table(raw, "regression", where),
+        claims=_claims(raw, where), regression=_regression(raw, where),
         source=where)
     expand_suite(suite)  # validates every run's config now, not mid-suite
     return suite
@@ -139,19 +141,26 @@ def _jobs(raw: dict[str, Any], where: str) -> int:
     return jobs
 
 
-def _claims(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], ...]:
-    from factrecall_bench.verdicts import Claim, check_claim_seeds
-
+def _claims(raw: dict[str, Any], where: str) -> tuple[Claim, ...]:
     claims = raw.get("claims", [])
     if not isinstance(claims, list):
         raise UserError(f"{where}: claims must be a list of tables ([[claims]])")
-    seeds = len(raw.get("seeds", [0])) if isinstance(raw.get("seeds", [0]), list) else 1
+    seeds = raw.get("seeds", [0])
+    parsed = []
     for claim in claims:
         try:
-            check_claim_seeds(Claim.from_dict(claim), seeds)
+            parsed.append(Claim.from_dict(claim))
+            check_claim_seeds(parsed[-1], len(seeds) if isinstance(seeds, list) else 1)
         except (ValueError, TypeError) as error:
             raise UserError(f"{where}: {error}") from error
-    return tuple(claims)
+    return tuple(parsed)
+
+
+def _regression(raw: dict[str, Any], where: str) -> RegressionSettings:
+    try:
+        return RegressionSettings.from_table(_table(raw, "regression", where))
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{where}: {error}") from error
 
 
 def _check_safe_name(name: str, what: str, where: str) -> None:

@@ -250,6 +250,48 @@ class Verdict:
         return entry
 
 
+@dataclass(frozen=True)
+class RegressionSettings:
+    """A suite's `[regression]` table: which metrics its baseline guards and how they are judged."""
+
+    enabled: bool = False
+    """Whether the suite is compared with a stored baseline (on when the table is present)."""
+    metrics: tuple[str, ...] = ("id_exact_match", "ood_exact_match")
+    """result.json metrics compared run by run with the baseline."""
+    min_effect: float = 0.05
+    """Smallest change that counts as a regression (points of accuracy as a proportion)."""
+    alpha: float = 0.01
+    """Significance level, after the correction."""
+    test: str = "mcnemar"
+    """mcnemar (paired per question), welch or mannwhitney (across seeds)."""
+    correction: str = "holm"
+    """holm, bh or none, over strategy x metric (x attribute)."""
+    per_attribute: bool = False
+    """Also compare each attribute's exact match."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if not self.metrics or not all(isinstance(m, str) and m for m in self.metrics):
+            raise ValueError("regression: metrics must be a non-empty list of metric names")
+        if self.test not in REGRESSION_TESTS:
+            raise ValueError(f"regression: test must be one of {', '.join(REGRESSION_TESTS)}, "
+                             f"got {self.test!r}")
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"regression: correction must be one of {', '.join(CORRECTIONS)}, "
+                             f"got {self.correction!r}")
+        if not 0.0 < self.alpha < 1.0 or not 0.0 <= self.min_effect < 1.0:
+            raise ValueError("regression: alpha must be in (0, 1) and min_effect in [0, 1)")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> RegressionSettings:
+        """The settings of a `[regression]` table; present means enabled unless it says not."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"regression: unknown key(s) {unknown}")
+        return cls(**{"enabled": bool(table), **table})
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 

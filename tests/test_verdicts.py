@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tomllib
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import pytest
 from factrecall_bench import stats
 from factrecall_bench.errors import UserError
 from factrecall_bench.judge import judge_claims, suite_claims
-from factrecall_bench.suite import load_suite, shipped_suites
+from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 from factrecall_bench.verdicts import (
     Claim,
     DecisionBasis,
@@ -367,10 +368,10 @@ def test_wilson_with_several_seeds_is_a_suite_error_and_t_needs_two_seeds() -> N
         check_claim_seeds(at_least_claim(test="t"), 1)
     check_claim_seeds(at_least_claim(), 1)
     check_claim_seeds(greater_claim(), 1)
-    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), seeds=(0, 1, 2),
-                                claims=({**at_least_claim_fields(), "test": "wilson"},))
-    with pytest.raises(UserError, match="use test = 't'"):
-        suite_claims(suite)
+    raw = tomllib.loads(TINY_SUITE.read_text())
+    raw.update(seeds=[0, 1, 2], claims=[{**at_least_claim_fields(), "test": "wilson"}])
+    with pytest.raises(UserError, match="use test = 't'"):  # on load, before any run
+        parse_suite(raw, "tiny.toml")
 
 
 def test_every_shipped_suite_decides_at_least_claims_without_pooling_seeds() -> None:
@@ -417,7 +418,8 @@ def test_claims_of_one_suite_are_holm_corrected_together() -> None:
     alone = [evaluate_claim(Claim.from_dict(claim), results) for claim in claims]
     assert [v.status for v in alone] == ["pass", "pass"]
     assert all(v.p_value is not None and 0.025 < v.p_value < 0.05 for v in alone)
-    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), seeds=(0, 1, 2), claims=tuple(claims))
+    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), seeds=(0, 1, 2),
+                                claims=tuple(map(Claim.from_dict, claims)))
     together = judge_claims(suite, results)
     assert [v.status for v in together] != ["pass", "pass"]
     assert all(v.p_adjusted is not None and v.p_adjusted >= 0.05 for v in together)
