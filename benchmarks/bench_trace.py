@@ -120,14 +120,14 @@ def time_all(fns: dict[str, Callable], device: str, repeats: int) -> dict[str, f
 
 def time_top_k(model: LlamaForCausalLM, repeats: int) -> dict[str, float]:
     scores = {n: torch.rand(p.shape, device=p.device) for n, p in model.named_parameters()}
-    result, default_limit = {}, trace.MAX_TOPK_CANDIDATES
+    result, default_limit = {}, trace.selection.MAX_TOPK_CANDIDATES
     for path, limit in (("candidates", default_limit), ("bisection", 0)):
-        trace.MAX_TOPK_CANDIDATES = limit
+        trace.selection.MAX_TOPK_CANDIDATES = limit
         start = time.perf_counter()
         for _ in range(repeats):
             top_k_masks(scores, 0.05, "global")
         result[f"top_k_global_0.05_{path}"] = (time.perf_counter() - start) / repeats
-    trace.MAX_TOPK_CANDIDATES = default_limit
+    trace.selection.MAX_TOPK_CANDIDATES = default_limit
     return result
 
 

@@ -67,7 +67,7 @@ def check_configs(model: str, data: DataSpec, train: dict[str, Any],
 def run_strategy(config: RunConfig, runs_root: Path, peak: float | None) -> dict[str, Any]:
     from factrecall_bench.models import count_parameters
     from factrecall_bench.runner import run_dir, run_one
-    from factrecall_bench.trace_hook import trace_hook_for
+    from factrecall_bench.trace.hook import trace_hook_for
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

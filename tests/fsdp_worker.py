@@ -33,7 +33,7 @@ from factrecall_bench.models import build_model
 from factrecall_bench.runner import accelerator_for, evaluate_recall, prepared_for_training
 from factrecall_bench.suite import expand_suite, load_suite
 from factrecall_bench.trace import TraceSettings, own_rows_of, trace_summary
-from factrecall_bench.trace_hook import ablation_evaluator, probe_batches
+from factrecall_bench.trace.hook import ablation_evaluator, probe_batches
 from factrecall_bench.train import Trainer, make_optimizer, make_scheduler
 
 EVAL_BATCH = 3  # small, so the two processes' shares take different numbers of batches

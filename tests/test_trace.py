@@ -303,7 +303,7 @@ def test_global_top_k_equals_full_sort(
     monkeypatch: pytest.MonkeyPatch, bisection: bool, ties: bool, fraction: float
 ) -> None:
     if bisection:
-        monkeypatch.setattr(trace, "MAX_TOPK_CANDIDATES", 0)
+        monkeypatch.setattr(trace.selection, "MAX_TOPK_CANDIDATES", 0)
     scores = random_scores(11, ties)
     n = sum(v.numel() for v in scores.values())
     masks = top_k_masks(scores, fraction, "global")

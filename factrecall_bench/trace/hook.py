@@ -33,7 +33,9 @@ from factrecall_bench.evaluate import bio_hits, qa_scores
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
 from factrecall_bench.runner import RunHook, read_result
-from factrecall_bench.trace import TraceSettings, TrainingTraceRecorder, trace_summary
+from factrecall_bench.trace.scores import TrainingTraceRecorder
+from factrecall_bench.trace.settings import TraceSettings
+from factrecall_bench.trace.summary import trace_summary
 
 PROBE_BATCH = 32
 ABLATION_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
