@@ -6,7 +6,7 @@ alone takes the run's lock, decides whether to skip or resume, and writes events
 result.json while the others wait. With one process (the default) every helper here is a no-op,
 so the single-process path is the same code. Under FSDP2 (`is_sharded`) every process holds a
 shard of every parameter: checkpoints are gathered and the trace is shard-local (see
-checkpoints.py and trace.py).
+checkpoints.py and trace/).
 
 The process group is accelerate's (`PartialState`), the collectives torch's or accelerate's: no
 home-made launcher or communication.
