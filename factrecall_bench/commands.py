@@ -15,7 +15,7 @@ from rich.table import Table
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
-from factrecall_bench.io import write_json_atomic
+from factrecall_bench.runfolder import RunFolder
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
 from factrecall_bench.verdicts import RegressionSettings
 
@@ -405,5 +405,5 @@ def trace_command(run_folder: Path) -> dict[str, Any]:
     if distributed.is_distributed():
         raise UserError("trace runs in one process: run it without accelerate launch")
     summary = retrace_run(run_folder)
-    write_json_atomic(run_folder / "trace.json", summary)
+    RunFolder(run_folder).write_trace(summary)
     return summary

@@ -17,6 +17,33 @@ from typing import Any
 
 EventSink = Callable[[dict[str, Any]], None]
 
+EVENT_KINDS: dict[str, tuple[str, ...]] = {
+    "run_start": ("suite", "variant", "strategy", "model", "seed", "config_hash", "phases",
+                  "total_steps", "resumed_from_step"),
+    "resume": ("step", "path"),
+    "phase_start": ("phase", "phase_index", "steps"),
+    "step": ("phase", "step", "loss", "lr", "tokens_per_s"),
+    "checkpoint": ("step", "path"),
+    "phase_end": ("phase", "step"),
+    "eval": ("phase", "step", "metrics"),
+    "trace": ("summary",),
+    "run_end": ("step", "wall_s", "metrics"),
+    "run_failed": ("reason",),
+    "warning": ("message",),
+}
+"""Every kind of event a run writes and the keys each always has (besides `t`, `event` and
+`run_id`); docs/formats.md lists the same, and a test checks that the two agree. Readers ignore
+kinds and keys they do not know."""
+
+
+def check_event(event: str, fields: dict[str, Any]) -> None:
+    """A writer's bug, caught where it is made: an unknown kind, or a kind without its keys."""
+    if event not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {event!r} (known: {', '.join(EVENT_KINDS)})")
+    missing = [key for key in EVENT_KINDS[event] if key not in fields]
+    if missing:
+        raise ValueError(f"event {event!r} is missing {', '.join(missing)}")
+
 
 @dataclass
 class EventLog:
@@ -29,6 +56,7 @@ class EventLog:
     """False in the non-main processes of a multi-process run: only the main one writes."""
 
     def emit(self, event: str, **fields: Any) -> None:
+        check_event(event, fields)
         if not self.writes:
             return
         record = {"t": round(time.time(), 3), "event": event, "run_id": self.run_id, **fields}

@@ -12,7 +12,8 @@ from xml.etree import ElementTree
 from rich.console import Console
 from rich.table import Table
 
-from factrecall_bench.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from factrecall_bench.io import write_bytes_atomic
+from factrecall_bench.runfolder import suite_folder
 from factrecall_bench.suite import Suite
 from factrecall_bench.verdicts import Verdict, status_label, suite_exit_code, verdicts_document
 
@@ -45,17 +46,17 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows: list[dict],
                        verdicts: list[Verdict], runs_dir: Path) -> dict[str, Any]:
     """Write verdicts.json and report.md (+ plots) into RUNS_DIR/<suite>/; return the document."""
-    folder = runs_dir / suite.name
+    folder = suite_folder(runs_dir, suite.name)
     failed = [row for row in outcome_rows if row["status"] in ("failed", "busy")]
     document = verdicts_document(suite.name, verdicts)
     document["exit_code"] = _exit_code(verdicts, failed)
     document.update({"summary": summary_rows(results), "runs": outcome_rows})
-    plots = write_plots(results, folder)
-    document["written"] = {"report": str(folder / "report.md"),
-                           "plots": ", ".join(str(folder / plot) for plot in plots),
-                           "verdicts": str(folder / "verdicts.json")}
-    write_json_atomic(folder / "verdicts.json", document)
-    write_text_atomic(folder / "report.md", markdown_report(suite, document, plots))
+    plots = write_plots(results, folder.path)
+    document["written"] = {"report": str(folder.report),
+                           "plots": ", ".join(str(folder.path / plot) for plot in plots),
+                           "verdicts": str(folder.verdicts)}
+    folder.write_verdicts(document)  # type: ignore[arg-type]
+    folder.write_report(markdown_report(suite, document, plots))
     return document
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from factrecall_bench import exit_codes, stats
+from factrecall_bench.runfolder import VERDICTS_SCHEMA_VERSION
 
 CLAIM_KINDS = ("greater", "at_least")
 CLAIM_TESTS = ("welch", "mannwhitney", "mcnemar", "wilson", "t")
@@ -404,7 +405,7 @@ def suite_exit_code(verdicts: Iterable[Verdict]) -> int:
 def verdicts_document(suite: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """The verdicts.json document for a suite."""
     return {
-        "schema_version": 1,
+        "schema_version": VERDICTS_SCHEMA_VERSION,
         "suite": suite,
         "exit_code": suite_exit_code(verdicts),
         "verdicts": [verdict.to_dict() for verdict in verdicts],

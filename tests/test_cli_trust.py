@@ -181,3 +181,34 @@ def test_run_then_check_piped_to_a_file(tmp_path):
     document = json.loads((runs / "tiny" / "verdicts.json").read_text())
     assert {run["status"] for run in document["runs"]} == {"finished"}
     assert all(run["reused"] for run in document["runs"])
+
+
+# --- CLI conventions (issue 17) --------------------------------------------------------------
+
+
+def test_version_and_debug_are_in_the_help():
+    from factrecall_bench import __version__
+
+    version = run_cli("--version", timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"factrecall-bench {__version__}"
+    shown = run_cli("--help", timeout=60).stdout
+    assert "--debug" in shown and "--version" in shown
+
+
+@pytest.mark.parametrize("command", [["run"], ["check"], ["export"], ["data", "generate"]])
+def test_help_has_no_bool_metavars(command):
+    shown = run_cli(*command, "--help", timeout=60)
+    assert shown.returncode == 0 and "--help" in shown.stdout and "<bool>" not in shown.stdout
+
+
+def test_usage_errors_are_plain_text_without_boxes(tmp_path):
+    result = run_cli("run", "--jobs", "zero", timeout=60)
+    assert result.returncode == 2 and "--jobs" in result.stderr
+    assert "╭" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_suite_names_complete_in_the_shell():
+    completed = run_cli(timeout=60, env={"_FACTRECALL_BENCH_COMPLETE": "complete_bash",
+                                         "COMP_WORDS": "factrecall-bench check --suite c",
+                                         "COMP_CWORD": "3"})
+    assert completed.stdout.split() == ["cpu"]
