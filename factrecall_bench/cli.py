@@ -19,18 +19,56 @@ from rich.console import Console
 
 from factrecall_bench import exit_codes
 from factrecall_bench.errors import UserError
+from factrecall_bench.resources import accelerate_config, check_writable_baselines_dir, default_baselines_dir
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+# Plain help and one-line usage errors (rich boxes and `<bool>` metavars help no one in a log).
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True,
+                  rich_markup_mode=None,
                   help="A test-first benchmark of fact recall in language models.")
-data_app = typer.Typer(no_args_is_help=True, help="Generate and inspect the bioS-style fact data.")
-baseline_app = typer.Typer(no_args_is_help=True, help="Write and inspect stored baselines.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Generate and inspect the bioS-style fact data.")
+baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="Write and inspect stored baselines.")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
 
 stderr = Console(stderr=True)
 DEFAULT_RUNS = Path("runs")
-DEFAULT_BASELINES = Path("baselines")
+# The checkout's baselines/ when run from a checkout, else the copy shipped in the wheel.
+DEFAULT_BASELINES = default_baselines_dir()
 
+def complete_suite(incomplete: str) -> list[str]:
+    from factrecall_bench.suite import shipped_suites
+
+    return [name for name in sorted(shipped_suites()) if name.startswith(incomplete)]
+
+
+def complete_strategy(incomplete: str) -> list[str]:
+    from factrecall_bench.strategies import STRATEGIES
+
+    return [name for name in sorted(STRATEGIES) if name.startswith(incomplete)]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from factrecall_bench import __version__
+
+        print(f"factrecall-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def common_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the traceback behind an error (accepted anywhere on the line).")] = False,
+) -> None:
+    """A test-first benchmark of fact recall in language models."""
+
+
+SuiteName = Annotated[str, typer.Option("--suite", help="Suite name or .toml path.",
+                                        autocompletion=complete_suite)]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are kept.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
 InconclusiveClaimsOk = Annotated[bool, typer.Option(
@@ -102,9 +140,11 @@ def data_show(
 
 @app.command("run")
 def run(
-    suite: Annotated[list[str] | None, typer.Option("--suite", help="Suite name or .toml path.")] = None,
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="Suite name or .toml path.",
+                                                    autocompletion=complete_suite)] = None,
     run_all: Annotated[bool, typer.Option("--all", help="Every CI suite, then verdicts.")] = False,
-    strategy: Annotated[str | None, typer.Option(help="One run: this strategy.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="One run: this strategy.",
+                                                 autocompletion=complete_strategy)] = None,
     model: Annotated[str, typer.Option(help="One run: model preset or hf:<id>.")] = "tiny-llama",
     seed: Annotated[int, typer.Option(min=0, help="One run: the seed.")] = 0,
     jobs: Annotated[int | None, typer.Option(min=1, max=64,
@@ -155,7 +195,7 @@ def _until_interrupted(command: Callable[[], int]) -> int:
 
 @app.command("check")
 def check(
-    suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")] = "cpu",
+    suite: SuiteName = "cpu",
     runs_dir: RunsDir = DEFAULT_RUNS,
     baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
     run_missing: Annotated[bool, typer.Option(
@@ -174,20 +214,16 @@ def check(
 
 @baseline_app.command("update")
 def baseline_update(
-    suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")],
+    suite: SuiteName,
     runs_dir: RunsDir = DEFAULT_RUNS,
     baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
 ) -> None:
     """Run the suite (finished runs are reused) and store its results as the baseline."""
+    check_writable_baselines_dir(baselines_dir)  # before the slow imports
     from factrecall_bench.commands import baseline_update_command
 
-    def update() -> int:
-        path = baseline_update_command(suite, runs_dir, baselines_dir)
-        if path is not None:
-            stderr.print(f"wrote {path}")
-        return exit_codes.OK
-
-    raise typer.Exit(_until_interrupted(update))
+    raise typer.Exit(_until_interrupted(
+        lambda: baseline_update_command(suite, runs_dir, baselines_dir)))
 
 
 @app.command("trace")
@@ -206,13 +242,40 @@ def trace(
             stderr.print(f"{key:40s} {value:.4g}")
 
 
+@app.command("export")
+def export(
+    run_folder: Annotated[Path, typer.Argument(help="A finished run's folder.")],
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder to write into.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a finished run's trained model and tokenizer with save_pretrained (they load with
+    AutoModelForCausalLM / AutoTokenizer.from_pretrained), with export.json and a README.md."""
+    from factrecall_bench.export import export_run
+
+    record = export_run(run_folder, out)
+    if as_json:
+        print_json(record)
+    else:
+        ood = record["metrics"].get("ood_exact_match", {}).get("value", float("nan"))
+        stderr.print(f"wrote {out}: {record['run_id']} at step {record['step']} "
+                     f"(OOD exact match {ood:.3f})", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("accelerate-config")
+def accelerate_config_path(
+    name: Annotated[str, typer.Argument(help="ddp or fsdp2.")],
+) -> None:
+    """Print the path of a shipped accelerate config, for `accelerate launch --config_file`."""
+    print(accelerate_config(name))
+
+
 @app.command("tui")
 def tui(
     runs_dir: Annotated[Path, typer.Argument(help="Runs folder to watch.")] = DEFAULT_RUNS,
     suite: Annotated[str | None, typer.Option("--suite", help="Start this suite and watch it.")] = None,
 ) -> None:
     """Watch runs live in the terminal (closing it never stops a run)."""
-    from tui.app import run_app
+    from factrecall_bench.tui.app import run_app
 
     command, suite_name = None, None
     if suite is not None:
@@ -226,7 +289,7 @@ def tui(
 
 @app.command("plan")
 def plan(
-    suite: Annotated[str, typer.Option("--suite", help="Suite name or .toml path.")] = "paper",
+    suite: SuiteName = "paper",
     gpus: Annotated[int, typer.Option(help="GPUs per run.")] = 1,
     gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of memory per GPU.")] = 80.0,
     mfu: Annotated[float, typer.Option(help="Model FLOP utilization assumed for the time.")] = 0.35,
@@ -273,7 +336,7 @@ def _exit_code_of_app(debug: bool) -> int:
     """Typer's standalone mode turns usage errors into exit 2, Ctrl-C into 130 and `typer.Exit`
     into its code (all as SystemExit); what else escapes a command is ours to report."""
     try:
-        app()
+        app(prog_name="factrecall-bench")
     except SystemExit as exit_:
         if exit_.code is None:
             return exit_codes.OK

@@ -276,7 +276,7 @@ def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) 
     to_run = len(configs) - finished
     if to_run == 0:
         return (f"suite {suite.name}: all {finished} runs already finished in "
-                f"{runs_dir / suite.name}; nothing to train")
+                f"{runs_dir / suite.name}; nothing to do")
     side_by_side = min(jobs, to_run)
     return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
             f"({finished} already finished), {side_by_side} side by side, in {runs_dir / suite.name}")
@@ -378,25 +378,30 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[dict[str, Any]], 
     return results, rows
 
 
-def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> Path | None:
-    """Run the suite and store its baseline; the path written (None in non-main processes)."""
+def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> int:
+    """Run the suite and store its baseline (main process); the exit code. A baseline is stored
+    only from a complete suite: with a failed run nothing is written and the code is 4."""
     from factrecall_bench.baselines import baseline_from_results, baseline_path, write_baseline
     from factrecall_bench.environment import hardware_class
+
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
     results, rows = run_suite(suite, runs_dir, None, show_progress=True)
     if not distributed.is_main():
-        return None
-    missing = [row["run_id"] for row in rows if row["status"] != "finished"]
-    if missing:
-        raise UserError(f"not storing a baseline: {len(missing)} run(s) did not finish "
-                        f"({', '.join(missing[:3])})")
+        return exit_codes.OK
+    failed = [row for row in rows if row["status"] != "finished"]
+    if failed:
+        for row in failed:
+            note(f"run {row['run_id']} {row['status']}: {row['reason']}")
+        note(f"not storing a baseline: {len(failed)} of {len(rows)} runs did not finish")
+        return exit_codes.RUNS_FAILED
     settings = suite.regression
     baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware_class(),
                                      settings.alpha, settings.min_effect, list(settings.metrics))
     path = baseline_path(baselines_dir, suite.name)
     write_baseline(path, baseline)
-    return Path(path)
+    print(f"wrote {path}", flush=True)
+    return exit_codes.OK
 
 
 def trace_command(run_folder: Path) -> dict[str, Any]:

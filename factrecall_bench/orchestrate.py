@@ -1,23 +1,40 @@
 """A suite's runs, side by side in worker processes (one thread each on a small CPU box, one GPU
 each where there are GPUs).
 
+A run is the unit of failure: each runs in a process of its own (spawned, at most `jobs` at
+once), so a worker that dies (SIGKILL, the kernel's OOM killer, a crash in native code) fails its
+run alone, and the next run gets a fresh process. On Ctrl-C or SIGTERM the parent stops every
+worker (SIGTERM, then SIGKILL after a grace period) before it returns: nothing is left behind.
 Workers only train and write their run folders; the parent watches the event logs (the same
 files the TUI reads) to report progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
+import multiprocessing.util
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from factrecall_bench.config import RunConfig
-from factrecall_bench.runner import RunOutcome, run_dir, run_one
+from factrecall_bench.runner import RunOutcome, read_result, record_failure, run_dir, run_one
+
+STOP_GRACE_S = 10.0
+"""How long stopped workers get to leave cleanly (they finish the current step) before SIGKILL."""
 
 
 @dataclass(frozen=True)
@@ -33,19 +50,33 @@ class SuiteOutcome:
 
 
 def _run_with_trace(config: RunConfig, runs_root: Path) -> RunOutcome:
-    from factrecall_bench.trace_hook import trace_hook_for, training_recorder_for
+    from factrecall_bench.trace.hook import trace_hook_for, training_recorder_for
 
     return run_one(config, runs_root, after_eval=trace_hook_for(config),
                    recorder_for=training_recorder_for)
 
 
-def _worker(config: RunConfig, runs_root: Path, threads: int) -> RunOutcome:
+def _worker(config: RunConfig, runs_root: Path, threads: int) -> tuple[str, str]:
+    """A worker's run; only (status, reason) travel back, the parent reads result.json."""
     torch.set_num_threads(threads)
-    return _run_with_trace(config, runs_root)
+    _thread_lock_for_progress_bars()
+    outcome = _run_with_trace(config, runs_root)
+    return outcome.status, outcome.reason
+
+
+def _thread_lock_for_progress_bars() -> None:
+    """tqdm (the datasets library's progress bars) would make a multiprocessing lock: a named
+    semaphore that a killed worker leaves behind, reported as leaked. A thread lock will do."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """The cores shared out among the jobs, capped by OMP_NUM_THREADS where it is set."""
+    shared = max(1, (os.cpu_count() or 1) // jobs)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return min(shared, int(asked)) if asked.isdigit() and int(asked) > 0 else shared
 
 
 def visible_gpus() -> list[str]:
@@ -58,31 +89,254 @@ def visible_gpus() -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
-def _claim_gpu(slots: Any) -> None:
-    """Worker start-up: take one GPU (before CUDA is initialized in this process)."""
-    gpu = slots.get()
+# --- one process per task ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """How a task's process ended: its return value (if it sent one) and its exit code."""
+
+    value: Any
+    returned: bool
+    exitcode: int
+
+
+@dataclass
+class _Child:
+    index: int
+    slot: int
+    process: Any  # a spawned multiprocessing.Process
+    reader: Connection | None
+    value: Any = None
+    returned: bool = False
+
+    def receive(self) -> None:
+        """Take the value the child sent, if a whole one arrived; the pipe is then closed."""
+        if self.reader is None:
+            return
+        try:
+            if self.reader.poll():
+                self.value, self.returned = self.reader.recv(), True
+        except Exception:  # EOF, or a message cut short by the child's death: no value
+            pass
+        self.reader.close()
+        self.reader = None
+
+    def end(self) -> TaskEnd:
+        self.process.join()
+        self.receive()
+        exitcode = self.process.exitcode
+        self.process.close()
+        return TaskEnd(self.value, self.returned, exitcode if exitcode is not None else -1)
+
+
+class ProcessPool:
+    """Runs each task in a spawned process of its own, at most `jobs` at once.
+
+    Slot k of the `jobs` slots sees GPU `gpus[k % len(gpus)]` (CUDA_VISIBLE_DEVICES), so with
+    fewer GPUs than jobs they are shared round robin. No queues or locks cross processes (only a
+    pipe each), so a killed process leaves nothing locked and no semaphore behind.
+    """
+
+    def __init__(self, jobs: int, gpus: list[str], grace_s: float = STOP_GRACE_S) -> None:
+        self.jobs = max(1, jobs)
+        self.gpus = list(gpus)
+        self.grace_s = grace_s
+        self._context = multiprocessing.get_context("spawn")
+
+    def map(self, target: Callable[[Any], Any], tasks: list[Any]) -> list[TaskEnd]:
+        """`target(task)` for every task; on any exception (KeyboardInterrupt included) every
+        live process is stopped before it propagates."""
+        ends: list[TaskEnd | None] = [None] * len(tasks)
+        waiting, running = deque(enumerate(tasks)), []
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.jobs:
+                    index, task = waiting.popleft()
+                    self._start(target, index, task, running)
+                self._wait(running)
+                for child in [c for c in running if c.process.exitcode is not None]:
+                    running.remove(child)  # first: a Ctrl-C from here on finds it ended
+                    ends[child.index] = child.end()
+        except BaseException:
+            self._stop(running)
+            raise
+        return [end for end in ends if end is not None]
+
+    def _free_slot(self, running: list[_Child]) -> int:
+        taken = {child.slot for child in running}
+        return next(slot for slot in range(self.jobs) if slot not in taken)
+
+    def _start(self, target: Callable[[Any], Any], index: int, task: Any,
+               running: list[_Child]) -> None:
+        """Start the task's process and add it to `running` (where `_stop` will find it)."""
+        slot = self._free_slot(running)
+        gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
+        reader, writer = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=_child_main, name=f"factrecall-worker-{index}",
+                                        args=(target, task, gpu, writer, os.getpid()))
+        with _interrupts_deferred():  # a process is either started and listed, or not started
+            process.start()
+            writer.close()  # the child holds the only writer: its death reads as EOF here
+            running.append(_Child(index, slot, process, reader))
+
+    @staticmethod
+    def _wait(running: list[_Child]) -> None:
+        readers = {child.reader: child for child in running if child.reader is not None}
+        ready = wait([*readers, *(child.process.sentinel for child in running)])
+        for handle in ready:
+            if handle in readers:
+                readers[handle].receive()  # read as it comes: a big value cannot block its child
+
+    def _stop(self, running: list[_Child]) -> None:
+        """SIGTERM every live child, SIGKILL those still there after the grace period; a second
+        Ctrl-C meanwhile is ignored, so the stop always completes."""
+        with _interrupts_ignored():
+            for child in running:
+                if child.process.exitcode is None:
+                    child.process.terminate()
+            deadline = time.monotonic() + self.grace_s
+            for child in running:
+                child.process.join(max(0.0, deadline - time.monotonic()))
+            for child in running:
+                if child.process.exitcode is None:
+                    child.process.kill()
+                child.end()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
+
+    The child being started inherits SIGINT blocked (the mask survives exec) and unblocks it once
+    its own handler is in place, so a Ctrl-C during its start-up cannot print a traceback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _child_main(target: Callable[[Any], Any], task: Any, gpu: str | None, writer: Connection,
+                parent_pid: int) -> None:
+    """A worker process: run the task, send its value back. SIGINT or SIGTERM stop it quietly
+    (exit code 128 + the signal), as does the death of the parent."""
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initializes CUDA here
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_this_child)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True).start()
+    try:
+        writer.send(target(task))
+        code = 0
+    except KeyboardInterrupt:
+        code = 128 + _stopped_by[0]
+    except Exception:  # not a run's failure (run_one reports those): a bug, shown as one
+        traceback.print_exc()
+        code = 1
+    writer.close()
+    # Leave now: the interpreter's own teardown (library atexit hooks, threads) can take many
+    # seconds, and everything of the run is on disk already. multiprocessing's own finalizers
+    # still run: they unregister the semaphores libraries made here (tqdm's lock, say), which
+    # would otherwise be reported as leaked.
+    multiprocessing.util._exit_function()  # type: ignore[attr-defined]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def worker_pool(jobs: int, gpus: list[str]) -> ProcessPoolExecutor:
-    """`jobs` spawned workers; with GPUs, each worker sees one of them (round robin)."""
-    context = multiprocessing.get_context("spawn")
-    slots = context.Queue()
-    for worker in range(jobs):
-        slots.put(gpus[worker % len(gpus)] if gpus else None)
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_claim_gpu,
-                               initargs=(slots,))
+_stopped_by = [signal.SIGTERM.value]
+
+
+def _stop_this_child(signum: int, frame: object) -> None:
+    # The first signal stops the run (KeyboardInterrupt unwinds it: locks are released, temp
+    # files removed); later ones must not interrupt that unwinding.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+    _stopped_by[0] = signum
+    raise KeyboardInterrupt
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A handler that does nothing: unlike SIG_IGN, a signal that arrived just before it was
+    installed runs it quietly (with SIG_IGN, Python reports a 'race condition')."""
+
+
+def _stop_when_orphaned(parent_pid: int) -> None:
+    """A worker whose parent died (e.g. SIGKILL) stops itself rather than train on alone."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os._exit(128 + signal.SIGTERM.value)
+
+
+# --- a suite's runs ----------------------------------------------------------------------------
 
 
 def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1) -> SuiteOutcome:
     """Run every config (finished ones are skipped inside `run_one`), in the configs' order."""
     if jobs <= 1:
         return SuiteOutcome([_run_with_trace(config, runs_root) for config in configs])
-    with worker_pool(jobs, visible_gpus()) as pool:
-        futures = [pool.submit(_worker, config, runs_root, threads_per_job(jobs))
-                   for config in configs]
-        return SuiteOutcome([future.result() for future in futures])
+    target = functools.partial(_worker, runs_root=runs_root, threads=threads_per_job(jobs))
+    ends = ProcessPool(jobs, visible_gpus()).map(target, configs)
+    return SuiteOutcome([_outcome(config, runs_root, end) for config, end in zip(configs, ends)])
+
+
+def _outcome(config: RunConfig, runs_root: Path, end: TaskEnd) -> RunOutcome:
+    folder = run_dir(runs_root, config)
+    if end.returned:
+        status, reason = end.value
+        result = read_result(folder) if status in ("finished", "skipped") else None
+        return RunOutcome(config.run_id, status, result, reason)
+    reason = worker_death_reason(end.exitcode)
+    if not 128 < end.exitcode < 128 + 64:  # a stopped worker's run has said so itself
+        record_failure(folder, config.run_id, reason)
+    return RunOutcome(config.run_id, "failed", None, reason)
+
+
+def worker_death_reason(exitcode: int) -> str:
+    """One line for a worker that ended without reporting its run."""
+    resume = "its checkpoints are kept: rerun to resume"
+    if exitcode < 0:
+        name = _signal_name(-exitcode)
+        hint = " (the kernel's out-of-memory killer, or kill -9)" if -exitcode == signal.SIGKILL else ""
+        return f"worker process killed by signal {-exitcode} ({name}){hint}; {resume}"
+    if 128 < exitcode < 128 + 64:
+        return f"interrupted by {_signal_name(exitcode - 128)}; {resume}"
+    return f"worker process exited with code {exitcode} without a result; {resume}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def event_paths(configs: list[RunConfig], runs_root: Path) -> dict[str, Path]:

@@ -7,8 +7,10 @@ one alone locks, writes, evaluates and traces (see `distributed`).
 
 from __future__ import annotations
 
+import errno
 import json
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from accelerate import Accelerator
 
 from factrecall_bench import distributed
 from factrecall_bench.batching import plan_run
-from factrecall_bench.checkpoints import corrupted_checkpoints
+from factrecall_bench.checkpoints import corrupted_checkpoints, warn_if_low_space
 from factrecall_bench.config import RunConfig, config_hash
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
@@ -29,7 +31,7 @@ from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_even
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
 from factrecall_bench.suite import run_config_dict
-from factrecall_bench.trace import own_rows_of
+from factrecall_bench.trace.ablation import own_rows_of
 from factrecall_bench.train import Trainer
 
 SCHEMA_VERSION = 1
@@ -124,17 +126,133 @@ RecorderFor = Callable[[RunConfig, torch.nn.Module], Any]
 
 def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None,
             recorder_for: RecorderFor | None = None) -> RunOutcome:
-    """Run (or skip, or resume) one run; never raises for a run that merely fails."""
+    """Run (or skip, or resume) one run.
+
+    A run is the unit of failure: whatever goes wrong inside it (a diverging loss, a full disk,
+    an unwritable folder, out of GPU memory, a model that will not load, a bug in the trace)
+    makes it `failed` with a one-line reason, in its events and its outcome; it never raises,
+    except for an interrupt (Ctrl-C, SIGTERM), which it notes in its events first. Under several
+    processes (DDP) only RunFailed is caught, as every process meets it alike; anything else
+    propagates, so the launcher stops all processes rather than leave some waiting.
+    """
     folder = run_dir(runs_root, config)
-    folder.mkdir(parents=True, exist_ok=True)
-    with distributed.main_process_lock(folder / ".lock") as locked:
-        if not locked:
-            return RunOutcome(config.run_id, "busy", None, "another process is running it")
-        return _run_locked(config, folder, runs_root, after_eval, recorder_for)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with distributed.main_process_lock(folder / ".lock") as locked:
+            if not locked:
+                return RunOutcome(config.run_id, "busy", None, "another process is running it")
+            return _run_guarded(config, folder, runs_root, after_eval, recorder_for)
+    except OSError as error:  # the run's folder or its lock cannot be made
+        return _failed(config, folder, error, "creating the run folder")
+
+
+def _run_guarded(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None,
+                 recorder_for: RecorderFor | None) -> RunOutcome:
+    stage = RunStage()
+    try:
+        return _run_locked(config, folder, runs_root, after_eval, recorder_for, stage)
+    except KeyboardInterrupt:
+        if distributed.is_main():
+            record_failure(folder, config.run_id, INTERRUPTED_REASON)
+        raise
+    except Exception as error:
+        return _failed(config, folder, error, stage.name)
+
+
+INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM); its checkpoints are kept: rerun to resume"
+
+
+@dataclass
+class RunStage:
+    """What a run is doing, for the reason of a failure ("disk full while training")."""
+
+    name: str = "starting"
+
+
+def _failed(config: RunConfig, folder: Path, error: Exception, stage: str) -> RunOutcome:
+    if distributed.is_distributed() and not isinstance(error, RunFailed):
+        raise error
+    reason = failure_reason(error, stage)
+    detail = None if isinstance(error, RunFailed) else "".join(traceback.format_exception(error))
+    if distributed.is_main():
+        record_failure(folder, config.run_id, reason, detail)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what the failed run held, for the next run in this process
+    return RunOutcome(config.run_id, "failed", None, reason)
+
+
+def record_failure(folder: Path, run_id: str, reason: str, detail: str | None = None) -> None:
+    """A `run_failed` event, if it can be written at all (not on a full disk or a read-only
+    folder: the reason still reaches the suite's summary)."""
+    extra = {"traceback": detail} if detail else {}
+    try:
+        EventLog(folder / "events.jsonl", run_id).emit("run_failed", reason=reason, **extra)
+    except OSError:
+        pass
+
+
+OOM_HINT = ("lower the memory per micro-batch: raise train.grad_accum (a micro-batch is "
+            "train.batch_size / train.grad_accum examples) or lower train.batch_size, set "
+            "model.gradient_checkpointing = true, or lower eval.batch_size (evaluation and "
+            "trace); sequences are as long as the data's longest example (no setting)")
+
+
+def failure_reason(error: BaseException, stage: str) -> str:
+    """One line: what went wrong, while doing what, and what to do about it."""
+    if isinstance(error, RunFailed):
+        return str(error)
+    chain = _causes(error)
+    if any(_is_out_of_memory(e) for e in chain):
+        return f"out of GPU memory while {stage}: {OOM_HINT}"
+    if any(_is_disk_full(e) for e in chain):
+        return (f"disk full while {stage}{_file_of(chain)}: free space, then rerun to resume "
+                "from the last checkpoint")
+    refused = next((e for e in chain if isinstance(e, OSError) and e.errno in UNWRITABLE), None)
+    if refused is not None:
+        return (f"cannot write while {stage}{_file_of(chain)}: {refused.strerror}; fix the "
+                "folder, then rerun to resume")
+    if isinstance(error, UserError):
+        return f"{stage}: {_first_line(error)}"
+    return f"{stage}: {type(error).__name__}: {_first_line(error)}"
+
+
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(error, oom_type) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)  # safetensors (SafetensorError) and torch.save say it in words only
+    return "No space left on device" in text or "StorageFull" in text or "file write failed" in text
+
+
+def _file_of(chain: list[BaseException]) -> str:
+    named = next((e for e in chain if isinstance(e, OSError) and e.filename), None)
+    return f" ({named.filename})" if named is not None else ""
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None,
-                recorder_for: RecorderFor | None) -> RunOutcome:
+                recorder_for: RecorderFor | None, stage: RunStage) -> RunOutcome:
     existing = distributed.computed_on_main(lambda: read_result(folder))
     if existing is not None and existing.get("config_hash") == config_hash(config):
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
@@ -143,13 +261,10 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: Ru
         write_json_atomic(folder / "config.json", run_config_dict(config))
         for bad in corrupted_checkpoints(folder / "checkpoints"):
             events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
-    try:
-        result = _train_and_measure(config, folder, runs_root, events, after_eval, recorder_for)
-    except RunFailed as failure:
-        events.emit("run_failed", reason=str(failure))
-        return RunOutcome(config.run_id, "failed", None, str(failure))
+    result = _train_and_measure(config, folder, runs_root, events, after_eval, recorder_for, stage)
     if result is None:  # a non-main process: the main one evaluated and wrote the result
         return RunOutcome(config.run_id, "finished", None)
+    stage.name = "writing the result"
     write_json_atomic(folder / "result.json", result)
     events.emit("run_end", step=result["total_steps"], wall_s=result["timings"]["total_s"],
                 metrics=flat_metrics(result["metrics"]))
@@ -157,13 +272,48 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: Ru
 
 
 def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
-                       after_eval: RunHook | None, recorder_for: RecorderFor | None
-                       ) -> dict[str, Any] | None:
+                       after_eval: RunHook | None, recorder_for: RecorderFor | None,
+                       stage: RunStage) -> dict[str, Any] | None:
     """The run's result document (None in non-main processes, which only help train)."""
     started = time.perf_counter()
+    trainer, data, initial_state = _prepared_trainer(config, folder, runs_root, events,
+                                                     after_eval, recorder_for, stage)
+    model = trainer.accelerator.unwrap_model(trainer.model)  # under FSDP2: the same module
+    stage.name = "training"
+    timings = trainer.run()
+    stage.name = "evaluating"
+    eval_started = time.perf_counter()
+    recall = evaluate_recall(model, data, config.eval.batch_size)
+    eval_s = time.perf_counter() - eval_started
+    events.emit("eval", phase="final", step=trainer.total_steps,
+                metrics=flat_metrics(recall["metrics"]))
+    stage.name = "tracing"
+    trace_started = time.perf_counter()
+    context = {"initial_state": initial_state, "run_dir": folder,
+               "training_scores": trainer.recorder.scores() if trainer.recorder else None}
+    trace = after_eval(config, model, data, context) if after_eval else None  # every process
+    if trace is not None:
+        events.emit("trace", summary=trace.get("summary", {}))
+    timings = {**timings, "eval_s": eval_s, "trace_s": time.perf_counter() - trace_started}
+    if not distributed.is_main():
+        distributed.barrier()  # until the main process has written
+        return None
+    result = _result_document(config, folder, recall, trace, trainer.total_steps, timings, started)
+    distributed.barrier()
+    return result
+
+
+def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
+                      after_eval: RunHook | None, recorder_for: RecorderFor | None,
+                      stage: RunStage) -> tuple[Trainer, FactData, dict[str, Any] | None]:
+    """Data, model (resumed, prepared) and trainer, and the initial weights the trace needs."""
+    stage.name = "loading the data"
     data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
                           values_only_bio_loss=config.train.bio_loss == "values")
+    stage.name = "loading the model"
     model = build_model(config.model, data.tokenizer, config.seed)
+    warn_if_low_space(folder / "checkpoints", model)  # before hours of training, not after
+    stage.name = "preparing training"
     accelerator = accelerator_for(config.train.mixed_precision)
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
     # The ablation resets parameters to their values before fact training: keep a copy only if
@@ -188,23 +338,7 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
                 total_steps=trainer.total_steps,
                 resumed_from_step=resume_from.step if resume_from else None,
                 phases=[{"name": p.phase.name, "steps": len(p.batches)} for p in plans])
-    timings = trainer.run()
-    eval_started = time.perf_counter()
-    recall = evaluate_recall(model, data, config.eval.batch_size)
-    eval_s = time.perf_counter() - eval_started
-    events.emit("eval", phase="final", step=trainer.total_steps,
-                metrics=flat_metrics(recall["metrics"]))
-    trace_started = time.perf_counter()
-    context = {"initial_state": initial_state, "run_dir": folder,
-               "training_scores": trainer.recorder.scores() if trainer.recorder else None}
-    trace = after_eval(config, model, data, context) if after_eval else None  # every process
-    timings = {**timings, "eval_s": eval_s, "trace_s": time.perf_counter() - trace_started}
-    if not distributed.is_main():
-        distributed.barrier()  # until the main process has written
-        return None
-    result = _result_document(config, folder, recall, trace, trainer.total_steps, timings, started)
-    distributed.barrier()
-    return result
+    return trainer, data, initial_state
 
 
 def _result_document(config: RunConfig, folder: Path, recall: dict[str, Any],

@@ -26,18 +26,25 @@ METRICS = ["ood_exact_match", "id_exact_match"]
 
 
 def _result(strategy: str, seed: int, correct: list[int], revision: str = "abc123") -> dict:
-    low, high = wilson_interval(sum(correct), len(correct))
-    metric = {"value": sum(correct) / len(correct), "low": low, "high": high, "n": len(correct)}
-    block = {"question_ids": [f"p{i}/birth_city" for i in range(len(correct))],
-             "exact_match": correct, "first_token": correct}
+    """A result.json as the runner writes it: ID questions about P_train people (all right), OOD
+    about P_test people (`correct`), versions under environment["versions"]."""
+    def metric(answers: list[int]) -> dict[str, float]:
+        low, high = wilson_interval(sum(answers), len(answers))
+        return {"value": sum(answers) / len(answers), "low": low, "high": high, "n": len(answers)}
+
+    id_correct = [1] * len(correct)
     return {
         "schema_version": 1, "run_id": f"{strategy}-tiny-llama-s{seed}", "suite": "cpu",
         "strategy": strategy, "model": "tiny-llama", "seed": seed, "config_hash": "c0ffee",
-        "metrics": {"ood_exact_match": metric, "id_exact_match": metric},
-        "per_attribute": {"ood_exact_match": {"birth_city": metric}},
-        "per_question": {"id": block, "ood": block},
-        "environment": {"python": "3.11.7", "torch": "2.4.0", "transformers": "4.56.0",
-                        "git_revision": revision, "hardware": "cpu:x86_64"},
+        "metrics": {"ood_exact_match": metric(correct), "id_exact_match": metric(id_correct)},
+        "per_attribute": {"ood_exact_match": {"birth_city": metric(correct)}},
+        "per_question": {
+            "id": {"question_ids": [f"p{i}/birth_city" for i in range(len(correct))],
+                   "exact_match": id_correct, "first_token": id_correct},
+            "ood": {"question_ids": [f"p{10_000 + i}/birth_city" for i in range(len(correct))],
+                    "exact_match": correct, "first_token": correct}},
+        "environment": {"python": "3.11.7", "git_revision": revision, "hardware": "cpu:x86_64",
+                        "versions": {"torch": "2.4.0", "transformers": "4.56.0"}},
     }
 
 
@@ -209,5 +216,5 @@ def test_regressions_against_a_baseline_read_from_disk(tmp_path: Path) -> None:
     verdicts = compare_with_baseline(worse, baseline, baseline["metrics"],
                                      baseline["min_effect"], baseline["alpha"])
     failed = sorted(v.name for v in verdicts if v.status == "fail")
-    assert failed == ["mixed/tiny-llama id_exact_match", "mixed/tiny-llama ood_exact_match"]
+    assert failed == ["mixed/tiny-llama ood_exact_match"]  # only OOD got worse
     assert suite_exit_code(verdicts) == 1

@@ -203,8 +203,8 @@ def test_divergence_fails_the_run_in_every_process_and_the_suite_goes_on(tmp_pat
                      + '\n[custom_strategies]\nexplode = [{name = "bio", epochs = {bio = 5}, lr = 1e6}]\n')
     completed = run_two_processes("run", "--suite", str(suite), "--runs-dir", str(tmp_path),
                                   "--no-check", "--json")
-    # The main process exits 3 (a run failed); torchrun reports any non-zero exit as 1.
-    assert completed.returncode == 1 and "exitcode  : 3" in completed.stderr, completed.stderr
+    # The main process exits 4 (a run failed); torchrun reports any non-zero exit as 1.
+    assert completed.returncode == 1 and "exitcode  : 4" in completed.stderr, completed.stderr
     statuses = {row["run_id"].split("-tiny")[0]: row
                 for row in json.loads(completed.stdout)["suites"][0]["runs"]}
     assert statuses["explode"]["status"] == "failed" and "diverged" in statuses["explode"]["reason"]

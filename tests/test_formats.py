@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from factrecall_bench.events import EVENT_KINDS, check_event, read_events
+from factrecall_bench.events import EVENT_KINDS, check_event
 from factrecall_bench.runfolder import ResultDocument, RunFolder, SuiteFolder, VerdictsDocument
 
 FORMATS = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text("utf-8")

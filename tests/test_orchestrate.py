@@ -1,4 +1,5 @@
-"""Runs side by side: each worker process gets its own GPU where there are GPUs."""
+"""Runs side by side: each worker process gets its own GPU where there are GPUs; a worker that
+dies is its task's failure alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import torch
 
-from factrecall_bench.orchestrate import visible_gpus, worker_pool
+from factrecall_bench.orchestrate import ProcessPool, visible_gpus, worker_death_reason
 
 
 def gpu_of_this_worker(all_workers_busy: Any) -> tuple[int, str | None]:
@@ -20,8 +21,8 @@ def gpus_seen(jobs: int, gpus: list[str]) -> dict[int, str | None]:
     """Which GPU each of `jobs` workers sees (one task per worker, all at once)."""
     with multiprocessing.get_context("spawn").Manager() as manager:
         barrier = manager.Barrier(jobs)
-        with worker_pool(jobs, gpus) as pool:
-            seen = dict(pool.map(gpu_of_this_worker, [barrier] * jobs))
+        ends = ProcessPool(jobs, gpus).map(gpu_of_this_worker, [barrier] * jobs)
+    seen = dict(end.value for end in ends)
     assert len(seen) == jobs
     return seen
 
@@ -47,3 +48,21 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert visible_gpus() == ["2", "7"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert visible_gpus() == []
+
+
+def die_if_asked(code: int) -> int:
+    if code:
+        os._exit(code)
+    return os.getpid()
+
+
+def test_a_process_that_dies_is_its_task_alone():
+    ends = ProcessPool(2, []).map(die_if_asked, [0, 3, 0, 0])
+    assert [end.returned for end in ends] == [True, False, True, True]
+    assert ends[1].exitcode == 3 and len({end.value for end in ends if end.returned}) == 3
+
+
+def test_a_dead_worker_is_named_by_its_signal():
+    assert worker_death_reason(-9).startswith("worker process killed by signal 9 (SIGKILL)")
+    assert worker_death_reason(130).startswith("interrupted by SIGINT")
+    assert "exited with code 1" in worker_death_reason(1)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from factrecall_bench.baselines import BaselineError, read_baseline
+from factrecall_bench.config import DataSpec, EvalSpec, ModelSpec, TrainSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.events import read_events
 from factrecall_bench.runner import run_one
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from factrecall_bench.strategies import STRATEGIES
+from factrecall_bench.suite import expand_suite, find_suite, load_suite, parse_suite
 from tests.conftest import TESTS, run_cli
 
 MICRO = TESTS / "data" / "suites" / "micro.toml"
@@ -34,13 +38,68 @@ suite_keys = st.sampled_from(["name", "seeds", "strategies", "models", "jobs", "
                               "train", "eval", "trace", "variants", "claims", "regression", "x"])
 
 
+def _field_values(spec: type) -> st.SearchStrategy[dict]:
+    """Optional entries of one suite table: mostly valid values of each field's type, some not."""
+    choices = {"bio_loss": ["all", "values"], "mixed_precision": ["auto", "no"],
+               "name": ["tiny-llama", "tiny-neox"], "d_model": [16, 32, 64], "n_head": [1, 2, 4],
+               "batch_size": [8, 16, 32], "grad_accum": [1, 2]}
+    values = {}
+    for field in dataclasses.fields(spec):
+        default = getattr(spec(), field.name)
+        if field.name in choices:
+            values[field.name] = st.sampled_from(choices[field.name])
+        elif isinstance(default, bool):
+            values[field.name] = st.booleans()
+        elif isinstance(default, int):
+            values[field.name] = st.integers(1, 2 * max(default, 2))
+        elif isinstance(default, float):
+            values[field.name] = st.floats(0.0, 1.0) if default <= 1 else st.floats(0, 2 * default)
+    return st.fixed_dictionaries({}, optional=values)
+
+
+_CPU_SUITE = tomllib.loads(find_suite("cpu").read_text())
+_TABLES = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "eval": EvalSpec}
+plausible_suites = st.fixed_dictionaries(
+    {"name": st.just("fuzz")},
+    optional={
+        "seeds": st.lists(st.integers(0, 99), min_size=1, max_size=3),
+        "strategies": st.lists(st.sampled_from(sorted(STRATEGIES)), min_size=1, max_size=3,
+                               unique=True),
+        "models": st.lists(st.sampled_from(["tiny-llama", "tiny-neox"]), min_size=1, unique=True),
+        "jobs": st.integers(0, 4),
+        **{table: _field_values(spec) for table, spec in _TABLES.items() if table != "model"},
+        "model": _field_values(ModelSpec).map(lambda m: {k: v for k, v in m.items() if k != "name"}),
+        "variants": st.lists(st.fixed_dictionaries(
+            {}, optional={"data": _field_values(DataSpec), "train": _field_values(TrainSpec)}),
+            min_size=1, max_size=3).map(
+                lambda variants: [{"name": f"v{i}", **v} for i, v in enumerate(variants)]),
+        "claims": st.lists(st.sampled_from(_CPU_SUITE["claims"]), max_size=3),
+    })
+"""Suites near the valid ones, so most load and the checks behind the first one are reached."""
+one_bad_entry = st.tuples(plausible_suites, suite_keys, toml_values).map(
+    lambda drawn: {**drawn[0], drawn[1]: drawn[2]})
+
+
 @FAST
-@given(st.dictionaries(suite_keys, toml_values, max_size=6))
+@given(st.integers(0, 9).flatmap(lambda k: plausible_suites if k < 7 else one_bad_entry if k < 9
+                                 else st.dictionaries(suite_keys, toml_values, max_size=6)))
 def test_any_suite_table_loads_or_is_one_user_error(raw):
     try:
-        parse_suite({"name": "fuzz", **raw} if "name" not in raw else raw, "fuzz.toml")
+        suite = parse_suite({"name": "fuzz", **raw} if "name" not in raw else raw, "fuzz.toml")
     except UserError as error:
+        event("refused")
         assert "\n" not in str(error).strip()
+        return
+    event("loaded")
+    configs = expand_suite(suite)
+    assert len(configs) == (len(suite.variants) * len(suite.models) * len(suite.seeds)
+                            * len(suite.strategies))
+    for config in configs:  # every setting the suite names reaches its runs
+        (variant,) = [v for v in raw.get("variants", [{"name": "base"}])
+                      if v["name"] == config.variant]
+        for table in ("data", "train"):
+            for key, value in {**raw.get(table, {}), **variant.get(table, {})}.items():
+                assert getattr(getattr(config, table), key) == value
 
 
 @FAST
@@ -116,7 +175,7 @@ def test_divergence_fails_that_run_and_the_suite_goes_on(tmp_path):
                             'metric = "ood_exact_match"\nkind = "greater"\na = "two-stage"\n'
                             'b = "explode"\ntest = "welch"\n')
     result = run_cli("run", "--suite", str(suite_file), "--runs-dir", str(tmp_path), "--json")
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 4, result.stderr  # a run failed (exit_codes.RUNS_FAILED)
     document = json.loads(result.stdout)["suites"][0]
     statuses = {row["run_id"].split("-tiny")[0]: row for row in document["runs"]}
     assert statuses["two-stage"]["status"] == "finished"

@@ -52,8 +52,13 @@ VERDICT_KEYS = {"name", "kind", "status", "expect", "outcome", "test", "metric",
                 "ci_low", "ci_high", "p_value", "p_adjusted", "detail", "label"}
 
 
-def _question_ids(n: int) -> list[str]:
-    return [f"p{i // len(ATTRIBUTES)}/{ATTRIBUTES[i % len(ATTRIBUTES)]}" for i in range(n)]
+def _question_ids(n: int, first_person: int = 0) -> list[str]:
+    return [f"p{first_person + i // len(ATTRIBUTES)}/{ATTRIBUTES[i % len(ATTRIBUTES)]}"
+            for i in range(n)]
+
+
+OOD_PEOPLE_FROM = 100_000
+"""OOD questions are about other people than ID questions, as in real results."""
 
 
 def _proportion(correct: list[int]) -> dict[str, float]:
@@ -70,20 +75,25 @@ def _per_attribute(correct: list[int]) -> dict[str, dict[str, float]]:
 
 def make_result(
     strategy: str, seed: int, ood: list[int], model: str = "tiny-llama",
-    trace: dict[str, float] | None = None,
+    trace: dict[str, float] | None = None, id_answers: list[int] | None = None,
 ) -> dict[str, Any]:
-    """A result.json dict whose ID and OOD answers are both `ood` (enough for these tests)."""
-    block = {"question_ids": _question_ids(len(ood)), "exact_match": list(ood),
-             "first_token": list(ood)}
+    """A result.json dict: OOD answers `ood` about P_test people, ID answers `id_answers` (all
+    right unless given) about P_train people, so a test can tell which split was read."""
+    id_answers = [1] * len(ood) if id_answers is None else id_answers
     return {
         "schema_version": 1, "run_id": f"{strategy}-{model}-s{seed}", "suite": "test",
         "strategy": strategy, "model": model, "seed": seed, "config_hash": f"h{seed}{strategy}",
-        "metrics": {"ood_exact_match": _proportion(ood), "id_exact_match": _proportion(ood),
+        "metrics": {"ood_exact_match": _proportion(ood), "id_exact_match": _proportion(id_answers),
                     "bio_first_token_test": {"value": 0.5 + 0.01 * seed, "n": 50}},
         "per_attribute": {"ood_exact_match": _per_attribute(ood)},
-        "per_question": {"id": dict(block), "ood": dict(block)},
+        "per_question": {
+            "id": {"question_ids": _question_ids(len(id_answers)), "exact_match": list(id_answers),
+                   "first_token": list(id_answers)},
+            "ood": {"question_ids": _question_ids(len(ood), OOD_PEOPLE_FROM),
+                    "exact_match": list(ood), "first_token": list(ood)}},
         "trace": {"summary": trace} if trace is not None else None,
-        "environment": {"python": "3.11.7", "torch": "2.4.0", "git_revision": "abc123"},
+        "environment": {"python": "3.11.7", "git_revision": "abc123", "hardware": "cpu:x86_64",
+                        "versions": {"torch": "2.4.0"}},
     }
 
 
@@ -713,3 +723,15 @@ def test_calibration_of_the_seed_level_at_least_rule() -> None:
           f" (no seed spread: {no_spread:.3f}), pooled Wilson {pooled:.3f}")
     assert seed_level <= _monte_carlo_bound(ALPHA) and no_spread <= _monte_carlo_bound(ALPHA)
     assert pooled > 3 * ALPHA  # why seeds are not pooled
+
+
+def test_a_claim_reads_the_split_it_names() -> None:
+    """ID and OOD answers differ in these results, so reading the wrong split changes the verdict."""
+    rng = np.random.default_rng(5)
+    results = [make_result(strategy, s, answers(rng, 120, accuracy), id_answers=[1] * 120)
+               for strategy, accuracy in (("mixed", 0.9), ("two-stage", 0.1)) for s in range(3)]
+    for metric, expected in (("ood_exact_match", "pass"), ("id_exact_match", "fail")):
+        claim = greater_claim(metric=metric, test="mcnemar", min_effect=0.3)
+        verdict = evaluate_claim(claim, results)
+        assert verdict.status != "inconclusive" or metric == "id_exact_match", verdict.detail
+        assert (verdict.status == "pass") == (expected == "pass"), (metric, verdict.detail)

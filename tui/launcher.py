@@ -1,7 +1,10 @@
 """Start and stop the suite the TUI was asked to launch, as a detached subprocess.
 
 The suite writes its output to a file (never the terminal the TUI draws on) and lives in its own
-session, so quitting the TUI leaves it running; only an explicit stop ends it.
+session, so quitting the TUI leaves it running, by design: whatever ends the TUI (q, Ctrl-C, a
+SIGTERM or SIGHUP to it, a closed terminal) never reaches the suite, and a reopened TUI reattaches.
+Only an explicit stop ends it: `stop` (the TUI's `s`), or SIGTERM/SIGINT to the pid it shows. The
+suite then stops its workers itself and exits 130 (see orchestrate), leaving no process behind.
 """
 
 from __future__ import annotations
