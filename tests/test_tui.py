@@ -18,8 +18,8 @@ import pytest
 from filelock import FileLock
 from textual.widgets import DataTable, Log, Static
 
-from tui.app import CurvePanel, FactRecallApp, HelpScreen
-from tui.format import (
+from factrecall_bench.tui.app import CurvePanel, FactRecallApp, HelpScreen
+from factrecall_bench.tui.format import (
     fmt_duration,
     head_map_lines,
     loss_scale,
@@ -28,8 +28,8 @@ from tui.format import (
     status_counts_text,
     verdict_label,
 )
-from tui.launcher import SuiteLauncher
-from tui.state import (
+from factrecall_bench.tui.launcher import SuiteLauncher
+from factrecall_bench.tui.state import (
     LOCK_FILE,
     Interval,
     LogTail,
@@ -221,10 +221,9 @@ def test_verdict_labels_and_counts_come_from_the_file() -> None:
 
 
 def test_the_tui_keeps_no_verdict_class_of_its_own() -> None:
-    import tui.app
-    import tui.state
+    from factrecall_bench.tui import app, state
 
-    assert not hasattr(tui.state, "Verdict") and not hasattr(tui.app, "Verdict")
+    assert not hasattr(state, "Verdict") and not hasattr(app, "Verdict")
 
 
 LOCK_HOLDER = (
@@ -267,7 +266,7 @@ def test_the_lock_is_probed_only_while_it_can_matter(runs_copy: Path, monkeypatc
         probes.append(path)
         return True
 
-    monkeypatch.setattr("tui.state.lock_is_free", probe)
+    monkeypatch.setattr("factrecall_bench.tui.state.lock_is_free", probe)
     reader, state = RunsReader(runs_copy), RunsState()
     state.apply(reader.poll())
     assert probes == [runs_copy / "cpu" / MIXED_1 / LOCK_FILE]  # finished runs are not probed
@@ -305,9 +304,9 @@ def test_event_folding_failed_resumed_skipped_and_junk() -> None:
     run.apply_event({"t": 7.0, "event": "warning", "message": "corrupted checkpoint skipped"})
     run.apply_event({"t": 8.0, "event": "resume", "step": 60, "path": "checkpoints/step-60"})
     assert (run.step, run.notes) == (60, ["corrupted checkpoint skipped"])
-    skipped = RunState("s", "cpu", Path("s"))
-    skipped.apply_event({"t": 1.0, "event": "run_skipped"})
-    assert skipped.status == "skipped"
+    unknown = RunState("s", "cpu", Path("s"))
+    unknown.apply_event({"t": 1.0, "event": "no_such_kind", "x": 1})  # readers ignore it
+    assert unknown.status != "failed"
 
 
 def test_interval_fills_missing_wilson_bounds() -> None:

@@ -14,8 +14,8 @@ import pytest
 from filelock import FileLock
 from textual.pilot import Pilot
 
-from tui.app import FactRecallApp
-from tui.state import LOCK_FILE
+from factrecall_bench.tui.app import FactRecallApp
+from factrecall_bench.tui.state import LOCK_FILE
 
 RUNS = Path(__file__).parent / "data" / "tui_runs"
 FROZEN = 1767226716.52  # 5 s after the running run's last event: ETA 2m24s, "5s ago"

@@ -2,7 +2,7 @@
 
 It only reads the runs' files (and tries an unfinished run's lock for an instant, to tell a live
 run from a killed one), so closing it never harms a run and reopening picks them up again.
-A worker polls the files; the widgets below only render what `tui.state` folded from them.
+A worker polls the files; the widgets below only render what `factrecall_bench.tui.state` folded from them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from textual.widgets import (
     TabPane,
 )
 
-from tui.format import (
+from factrecall_bench.tui.format import (
     DASH,
     fmt_ago,
     fmt_ci,
@@ -52,8 +52,8 @@ from tui.format import (
     verdict_label,
     verdict_text,
 )
-from tui.launcher import SuiteLauncher
-from tui.state import (
+from factrecall_bench.tui.launcher import SuiteLauncher
+from factrecall_bench.tui.state import (
     LOG_TAIL_LINES,
     Interval,
     RunsReader,

@@ -18,19 +18,21 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from factrecall_bench.events import LogTail
+from factrecall_bench.runfolder import RunFolder, SuiteFolder
 
-EVENTS_FILE = "events.jsonl"
-CONFIG_FILE = "config.json"
-RESULT_FILE = "result.json"
-VERDICTS_FILE = "verdicts.json"
-LOCK_FILE = ".lock"  # held by the runner while it trains the run (factrecall_bench.runner.run_one)
+# The run folder's layout has one owner (factrecall_bench.runfolder); the TUI only reads it.
+EVENTS_FILE = RunFolder.EVENTS
+CONFIG_FILE = RunFolder.CONFIG
+RESULT_FILE = RunFolder.RESULT
+VERDICTS_FILE = SuiteFolder.VERDICTS
+LOCK_FILE = RunFolder.LOCK  # held by the runner while it trains the run
 RUN_MARKERS = (EVENTS_FILE, RESULT_FILE)  # not config.json alone: model folders have one too
 SKIP_DIRS = {"checkpoints", ".git", "__pycache__"}
 
 LOG_TAIL_LINES = 200
 RATE_WINDOW = 20  # step events used for the step rate behind the ETA
 STATUSES = ("pending", "running", "interrupted", "finished", "failed", "skipped")
-TERMINAL_EVENTS = {"run_end", "run_failed", "run_skipped"}
+TERMINAL_EVENTS = {"run_end", "run_failed"}
 
 
 def as_float(value: Any) -> float | None:
@@ -317,10 +319,6 @@ class RunState:
         self.event_status = "failed"
         self.failure_reason = str(event.get("reason") or "")
 
-    def _on_run_skipped(self, event: dict[str, Any], t: float | None) -> None:
-        # Not in docs/formats.md yet: a runner that notes a skipped run this way is shown so.
-        self.event_status = "skipped"
-
 
 _EVENT_HANDLERS: dict[str, Callable[[RunState, dict[str, Any], float | None], None]] = {
     "run_start": RunState._on_run_start,
@@ -328,13 +326,11 @@ _EVENT_HANDLERS: dict[str, Callable[[RunState, dict[str, Any], float | None], No
     "step": RunState._on_step,
     "eval": RunState._on_eval,
     "checkpoint": RunState._on_checkpoint,
-    # written by the runner but not (yet) in docs/formats.md:
     "resume": RunState._on_resume,
     "warning": RunState._on_warning,
     "trace": RunState._on_trace,
     "run_end": RunState._on_run_end,
     "run_failed": RunState._on_run_failed,
-    "run_skipped": RunState._on_run_skipped,
 }
 
 
@@ -428,7 +424,7 @@ class RunsReader:
         self.suite = suite
         self.tails: dict[Path, LogTail] = {}
         self.stats: dict[Path, tuple[int, int] | None] = {}
-        self.ended: dict[Path, bool] = {}  # the last event was run_end / run_failed / run_skipped
+        self.ended: dict[Path, bool] = {}  # the last event was run_end / run_failed
         self.lock_free: dict[Path, bool] = {}
 
     def run_dirs(self) -> list[Path]:
