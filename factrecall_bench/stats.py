@@ -242,10 +242,15 @@ def welch_t(
         if xs[0] == ys[0]:
             return TwoSampleResult("welch", 0.0, 1.0, 0.0, note="identical constant groups")
         return _undefined("welch", "zero variance in both groups with different means")
-    result = scipy_stats.ttest_ind(xs, ys, equal_var=False, alternative=alternative)
-    return TwoSampleResult(
-        "welch", float(result.statistic), float(result.pvalue), 0.0, df=float(result.df)
-    )
+    # Welch's statistic and Welch-Satterthwaite df, written out: scipy's ttest_ind gives the same
+    # numbers (tested) but warns of "catastrophic cancellation" when one group is constant (e.g.
+    # three seeds at the same recall), a case the formula handles exactly.
+    x_share, y_share = xs.var(ddof=1) / xs.size, ys.var(ddof=1) / ys.size
+    standard_error = math.sqrt(x_share + y_share)
+    statistic = float((xs.mean() - ys.mean()) / standard_error)
+    df = (x_share + y_share) ** 2 / (x_share**2 / (xs.size - 1) + y_share**2 / (ys.size - 1))
+    return TwoSampleResult("welch", statistic, _t_p_value(statistic, df, alternative), 0.0,
+                           df=float(df))
 
 
 def mann_whitney_min_p(n_x: int, n_y: int, alternative: Alternative = "two-sided") -> float:
@@ -325,7 +330,7 @@ class OneSampleResult:
         return self.mean - float(scipy_stats.t.ppf(confidence, self.df)) * self.standard_error
 
 
-def _t_p_value(statistic: float, df: int, alternative: Alternative) -> float:
+def _t_p_value(statistic: float, df: float, alternative: Alternative) -> float:
     if alternative == "greater":
         return float(scipy_stats.t.sf(statistic, df))
     if alternative == "less":

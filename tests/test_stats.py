@@ -320,3 +320,18 @@ def test_adjusted_p_values_are_monotone_capped_and_not_smaller(p_values: list[fl
 def test_corrections_reject_nan() -> None:
     with pytest.raises(ValueError):
         stats.holm([0.1, math.nan])
+
+
+def test_welch_with_one_constant_group_is_exact_and_silent() -> None:
+    """Three seeds at the same recall against three that vary: no scipy precision warning, and
+    the same answer as the formula (the constant group adds no variance)."""
+    import warnings
+
+    constant, varied = [0.998333] * 3, [0.43, 0.38, 0.40]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = stats.welch_t(constant, varied, "greater")
+    mean_diff = 0.998333 - np.mean(varied)
+    standard_error = np.std(varied, ddof=1) / np.sqrt(3)
+    assert ours.statistic == pytest.approx(mean_diff / standard_error)
+    assert ours.df == pytest.approx(2.0)
