@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from factrecall_bench import exit_codes
 from factrecall_bench.errors import UserError
@@ -77,7 +78,7 @@ InconclusiveClaimsOk = Annotated[bool, typer.Option(
 
 
 def print_json(payload: Any) -> None:
-    from factrecall_bench.commands import print_json as print_document
+    from factrecall_bench.app import print_json as print_document
 
     print_document(payload)
 
@@ -111,7 +112,7 @@ def data_generate(
     as_json: JsonFlag = False,
 ) -> None:
     """Generate a dataset and save it (loadable with datasets.load_from_disk(OUT/dataset))."""
-    from factrecall_bench.commands import generate_data
+    from factrecall_bench.app import generate_data
 
     with errors_in_flag_terms(DATA_GENERATE_FLAGS):
         summary = generate_data(out, people, seed, train_fraction, variants, permute, fullname,
@@ -122,6 +123,21 @@ def data_generate(
         stderr.print(f"wrote {summary['counts']} to {out} (sha256 {summary['sha256'][:12]})")
 
 
+def render_data_description(description: dict[str, Any]) -> Table:
+    table = Table(title=f"{description['folder']}: " + ", ".join(
+        f"{split} {count}" for split, count in description["counts"].items()))
+    for column in ("attribute", "distinct values", "most common", "its share"):
+        table.add_column(column)
+    for attribute, spread in description["attribute_spread"].items():
+        table.add_row(attribute, str(spread["distinct"]), spread["most_common"],
+                      f"{spread['most_common_share']:.1%}")
+    for split, rows in description["samples"].items():
+        for row in rows:
+            text = row.get("text") or f"{row['prompt']} {row['answer']}"
+            table.add_row(split, "", text[:100], "")
+    return table
+
+
 @data_app.command("show")
 def data_show(
     folder: Annotated[Path, typer.Argument(help="A folder written by `data generate`.")],
@@ -129,7 +145,7 @@ def data_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Counts, a few samples and the spread of each attribute's values."""
-    from factrecall_bench.commands import describe_data, render_data_description
+    from factrecall_bench.app import describe_data
 
     description = describe_data(folder, samples)
     if as_json:
@@ -160,7 +176,7 @@ def run(
 
     Under `accelerate launch` or `torchrun`, several processes train each run together (DDP).
     """
-    from factrecall_bench.commands import run_command
+    from factrecall_bench.app import run_command
 
     raise typer.Exit(_until_interrupted(lambda: run_command(
         suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed, jobs=jobs,
@@ -205,7 +221,7 @@ def check(
 ) -> None:
     """Judge the suite's finished runs: its claims and the baseline comparison (trains nothing
     unless --run-missing)."""
-    from factrecall_bench.commands import check_command
+    from factrecall_bench.app import check_command
 
     raise typer.Exit(_until_interrupted(lambda: check_command(
         suite, runs_dir, baselines_dir, as_json, run_missing=run_missing,
@@ -220,7 +236,7 @@ def baseline_update(
 ) -> None:
     """Run the suite (finished runs are reused) and store its results as the baseline."""
     check_writable_baselines_dir(baselines_dir)  # before the slow imports
-    from factrecall_bench.commands import baseline_update_command
+    from factrecall_bench.app import baseline_update_command
 
     raise typer.Exit(_until_interrupted(
         lambda: baseline_update_command(suite, runs_dir, baselines_dir)))
@@ -232,7 +248,7 @@ def trace(
     as_json: JsonFlag = False,
 ) -> None:
     """Recompute the cross-task gradient trace of a finished run."""
-    from factrecall_bench.commands import trace_command
+    from factrecall_bench.app import trace_command
 
     summary = trace_command(run_folder)
     if as_json:
@@ -309,7 +325,7 @@ def plan(
 @app.command("suites")
 def suites(as_json: JsonFlag = False) -> None:
     """List the shipped suites."""
-    from factrecall_bench.commands import list_suites
+    from factrecall_bench.app import list_suites
 
     listing = list_suites()
     if as_json:

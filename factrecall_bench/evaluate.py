@@ -23,7 +23,7 @@ import torch
 
 from factrecall_bench import distributed
 from factrecall_bench.data.examples import BioItem, QAItem
-from factrecall_bench.stats import wilson_interval
+from factrecall_bench.verdicts.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -154,22 +154,27 @@ def bio_hits(model: torch.nn.Module, people: list[BioItem], pad_id: int, batch_s
     return hits_by_attribute(distributed.gather_shards(local))
 
 
-@torch.inference_mode()
 def generate_answers(model: torch.nn.Module, items: list[QAItem], pad_id: int, eos_id: int,
                      batch_size: int = 64, max_new_tokens: int = 16) -> list[list[int]]:
-    """Greedy answers (up to and including the end token) by batched, left-padded `generate`."""
+    """Greedy answers (up to and including the end token) by batched, left-padded `generate`.
+
+    Under FSDP2 every process must call it (with the same items): each forward gathers the
+    layers from all of them."""
     model.eval()
     device = next(model.parameters()).device
     answers: list[list[int]] = []
-    for start in range(0, len(items), batch_size):
-        prompts = [item.prompt_ids for item in items[start:start + batch_size]]
-        width = max(len(prompt) for prompt in prompts)
-        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        output = model.generate(  # type: ignore[operator]
-            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-            pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
-        answers.extend(_until_eos(row[width:].tolist(), eos_id) for row in output)
+    with _scoring(model):
+        for start in range(0, len(items), batch_size):
+            prompts = [item.prompt_ids for item in items[start:start + batch_size]]
+            width = max(len(prompt) for prompt in prompts)
+            ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                                device=device)
+            output = model.generate(  # type: ignore[operator]
+                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
+                synced_gpus=distributed.is_sharded(model))  # FSDP2: on until all processes end
+            answers.extend(_until_eos(row[width:].tolist(), eos_id) for row in output)
     return answers
 
 

@@ -1,4 +1,4 @@
-"""Tests of baseline files (factrecall_bench.baselines): round trip, strict validation, atomic
+"""Tests of baseline files (factrecall_bench.verdicts.baselines): round trip, strict validation, atomic
 writes, and regression checks against a baseline read from disk."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 from factrecall_bench import io as atomic_io
-from factrecall_bench.baselines import (
+from factrecall_bench.verdicts import compare_with_baseline, suite_exit_code
+from factrecall_bench.verdicts.baselines import (
     BaselineError,
     baseline_from_results,
     baseline_path,
     read_baseline,
     write_baseline,
 )
-from factrecall_bench.stats import wilson_interval
-from factrecall_bench.verdicts import compare_with_baseline, suite_exit_code
+from factrecall_bench.verdicts.stats import wilson_interval
 
 METRICS = ["ood_exact_match", "id_exact_match"]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from factrecall_bench import cli, exit_codes
-from factrecall_bench.baselines import read_baseline
 from factrecall_bench.errors import UserError
 from factrecall_bench.progress import PlainLines, RunProgress
 from factrecall_bench.suite import load_suite, shipped_suites
+from factrecall_bench.verdicts.baselines import read_baseline
 from tests.conftest import TINY_SUITE, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_data_errors_name_the_flag_the_user_typed(flag, value, tmp_path):
 
 
 def _exit_code_when_a_command_raises(error: BaseException, monkeypatch) -> tuple[int, str]:
-    def boom() -> None:
+    def boom(**_: object) -> None:
         raise error
 
     monkeypatch.setattr(cli, "app", boom)
@@ -105,7 +105,7 @@ def test_input_and_environment_errors_are_one_line_exit_2(error, monkeypatch):
 
 
 def test_debug_shows_the_traceback(monkeypatch):
-    monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(cli, "app", lambda **_: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
         cli._exit_code_of_app(debug=True)
 

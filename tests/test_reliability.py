@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from factrecall_bench.baselines import BaselineError, read_baseline
 from factrecall_bench.config import DataSpec, EvalSpec, ModelSpec, TrainSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.events import read_events
 from factrecall_bench.runner import run_one
 from factrecall_bench.strategies import STRATEGIES
 from factrecall_bench.suite import expand_suite, find_suite, load_suite, parse_suite
+from factrecall_bench.verdicts.baselines import BaselineError, read_baseline
 from tests.conftest import TESTS, run_cli
 
 MICRO = TESTS / "data" / "suites" / "micro.toml"

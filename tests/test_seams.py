@@ -23,7 +23,6 @@ import torch
 from typer.testing import CliRunner
 
 from factrecall_bench import runner as runner_module
-from factrecall_bench.baselines import baseline_from_results
 from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.cli import app
 from factrecall_bench.data.dataset import generate_dataset
@@ -36,6 +35,7 @@ from factrecall_bench.models import build_model
 from factrecall_bench.plan import parameter_count
 from factrecall_bench.runner import run_one
 from factrecall_bench.suite import expand_suite, find_suite, load_suite
+from factrecall_bench.verdicts.baselines import baseline_from_results
 from tests.conftest import MICRO_SUITE
 
 README = Path(__file__).parent.parent / "README.md"
@@ -396,14 +396,14 @@ def suite_file(folder: Path, name: str, claims: list[dict[str, Any]]) -> str:
 def run_stubbed(monkeypatch, tmp_path: Path, results: dict[str, list[dict[str, Any]]],
                 suites: list[str]) -> tuple[int, Path]:
     """`factrecall-bench run --suite A --suite B ...` with training replaced by fixed results."""
-    from factrecall_bench import commands
+    from factrecall_bench import app as use_cases
 
     def fake_run_suite(suite, runs_dir, jobs, show_progress):
         rows = [{"run_id": r["run_id"], "status": "finished", "reason": ""}
                 for r in results[suite.name]]
         return results[suite.name], rows
 
-    monkeypatch.setattr(commands, "run_suite", fake_run_suite)
+    monkeypatch.setattr(use_cases, "run_suite", fake_run_suite)
     junit = tmp_path / "junit.xml"
     args = ["run", *[a for s in suites for a in ("--suite", s)], "--runs-dir",
             str(tmp_path / "runs"), "--baselines-dir", str(tmp_path / "none"), "--json",

@@ -1,4 +1,4 @@
-"""Tests of factrecall_bench.stats against textbook worked examples, scipy, and brute force."""
+"""Tests of factrecall_bench.verdicts.stats against textbook worked examples, scipy, and brute force."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from factrecall_bench import stats
+from factrecall_bench.verdicts import stats
 
 # ---------------------------------------------------------------------------------------------
 # Wilson

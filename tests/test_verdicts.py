@@ -26,9 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from factrecall_bench import stats
 from factrecall_bench.errors import UserError
-from factrecall_bench.judge import judge_claims, suite_claims
 from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 from factrecall_bench.verdicts import (
     Claim,
@@ -40,11 +38,13 @@ from factrecall_bench.verdicts import (
     compare_with_baseline,
     evaluate_claim,
     regression_outcome,
+    stats,
     status_label,
     suite_exit_code,
     verdict_status,
     verdicts_document,
 )
+from factrecall_bench.verdicts.judging import judge_claims, suite_claims
 from tests.conftest import TINY_SUITE
 
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 import factrecall_bench
-from factrecall_bench.baselines import read_baseline
 from factrecall_bench.resources import SHIPPED_DIR, checkout_root, default_baselines_dir
+from factrecall_bench.verdicts.baselines import read_baseline
 
 CLI = [sys.executable, "-m", "factrecall_bench"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -50,7 +50,7 @@ def as_int(value: Any) -> int | None:
 
 def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (`successes` may come as value * n)."""
-    from factrecall_bench import stats  # scipy: loaded only when a result lacks its interval
+    from factrecall_bench.verdicts import stats  # scipy: loaded only when a result lacks its interval
 
     return stats.wilson_interval(round(successes), max(n, 0))
 

@@ -1,4 +1,9 @@
-"""What each CLI command does, as plain functions (the CLI only parses flags and prints)."""
+"""The use cases the CLI calls, as plain functions: generate and describe data, run and check
+suites, update a baseline, retrace a run. The CLI parses flags, calls these and prints what they
+return; this module never imports the CLI. What it still shows itself: progress and notes on
+stderr; `run` and `check` print each suite's summary (report.print_summary) or the --json document
+as suites finish, and `baseline update` its "wrote" line.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-from rich.table import Table
 
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.config import DataSpec
@@ -106,21 +109,6 @@ def _spread(values: list[str]) -> dict[str, Any]:
     top_value, top_count = counts.most_common(1)[0]
     return {"distinct": len(counts), "most_common": top_value,
             "most_common_share": round(top_count / len(values), 4)}
-
-
-def render_data_description(description: dict[str, Any]) -> Table:
-    table = Table(title=f"{description['folder']}: " + ", ".join(
-        f"{split} {count}" for split, count in description["counts"].items()))
-    for column in ("attribute", "distinct values", "most common", "its share"):
-        table.add_column(column)
-    for attribute, spread in description["attribute_spread"].items():
-        table.add_row(attribute, str(spread["distinct"]), spread["most_common"],
-                      f"{spread['most_common_share']:.1%}")
-    for split, rows in description["samples"].items():
-        for row in rows:
-            text = row.get("text") or f"{row['prompt']} {row['answer']}"
-            table.add_row(split, "", text[:100], "")
-    return table
 
 
 # --- runs and verdicts ------------------------------------------------------------------------
@@ -227,7 +215,7 @@ def check_suite_settings(suite: Suite) -> None:
 
 def check_suite_baseline(suite: Suite, baselines_dir: Path) -> None:
     """A baseline that exists must be readable and valid (a missing one is judged inconclusive)."""
-    from factrecall_bench.baselines import BaselineError, baseline_path, read_baseline
+    from factrecall_bench.verdicts.baselines import BaselineError, baseline_path, read_baseline
 
     if not suite.regression.enabled:
         return
@@ -318,7 +306,7 @@ def _has_gpu() -> bool:
 
 def judge_suite(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,
                 baseline_file: Path | None = None) -> list[Any]:
-    from factrecall_bench.judge import judge_baseline, judge_claims
+    from factrecall_bench.verdicts.judging import judge_baseline, judge_claims
 
     return judge_claims(suite, results) + judge_baseline(suite, results, baselines_dir,
                                                          baseline_file)
@@ -381,8 +369,8 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[dict[str, Any]], 
 def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> int:
     """Run the suite and store its baseline (main process); the exit code. A baseline is stored
     only from a complete suite: with a failed run nothing is written and the code is 4."""
-    from factrecall_bench.baselines import baseline_from_results, baseline_path, write_baseline
     from factrecall_bench.environment import hardware_class
+    from factrecall_bench.verdicts.baselines import baseline_from_results, baseline_path, write_baseline
 
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)

@@ -6,19 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from factrecall_bench.baselines import BaselineError, baseline_path, read_baseline
 from factrecall_bench.environment import hardware_class
 from factrecall_bench.errors import UserError
 from factrecall_bench.suite import Suite
-from factrecall_bench.verdicts import (
-    Claim,
-    RegressionSettings,
-    Verdict,
-    adjust_verdicts,
-    compare_with_baseline,
-    evaluate_claim,
-    verdict_status,
-)
+from factrecall_bench.verdicts.baselines import BaselineError, baseline_path, read_baseline
+from factrecall_bench.verdicts.claims import Claim, evaluate_claim
+from factrecall_bench.verdicts.decision import Verdict, adjust_verdicts, verdict_status
+from factrecall_bench.verdicts.regressions import RegressionSettings, compare_with_baseline
 
 
 def suite_claims(suite: Suite) -> list[Claim]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench.io import write_text_atomic
-from factrecall_bench.verdicts import metric_value, run_failure
+from factrecall_bench.verdicts.evidence import metric_value, run_failure
 
 SCHEMA_VERSION = 1
 TOP_LEVEL_TYPES: dict[str, type] = {

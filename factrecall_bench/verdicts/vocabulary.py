@@ -1,0 +1,26 @@
+"""The words suite files and verdicts.json use: claim kinds and tests, expectations, corrections,
+statuses and the exit code of each. The modules of verdicts/ read them from here."""
+
+from __future__ import annotations
+
+from factrecall_bench import exit_codes
+
+CLAIM_KINDS = ("greater", "at_least")
+CLAIM_TESTS = ("welch", "mannwhitney", "mcnemar", "wilson", "t")
+SEED_TESTS = ("welch", "mannwhitney")
+# at_least: "wilson" pools the answers of one trained model (one seed); "t" tests the seed-level
+# values of several. Neither pools seeds: a claim about a recipe has the seed as its unit.
+AT_LEAST_TESTS = ("wilson", "t")
+REGRESSION_TESTS = ("mcnemar", "welch", "mannwhitney")
+EXPECTATIONS = ("holds", "does_not_hold", "report")
+CORRECTIONS = ("holm", "bh", "none")
+STATUSES = ("pass", "fail", "inconclusive", "reported")
+"""A verdict's status. "reported": a claim the suite only reports (expect "report"), neither
+passed nor failed; its outcome and effect say what the data showed."""
+STATUS_EXIT_CODES = {"pass": exit_codes.OK, "reported": exit_codes.OK,
+                     "fail": exit_codes.FAILED, "inconclusive": exit_codes.INCONCLUSIVE}
+TRACE_PREFIX = "trace."
+PER_QUESTION_SPLITS = ("id", "ood")
+REQUIRED_CLAIM_KEYS = ("name", "metric", "kind", "test", "why")
+# Outcomes of a regression check, mapped to the verdict status.
+REGRESSION_STATUS = {"no_change": "pass", "changed": "fail", "undecided": "inconclusive"}
