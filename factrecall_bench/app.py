@@ -12,6 +12,8 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from factrecall_bench import distributed, exit_codes
 from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.runfolder import RunFolder
+from factrecall_bench.runner import RunOptions
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
+from factrecall_bench.tracking import check_trackers
 from factrecall_bench.verdicts import RegressionSettings
 
 # --- data -------------------------------------------------------------------------------------
@@ -130,12 +134,13 @@ def single_run_suite(base: Suite, strategy: str, model: str, seed: int) -> Suite
 
 
 def selected_suites(names: list[str], run_all: bool, strategy: str | None, model: str,
-                    seed: int) -> list[Suite]:
+                    seed: int, overrides: Sequence[str] = ()) -> list[Suite]:
     if run_all:
-        if names or strategy:
-            raise UserError("--all runs every CI suite: give no --suite or --strategy with it")
+        if names or strategy or overrides:
+            raise UserError("--all runs every CI suite as shipped: give no --suite, --strategy "
+                            "or --set with it")
         return [suite for suite in map(load_suite, sorted(shipped_suites())) if suite.ci]
-    suites = [load_suite(name) for name in (names or ["cpu"])]
+    suites = [load_suite(name, overrides) for name in (names or ["cpu"])]
     if strategy is not None:
         if len(suites) != 1:
             raise UserError("a single run (--strategy) takes at most one --suite as its base")
@@ -145,30 +150,56 @@ def selected_suites(names: list[str], run_all: bool, strategy: str | None, model
     return suites
 
 
-def run_command(suites: list[str], run_all: bool, strategy: str | None, model: str, seed: int,
-                jobs: int | None, runs_dir: Path, baselines_dir: Path, check: bool,
-                junit_xml: Path | None, as_json: bool, inconclusive_claims_ok: bool = False) -> int:
+@dataclass(frozen=True)
+class RunRequest:
+    """What `factrecall-bench run` was asked to do (the CLI's flags, parsed)."""
+
+    suites: list[str] = field(default_factory=list)
+    run_all: bool = False
+    strategy: str | None = None
+    model: str = "tiny-llama"
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+    """`--set TABLE.KEY=VALUE`, applied to every chosen suite before it is validated."""
+    jobs: int | None = None
+    runs_dir: Path = Path("runs")
+    baselines_dir: Path = Path("baselines")
+    check: bool = True
+    junit_xml: Path | None = None
+    as_json: bool = False
+    inconclusive_claims_ok: bool = False
+    options: RunOptions = field(default_factory=RunOptions)
+    """Trackers and per-sample answers: what runs do besides what their configs decide."""
+
+
+def run_command(request: RunRequest) -> int:
+    """Run the chosen suites, judge and report each; the process's exit code."""
     from factrecall_bench.report import print_summary, write_junit, write_suite_report
 
-    chosen = selected_suites(suites, run_all, strategy, model, seed)
-    check_before_any_work(chosen, runs_dir, baselines_dir if check else None, junit_xml)
+    chosen = selected_suites(request.suites, request.run_all, request.strategy, request.model,
+                             request.seed, request.overrides)
+    baselines_dir = request.baselines_dir if request.check else None
+    check_before_any_work(chosen, request.runs_dir, baselines_dir, request.junit_xml)
+    check_trackers(request.options.log_with)
     documents = []
     for suite in chosen:
-        results, outcome_rows = run_suite(suite, runs_dir, jobs, show_progress=not as_json)
+        results, outcome_rows = run_suite(suite, request.runs_dir, request.jobs,
+                                          show_progress=not request.as_json,
+                                          options=request.options)
         if not distributed.is_main():
             continue  # the main process judges and reports
-        verdicts = judge_suite(suite, results, baselines_dir) if check else []
-        document = write_suite_report(suite, results, outcome_rows, verdicts, runs_dir)
+        verdicts = judge_suite(suite, results, request.baselines_dir) if request.check else []
+        document = write_suite_report(suite, results, outcome_rows, verdicts, request.runs_dir)
         documents.append(document)
-        if not as_json:
+        if not request.as_json:
             print_summary(document)
     if not distributed.is_main():
         return 0  # the main process reports, and its exit code is the job's
-    if junit_xml is not None:
-        write_junit(junit_xml, documents)
-    if as_json:
+    if request.junit_xml is not None:
+        write_junit(request.junit_xml, documents)
+    if request.as_json:
         print_json({"suites": documents})
-    return exit_code_for_ci(documents, inconclusive_claims_ok)
+    return exit_code_for_ci(documents, request.inconclusive_claims_ok)
 
 
 def exit_code_for_ci(documents: list[dict[str, Any]], inconclusive_claims_ok: bool) -> int:
@@ -236,7 +267,8 @@ def combined_exit_code(codes: list[int]) -> int:
     return exit_codes.combined(codes)
 
 
-def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool
+def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool,
+              options: RunOptions | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from factrecall_bench.orchestrate import event_paths, run_configs
     from factrecall_bench.progress import EventProgress
@@ -248,7 +280,7 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
     if distributed.is_main():
         note(_what_will_run(suite, configs, runs_dir, jobs))
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
-        outcome = run_configs(configs, runs_dir, jobs)
+        outcome = run_configs(configs, runs_dir, jobs, options)
     return outcome.results, [_outcome_row(o) for o in outcome.outcomes]
 
 

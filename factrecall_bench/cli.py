@@ -170,18 +170,32 @@ def run(
     check: Annotated[bool, typer.Option(help="Judge claims and baselines after the runs.")] = True,
     junit_xml: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report.")] = None,
     inconclusive_claims_ok: InconclusiveClaimsOk = False,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="TABLE.KEY=VALUE",
+        help="Override a suite setting, e.g. --set train.stage2_lr=3e-4 (repeatable).")] = None,
+    log_with: Annotated[str | None, typer.Option(
+        "--log-with", metavar="TRACKERS",
+        help="Also send each run's curves and metrics to accelerate trackers, e.g. tensorboard "
+             "or wandb,mlflow (events.jsonl stays the record).")] = None,
+    log_samples: Annotated[bool, typer.Option(
+        "--log-samples", help="Write each run's answer to every ID and OOD question "
+                              "(samples.jsonl) and a breakdown of wrong answers.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train and evaluate: one run, one or more suites, or every CI suite (`--all`).
 
     Under `accelerate launch` or `torchrun`, several processes train each run together (DDP).
     """
-    from factrecall_bench.app import run_command
+    from factrecall_bench.app import RunRequest, run_command
+    from factrecall_bench.runner import RunOptions
 
-    raise typer.Exit(_until_interrupted(lambda: run_command(
-        suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed, jobs=jobs,
-        runs_dir=runs_dir, baselines_dir=baselines_dir, check=check, junit_xml=junit_xml,
-        as_json=as_json, inconclusive_claims_ok=inconclusive_claims_ok)))
+    request = RunRequest(
+        suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed,
+        overrides=tuple(overrides or ()), jobs=jobs, runs_dir=runs_dir,
+        baselines_dir=baselines_dir, check=check, junit_xml=junit_xml, as_json=as_json,
+        inconclusive_claims_ok=inconclusive_claims_ok,
+        options=RunOptions(log_with=log_with, log_samples=log_samples))
+    raise typer.Exit(_until_interrupted(lambda: run_command(request)))
 
 
 def _until_interrupted(command: Callable[[], int]) -> int:
@@ -322,9 +336,15 @@ def plan(
         Console().print(render_plan(result))
 
 
-@app.command("suites")
-def suites(as_json: JsonFlag = False) -> None:
-    """List the shipped suites."""
+suites_app = typer.Typer(rich_markup_mode=None, help="List the shipped suites, or show one.")
+app.add_typer(suites_app, name="suites")
+
+
+@suites_app.callback(invoke_without_command=True)
+def suites(context: typer.Context, as_json: JsonFlag = False) -> None:
+    """List the shipped suites (`suites show NAME` prints one, to copy and edit)."""
+    if context.invoked_subcommand is not None:
+        return
     from factrecall_bench.app import list_suites
 
     listing = list_suites()
@@ -334,6 +354,18 @@ def suites(as_json: JsonFlag = False) -> None:
         for entry in listing:
             ci = "ci " if entry["ci"] else "   "
             Console().print(f"{ci}{entry['name']:16s} {entry['runs']:3d} runs  {entry['description']}")
+
+
+@suites_app.command("show")
+def suites_show(
+    name: Annotated[str, typer.Argument(help="A shipped suite's name.", autocompletion=complete_suite)],
+) -> None:
+    """Print a shipped suite's TOML, e.g. `factrecall-bench suites show cpu > my.toml`."""
+    from factrecall_bench.suite import find_suite, shipped_suites
+
+    if name not in shipped_suites():
+        raise UserError(f"unknown suite {name!r} (shipped: {', '.join(sorted(shipped_suites()))})")
+    sys.stdout.write(find_suite(name).read_text("utf-8"))
 
 
 def main() -> None:

@@ -31,7 +31,15 @@ from typing import Any
 import torch
 
 from factrecall_bench.config import RunConfig
-from factrecall_bench.runner import RunOutcome, read_result, record_failure, run_dir, run_one
+from factrecall_bench.runner import (
+    RunOptions,
+    RunOutcome,
+    read_result,
+    record_failure,
+    run_dir,
+    run_one,
+)
+from factrecall_bench.tracking import check_trackers
 
 STOP_GRACE_S = 10.0
 """How long stopped workers get to leave cleanly (they finish the current step) before SIGKILL."""
@@ -49,18 +57,19 @@ class SuiteOutcome:
         return sum(outcome.status == status for outcome in self.outcomes)
 
 
-def _run_with_trace(config: RunConfig, runs_root: Path) -> RunOutcome:
+def _run_with_trace(config: RunConfig, runs_root: Path, options: RunOptions) -> RunOutcome:
     from factrecall_bench.trace.hook import trace_hook_for, training_recorder_for
 
     return run_one(config, runs_root, after_eval=trace_hook_for(config),
-                   recorder_for=training_recorder_for)
+                   recorder_for=training_recorder_for, options=options)
 
 
-def _worker(config: RunConfig, runs_root: Path, threads: int) -> tuple[str, str]:
+def _worker(config: RunConfig, runs_root: Path, threads: int, options: RunOptions
+            ) -> tuple[str, str]:
     """A worker's run; only (status, reason) travel back, the parent reads result.json."""
     torch.set_num_threads(threads)
     _thread_lock_for_progress_bars()
-    outcome = _run_with_trace(config, runs_root)
+    outcome = _run_with_trace(config, runs_root, options)
     return outcome.status, outcome.reason
 
 
@@ -148,7 +157,7 @@ class ProcessPool:
         """`target(task)` for every task; on any exception (KeyboardInterrupt included) every
         live process is stopped before it propagates."""
         ends: list[TaskEnd | None] = [None] * len(tasks)
-        waiting, running = deque(enumerate(tasks)), []
+        waiting, running = deque(enumerate(tasks)), list[_Child]()
         try:
             while waiting or running:
                 while waiting and len(running) < self.jobs:
@@ -299,11 +308,17 @@ def _stop_when_orphaned(parent_pid: int) -> None:
 # --- a suite's runs ----------------------------------------------------------------------------
 
 
-def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1) -> SuiteOutcome:
-    """Run every config (finished ones are skipped inside `run_one`), in the configs' order."""
+def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1,
+                options: RunOptions | None = None) -> SuiteOutcome:
+    """Run every config (finished ones are skipped inside `run_one`), in the configs' order, each
+    with the same runtime `options` (trackers, samples; a tracker that is not installed is a
+    UserError before any run starts)."""
+    options = options or RunOptions()
+    check_trackers(options.log_with)
     if jobs <= 1:
-        return SuiteOutcome([_run_with_trace(config, runs_root) for config in configs])
-    target = functools.partial(_worker, runs_root=runs_root, threads=threads_per_job(jobs))
+        return SuiteOutcome([_run_with_trace(config, runs_root, options) for config in configs])
+    target = functools.partial(_worker, runs_root=runs_root, threads=threads_per_job(jobs),
+                               options=options)
     ends = ProcessPool(jobs, visible_gpus()).map(target, configs)
     return SuiteOutcome([_outcome(config, runs_root, end) for config, end in zip(configs, ends)])
 

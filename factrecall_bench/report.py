@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from factrecall_bench.io import write_bytes_atomic
-from factrecall_bench.runfolder import suite_folder
+from factrecall_bench.runfolder import SuiteFolder, suite_folder
+from factrecall_bench.samples import WRONG_KINDS, read_summary
 from factrecall_bench.suite import Suite
 from factrecall_bench.verdicts import Verdict, status_label, suite_exit_code, verdicts_document
 
@@ -56,8 +57,16 @@ def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows
                            "plots": ", ".join(str(folder.path / plot) for plot in plots),
                            "verdicts": str(folder.verdicts)}
     folder.write_verdicts(document)  # type: ignore[arg-type]
-    folder.write_report(markdown_report(suite, document, plots))
+    samples = sample_summaries(folder, results)
+    folder.write_report(markdown_report(suite, document, plots, samples))
     return document
+
+
+def sample_summaries(folder: SuiteFolder, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """samples-summary.json of every run of the suite that logged its samples (`--log-samples`)."""
+    found = (read_summary(folder.run(result["run_id"]).path) for result in results
+             if "run_id" in result)
+    return [summary for summary in found if summary is not None]
 
 
 def _exit_code(verdicts: list[Verdict], failed_runs: list[dict]) -> int:
@@ -67,7 +76,8 @@ def _exit_code(verdicts: list[Verdict], failed_runs: list[dict]) -> int:
     return exit_codes.combined([suite_exit_code(verdicts), runs_code])
 
 
-def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str]) -> str:
+def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
+                    samples: list[dict[str, Any]] | None = None) -> str:
     lines = [f"# Suite `{suite.name}`", "", suite.description, "",
              "| group | seeds | ID exact match | OOD exact match | BIO recall (P_test) | s/run |",
              "|---|---|---|---|---|---|"]
@@ -84,8 +94,38 @@ def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str]) ->
                      f"{verdict['detail']} |")
     failed = [row for row in document["runs"] if row["status"] in ("failed", "busy")]
     lines += [""] + [f"- run {row['run_id']} {row['status']}: {row['reason']}" for row in failed]
+    lines += wrong_answers_section(samples or [])
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+WRONG_KIND_HEADERS = {"wrong_attribute": "same person, another attribute",
+                      "p_train_value": "a P_train person's value",
+                      "p_test_value": "another P_test person's value", "other": "other"}
+
+
+def wrong_answers_section(summaries: list[dict[str, Any]]) -> list[str]:
+    """What the wrong OOD answers were, per group, summed over the runs that logged samples (no
+    section without any)."""
+    if not summaries:
+        return []
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for summary in summaries:
+        grouped[group_key(summary)].append(summary)
+    lines = ["", "## Wrong OOD answers (samples)", "",
+             "Greedy answers from each run's samples.jsonl; a wrong answer is counted under the "
+             "first kind it matches, left to right.", "",
+             "| group | runs | OOD questions | wrong | "
+             + " | ".join(WRONG_KIND_HEADERS[kind] for kind in WRONG_KINDS) + " |",
+             "|---|---|---|---|" + "---|" * len(WRONG_KINDS)]
+    for key, members in sorted(grouped.items()):
+        questions = sum(m["ood"]["questions"] for m in members)
+        wrong = sum(m["ood"]["wrong"] for m in members)
+        counts = [sum(m["ood"]["wrong_kinds"][kind] for m in members) for kind in WRONG_KINDS]
+        cells = [f"{count} ({count / wrong:.0%})" if wrong else "0" for count in counts]
+        lines.append(f"| {key} | {len(members)} | {questions} | {wrong} | " + " | ".join(cells)
+                     + " |")
+    return lines
 
 
 def _num(value: float | None) -> str:

@@ -1,8 +1,9 @@
 """Runs: one folder per resolved config; finished runs are skipped, interrupted ones resume.
 
-A run is: data -> model -> train (strategy) -> evaluate -> trace -> result.json, with every
-step reported to the run's event log. Under several processes (DDP) all of them train; the main
-one alone locks, writes, evaluates and traces (see `distributed`).
+A run is: data -> model -> train (strategy) -> evaluate -> (samples) -> trace -> result.json,
+with every step reported to the run's event log (and, with `RunOptions.log_with`, to trackers).
+Under several processes (DDP) all of them train; the main one alone locks, writes, evaluates and
+traces (see `distributed`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from factrecall_bench import distributed
+from factrecall_bench import distributed, samples
 from factrecall_bench.batching import plan_run
 from factrecall_bench.checkpoints import corrupted_checkpoints, warn_if_low_space
 from factrecall_bench.config import RunConfig, config_hash
+from factrecall_bench.data.dataset import ensure_dataset, load_saved_dataset
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
@@ -32,9 +34,23 @@ from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
 from factrecall_bench.suite import run_config_dict
 from factrecall_bench.trace.ablation import own_rows_of
+from factrecall_bench.tracking import check_trackers, requested_trackers, tracking, tracking_dir
 from factrecall_bench.train import Trainer
 
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run does besides what its config decides: never part of its identity (config hash,
+    run id), so a run trained without them is reused with them, and the other way round."""
+
+    log_with: str | None = None
+    """Experiment trackers, accelerate's names, comma-separated ("tensorboard", "wandb,mlflow"):
+    each gets the run's config, step losses, learning rate, throughput and evaluations. None:
+    events.jsonl only."""
+    log_samples: bool = False
+    """Write samples.jsonl (every ID and OOD question's greedy answer) and samples-summary.json."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +90,19 @@ def prepared_for_training(accelerator: Accelerator, model: torch.nn.Module) -> t
     return accelerator.prepare_model(model)
 
 
-def accelerator_for(mixed_precision: str) -> Accelerator:
+def accelerator_for(mixed_precision: str, log_with: str | None = None,
+                    project_dir: Path | None = None) -> Accelerator:
+    """The run's Accelerator; with trackers (`log_with`), local ones write under `project_dir`."""
     if mixed_precision == "auto":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         mixed_precision = "bf16" if bf16 else "no"
     distributed.start()
-    return Accelerator(mixed_precision=mixed_precision)
+    trackers = requested_trackers(log_with)
+    if not trackers:
+        return Accelerator(mixed_precision=mixed_precision)
+    check_trackers(log_with)  # accelerate would only warn, and track nothing
+    return Accelerator(mixed_precision=mixed_precision, log_with=trackers,
+                       project_dir=str(project_dir) if project_dir is not None else None)
 
 
 def evaluate_recall(model: torch.nn.Module, data: FactData, batch_size: int
@@ -124,8 +147,18 @@ RecorderFor = Callable[[RunConfig, torch.nn.Module], Any]
 """A recorder that sees every backward of training (or None): see Trainer.recorder."""
 
 
+@dataclass(frozen=True)
+class _Extras:
+    """What a run does around training: the trace's hooks and the runtime options."""
+
+    after_eval: RunHook | None
+    recorder_for: RecorderFor | None
+    options: RunOptions
+
+
 def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None,
-            recorder_for: RecorderFor | None = None) -> RunOutcome:
+            recorder_for: RecorderFor | None = None, options: RunOptions | None = None
+            ) -> RunOutcome:
     """Run (or skip, or resume) one run.
 
     A run is the unit of failure: whatever goes wrong inside it (a diverging loss, a full disk,
@@ -134,23 +167,24 @@ def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = Non
     except for an interrupt (Ctrl-C, SIGTERM), which it notes in its events first. Under several
     processes (DDP) only RunFailed is caught, as every process meets it alike; anything else
     propagates, so the launcher stops all processes rather than leave some waiting.
+    `options` (trackers, samples) change what is reported, never what is trained.
     """
     folder = run_dir(runs_root, config)
+    extras = _Extras(after_eval, recorder_for, options or RunOptions())
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with distributed.main_process_lock(folder / ".lock") as locked:
             if not locked:
                 return RunOutcome(config.run_id, "busy", None, "another process is running it")
-            return _run_guarded(config, folder, runs_root, after_eval, recorder_for)
+            return _run_guarded(config, folder, runs_root, extras)
     except OSError as error:  # the run's folder or its lock cannot be made
         return _failed(config, folder, error, "creating the run folder")
 
 
-def _run_guarded(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None,
-                 recorder_for: RecorderFor | None) -> RunOutcome:
+def _run_guarded(config: RunConfig, folder: Path, runs_root: Path, extras: _Extras) -> RunOutcome:
     stage = RunStage()
     try:
-        return _run_locked(config, folder, runs_root, after_eval, recorder_for, stage)
+        return _run_locked(config, folder, runs_root, extras, stage)
     except KeyboardInterrupt:
         if distributed.is_main():
             record_failure(folder, config.run_id, INTERRUPTED_REASON)
@@ -251,8 +285,8 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: RunHook | None,
-                recorder_for: RecorderFor | None, stage: RunStage) -> RunOutcome:
+def _run_locked(config: RunConfig, folder: Path, runs_root: Path, extras: _Extras,
+                stage: RunStage) -> RunOutcome:
     existing = distributed.computed_on_main(lambda: read_result(folder))
     if existing is not None and existing.get("config_hash") == config_hash(config):
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
@@ -261,23 +295,27 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, after_eval: Ru
         write_json_atomic(folder / "config.json", run_config_dict(config))
         for bad in corrupted_checkpoints(folder / "checkpoints"):
             events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
-    result = _train_and_measure(config, folder, runs_root, events, after_eval, recorder_for, stage)
-    if result is None:  # a non-main process: the main one evaluated and wrote the result
-        return RunOutcome(config.run_id, "finished", None)
-    stage.name = "writing the result"
-    write_json_atomic(folder / "result.json", result)
-    events.emit("run_end", step=result["total_steps"], wall_s=result["timings"]["total_s"],
-                metrics=flat_metrics(result["metrics"]))
+    stage.name = "starting the trackers" if extras.options.log_with else "preparing training"
+    accelerator = accelerator_for(config.train.mixed_precision, extras.options.log_with,
+                                  tracking_dir(folder))
+    with tracking(accelerator, events, config.suite, config.run_id, run_config_dict(config)):
+        result = _train_and_measure(config, folder, runs_root, events, accelerator, extras, stage)
+        if result is None:  # a non-main process: the main one evaluated and wrote the result
+            return RunOutcome(config.run_id, "finished", None)
+        stage.name = "writing the result"
+        write_json_atomic(folder / "result.json", result)
+        events.emit("run_end", step=result["total_steps"], wall_s=result["timings"]["total_s"],
+                    metrics=flat_metrics(result["metrics"]))
     return RunOutcome(config.run_id, "finished", result)
 
 
 def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
-                       after_eval: RunHook | None, recorder_for: RecorderFor | None,
-                       stage: RunStage) -> dict[str, Any] | None:
+                       accelerator: Accelerator, extras: _Extras, stage: RunStage
+                       ) -> dict[str, Any] | None:
     """The run's result document (None in non-main processes, which only help train)."""
     started = time.perf_counter()
     trainer, data, initial_state = _prepared_trainer(config, folder, runs_root, events,
-                                                     after_eval, recorder_for, stage)
+                                                     accelerator, extras, stage)
     model = trainer.accelerator.unwrap_model(trainer.model)  # under FSDP2: the same module
     stage.name = "training"
     timings = trainer.run()
@@ -287,6 +325,10 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     eval_s = time.perf_counter() - eval_started
     events.emit("eval", phase="final", step=trainer.total_steps,
                 metrics=flat_metrics(recall["metrics"]))
+    if extras.options.log_samples:
+        stage.name = "writing the samples"
+        _write_samples(config, folder, runs_root, model, data, recall, events)
+    after_eval = extras.after_eval
     stage.name = "tracing"
     trace_started = time.perf_counter()
     context = {"initial_state": initial_state, "run_dir": folder,
@@ -303,9 +345,27 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     return result
 
 
+def _write_samples(config: RunConfig, folder: Path, runs_root: Path, model: torch.nn.Module,
+                   data: FactData, recall: dict[str, Any], events: EventLog) -> None:
+    """samples.jsonl and samples-summary.json (every process generates: FSDP2 needs them all;
+    the main one writes)."""
+    dataset = load_saved_dataset(ensure_dataset(config.data, runs_root / "data"))
+    lines = samples.collect_samples(model, data, dataset, config.eval.batch_size)
+    if not distributed.is_main():
+        return
+    identity = {key: getattr(config, key) for key in ("run_id", "suite", "variant", "strategy",
+                                                      "seed")}
+    samples.write_samples(folder, lines,
+                          samples.summary_document({**identity, "model": config.model.name}, lines))
+    differ = samples.disagreements(lines, recall["per_question"])
+    if differ:
+        events.emit("warning", message=f"samples: greedy generation and teacher-forced exact "
+                    f"match disagree on {len(differ)} questions (e.g. {differ[0]})")
+
+
 def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
-                      after_eval: RunHook | None, recorder_for: RecorderFor | None,
-                      stage: RunStage) -> tuple[Trainer, FactData, dict[str, Any] | None]:
+                      accelerator: Accelerator, extras: _Extras, stage: RunStage
+                      ) -> tuple[Trainer, FactData, dict[str, Any] | None]:
     """Data, model (resumed, prepared) and trainer, and the initial weights the trace needs."""
     stage.name = "loading the data"
     data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
@@ -314,7 +374,7 @@ def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: 
     model = build_model(config.model, data.tokenizer, config.seed)
     warn_if_low_space(folder / "checkpoints", model)  # before hours of training, not after
     stage.name = "preparing training"
-    accelerator = accelerator_for(config.train.mixed_precision)
+    after_eval, recorder_for = extras.after_eval, extras.recorder_for
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
     # The ablation resets parameters to their values before fact training: keep a copy only if
     # something after evaluation (the trace) will need it.

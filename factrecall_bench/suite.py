@@ -6,8 +6,10 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -91,7 +93,8 @@ def find_suite(name_or_path: str) -> Path:
                     "or a path to a .toml file)")
 
 
-def load_suite(name_or_path: str) -> Suite:
+def load_suite(name_or_path: str, overrides: Sequence[str] = ()) -> Suite:
+    """A suite by name or path, with `--set` overrides applied before it is validated."""
     path = find_suite(name_or_path)
     try:
         raw = tomllib.loads(path.read_text("utf-8"))
@@ -99,7 +102,50 @@ def load_suite(name_or_path: str) -> Suite:
         raise UserError(f"cannot read suite {path}: {error}") from error
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"suite {path} is not valid TOML: {error}") from error
-    return parse_suite(raw, str(path))
+    where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return parse_suite(apply_overrides(raw, overrides), where)
+
+
+OVERRIDABLE_TABLES = ("data", "model", "train", "eval", "trace", "regression")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`TABLE.KEY=VALUE` sets a key of a base table, `KEY=VALUE` a top-level key (`seeds=[0,1]`);
+    VALUE is read as TOML (`3e-4`, `true`, `[0, 1]`), a bare word as a string. The result is
+    validated like the suite file itself. A key that a variant also sets is refused: the
+    variant's value would silently win."""
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path) or len(path) > 2 or (
+                len(path) == 2 and path[0] not in OVERRIDABLE_TABLES):
+            raise UserError(f"--set {item!r}: expected TABLE.KEY=VALUE (TABLE one of "
+                            f"{', '.join(OVERRIDABLE_TABLES)}) or KEY=VALUE, e.g. "
+                            "train.stage2_lr=3e-4")
+        if len(path) == 1:
+            result[path[0]] = _toml_value(text)
+            continue
+        table, name = path
+        if not isinstance(result.setdefault(table, {}), dict):
+            raise UserError(f"--set {item!r}: {table} is not a table in this suite")
+        _refuse_shadowed_override(result, table, name, item)
+        result[table][name] = _toml_value(text)
+    return result
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def _refuse_shadowed_override(raw: dict[str, Any], table: str, name: str, item: str) -> None:
+    for variant in raw.get("variants", []):
+        if isinstance(variant, dict) and name in (variant.get(table) or {}):
+            raise UserError(f"--set {item!r}: variant {variant.get('name')!r} sets {table}.{name} "
+                            "itself, so the override would not reach its runs")
 
 
 def _typed_list(raw: dict[str, Any], key: str, kind: type, default: list[Any], where: str

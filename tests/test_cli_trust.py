@@ -212,3 +212,44 @@ def test_suite_names_complete_in_the_shell():
                                          "COMP_WORDS": "factrecall-bench check --suite c",
                                          "COMP_CWORD": "3"})
     assert completed.stdout.split() == ["cpu"]
+
+
+# --- overrides and shipped suites to copy (issue 17) -----------------------------------------
+
+
+def test_set_overrides_reach_the_runs_and_are_validated_like_the_file():
+    from factrecall_bench.suite import expand_suite
+
+    suite = load_suite("cpu", ["train.stage2_lr=3e-4", "seeds=[0, 1]", "data.permute=false"])
+    configs = expand_suite(suite)
+    assert {config.seed for config in configs} == {0, 1}
+    assert {config.phases[-1].lr for config in configs if config.strategy == "two-stage"} == {3e-4}
+    assert all(not config.data.permute for config in configs)
+    assert suite.suite_hash() != load_suite("cpu").suite_hash()  # other runs, other baseline
+    with pytest.raises(UserError, match="train.lr: expected float"):
+        load_suite("cpu", ["train.lr=fast"])
+    with pytest.raises(UserError, match="unknown key"):
+        load_suite("cpu", ["train.no_such_key=1"])
+    with pytest.raises(UserError, match="expected TABLE.KEY=VALUE"):
+        load_suite("cpu", ["stage2_lr"])
+
+
+def test_set_refuses_a_key_a_variant_would_shadow():
+    with pytest.raises(UserError, match="variant .* sets train.stage2_lr itself"):
+        load_suite("sensitivity", ["train.stage2_lr=1e-4"])
+
+
+def test_set_on_the_command_line_is_one_line_exit_2(tmp_path):
+    result = run_cli("run", "--suite", str(TINY_SUITE), "--set", "train.lr=fast",
+                     "--runs-dir", str(tmp_path / "runs"), timeout=60)
+    assert result.returncode == 2 and "train.lr" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_suites_show_prints_a_suite_that_loads_as_the_shipped_one(tmp_path):
+    shown = run_cli("suites", "show", "cpu", timeout=60)
+    assert shown.returncode == 0
+    copy = tmp_path / "cpu.toml"
+    copy.write_text(shown.stdout)
+    assert load_suite(str(copy)).suite_hash() == load_suite("cpu").suite_hash()
+    assert run_cli("suites", "show", "nope", timeout=60).returncode == 2

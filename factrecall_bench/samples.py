@@ -1,0 +1,179 @@
+"""Per-sample answers (in the spirit of lm-eval's `--log_samples`): what the model answered to
+every ID and OOD question, and what each wrong answer was.
+
+A run with `log_samples` writes `samples.jsonl` (one line per question) and
+`samples-summary.json` (counts of wrong answers by kind) into its folder, atomically, before
+result.json. Answers come from greedy batched generation (`evaluate.generate_answers`), so a
+line's `exact_match` is measured independently of result.json's teacher-forced one; the two
+agree question by question (tested), and a run says so in a `warning` event if they do not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from factrecall_bench.data.examples import QAItem
+from factrecall_bench.data.facts import FactData
+from factrecall_bench.data.pools import ATTRIBUTES
+from factrecall_bench.evaluate import generate_answers
+from factrecall_bench.io import write_json_atomic, write_text_atomic
+
+SAMPLES_FILE = "samples.jsonl"
+SUMMARY_FILE = "samples-summary.json"
+SUMMARY_SCHEMA_VERSION = 1
+EXTRA_TOKENS = 4
+"""Greedy answers stop at the end token or this many tokens past the target's length."""
+
+WRONG_KINDS = ("wrong_attribute", "p_train_value", "p_test_value", "other")
+"""What a wrong answer is, checked in this order: a value of another attribute of the same
+person; another person's value of the asked attribute, a P_train person's (whose QA was
+trained) before a P_test person's; anything else."""
+
+
+@dataclass(frozen=True)
+class People:
+    """Every person's attribute values and group, for telling wrong answers apart."""
+
+    values: dict[int, dict[str, str]]
+    """person_id -> attribute -> value."""
+    in_train: dict[int, bool]
+    """person_id -> whether the person is in P_train."""
+
+    @classmethod
+    def from_table(cls, people: datasets.Dataset, attributes: tuple[str, ...]) -> People:
+        rows = people[:]
+        values = {int(pid): {a: rows[a][i] for a in attributes}
+                  for i, pid in enumerate(rows["person_id"])}
+        in_train = {int(pid): group == "train" for pid, group in zip(rows["person_id"], rows["group"])}
+        return cls(values, in_train)
+
+    def holders(self, attribute: str, value: str) -> list[int]:
+        return [pid for pid, person in self.values.items() if person.get(attribute) == value]
+
+
+def classify_wrong_answer(answer: str, person_id: int, attribute: str, people: People) -> str:
+    """One of WRONG_KINDS for a wrong answer (compared as text, surrounding spaces ignored)."""
+    answer = answer.strip()
+    own = people.values[person_id]
+    if any(value.strip() == answer for other, value in own.items() if other != attribute):
+        return "wrong_attribute"
+    others = [pid for pid in people.holders(attribute, answer) if pid != person_id]
+    if any(people.in_train[pid] for pid in others):
+        return "p_train_value"
+    if others:
+        return "p_test_value"
+    return "other"
+
+
+def _text(tokenizer: PreTrainedTokenizerBase, tokens: list[int]) -> str:
+    return str(tokenizer.decode(tokens, skip_special_tokens=True)).strip()
+
+
+def sample_lines(split: str, items: list[QAItem], answers: list[list[int]],
+                 questions: dict[str, dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
+                 people: People) -> list[dict[str, Any]]:
+    """One line per question: the question, the target, the greedy answer and what it was."""
+    eos = tokenizer.eos_token_id
+    lines = []
+    for item, answer in zip(items, answers):
+        row = questions[item.question_id]
+        exact = int(answer == item.answer_ids)
+        text = _text(tokenizer, [t for t in answer if t != eos])
+        lines.append({
+            "split": split, "question_id": item.question_id, "person_id": int(row["person_id"]),
+            "attribute": item.attribute, "prompt": row["prompt"], "target": row["answer"],
+            "greedy_answer": text, "ended": bool(answer) and answer[-1] == eos,
+            "first_token_prediction": tokenizer.decode(answer[:1]) if answer else "",
+            "exact_match": exact, "first_token": int(answer[:1] == item.answer_ids[:1]),
+            "wrong_kind": None if exact else classify_wrong_answer(
+                text, int(row["person_id"]), item.attribute, people),
+        })
+    return lines
+
+
+def greedy_answers(model: torch.nn.Module, items: list[QAItem], tokenizer: PreTrainedTokenizerBase,
+                   batch_size: int) -> list[list[int]]:
+    """Greedy answers, each cut at its target's length plus EXTRA_TOKENS (so an answer does not
+    depend on the longest target of its batch)."""
+    if not items:
+        return []
+    longest = max(len(item.answer_ids) for item in items)
+    answers = generate_answers(model, items, int(tokenizer.pad_token_id), int(tokenizer.eos_token_id),
+                               batch_size=batch_size, max_new_tokens=longest + EXTRA_TOKENS)
+    return [answer[:len(item.answer_ids) + EXTRA_TOKENS] for answer, item in zip(answers, items)]
+
+
+def question_table(dataset: datasets.DatasetDict) -> dict[str, dict[str, Any]]:
+    """question_id -> the dataset's row (person_id, attribute, prompt, answer), both QA splits."""
+    table = {}
+    for split in ("qa_train", "qa_test"):
+        rows = dataset[split][:]
+        for index, question_id in enumerate(rows["question_id"]):
+            table[question_id] = {column: rows[column][index] for column in rows}
+    return table
+
+
+def collect_samples(model: torch.nn.Module, data: FactData, dataset: datasets.DatasetDict,
+                    batch_size: int) -> list[dict[str, Any]]:
+    """Every ID question's line, then every OOD question's (in the order result.json scores them).
+    Under FSDP2 every process must call it."""
+    questions = question_table(dataset)
+    people = People.from_table(dataset["people"], ATTRIBUTES)
+    lines: list[dict[str, Any]] = []
+    for split, items in (("id", data.id_questions), ("ood", data.ood_questions)):
+        answers = greedy_answers(model, items, data.tokenizer, batch_size)
+        lines += sample_lines(split, items, answers, questions, data.tokenizer, people)
+    return lines
+
+
+def summarize(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per split: questions, wrong answers, and wrong answers by kind (every kind listed)."""
+    summary = {}
+    for split in ("id", "ood"):
+        members = [line for line in lines if line["split"] == split]
+        kinds = Counter(line["wrong_kind"] for line in members if not line["exact_match"])
+        summary[split] = {"questions": len(members), "wrong": sum(kinds.values()),
+                          "wrong_kinds": {kind: kinds.get(kind, 0) for kind in WRONG_KINDS}}
+    return summary
+
+
+def summary_document(result_keys: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """samples-summary.json: the run's identity (run_id, strategy, ...) and `summarize`."""
+    return {"schema_version": SUMMARY_SCHEMA_VERSION, **result_keys, **summarize(lines)}
+
+
+def disagreements(lines: list[dict[str, Any]], per_question: dict[str, dict[str, list[Any]]]
+                  ) -> list[str]:
+    """Questions whose sampled exact match differs from result.json's `per_question`."""
+    scored = {qid: hit for split in per_question.values()
+              for qid, hit in zip(split["question_ids"], split["exact_match"])}
+    return [line["question_id"] for line in lines if scored.get(line["question_id"]) != line["exact_match"]]
+
+
+def write_samples(folder: Path, lines: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    write_text_atomic(folder / SAMPLES_FILE,
+                      "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    write_json_atomic(folder / SUMMARY_FILE, summary)
+
+
+def read_samples(folder: Path) -> list[dict[str, Any]]:
+    path = folder / SAMPLES_FILE
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """A run's samples-summary.json, or None (not written, unreadable, another version)."""
+    try:
+        document = json.loads((folder / SUMMARY_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(document, dict) and document.get("schema_version") == SUMMARY_SCHEMA_VERSION
+    return document if ok else None
