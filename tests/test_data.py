@@ -141,8 +141,8 @@ def test_more_people_than_names_is_a_user_error():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--people", "0"], "n_people"), (["--people", "-5"], "n_people"),
-    (["--people", "160000001"], "exceeds"), (["--train-fraction", "1.5"], "train_fraction"),
+    (["--people", "0"], "--people"), (["--people", "-5"], "--people"),
+    (["--people", "160000001"], "exceeds"), (["--train-fraction", "1.5"], "--train-fraction"),
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, args, message):
     result = run_cli("data", "generate", "--out", str(tmp_path / "d"), *args)

@@ -82,8 +82,8 @@ def test_a_run_locked_elsewhere_is_busy_in_every_process(tmp_path):
     with FileLock(str(folder / ".lock")):
         completed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path),
                                       "--no-check", "--json")
-    # The main process exits 3 (a run did not finish), which torchrun reports as 1.
-    assert completed.returncode == 1 and "exitcode  : 3" in completed.stderr, completed.stderr
+    # The main process exits 4 (a run did not finish), which torchrun reports as 1.
+    assert completed.returncode == 1 and "exitcode  : 4" in completed.stderr, completed.stderr
     assert [row["status"] for row in json.loads(completed.stdout)["suites"][0]["runs"]] == ["busy"]
     assert not (folder / "events.jsonl").exists()
 
