@@ -398,7 +398,7 @@ def run_stubbed(monkeypatch, tmp_path: Path, results: dict[str, list[dict[str, A
     """`factrecall-bench run --suite A --suite B ...` with training replaced by fixed results."""
     from factrecall_bench import app as use_cases
 
-    def fake_run_suite(suite, runs_dir, jobs, show_progress):
+    def fake_run_suite(suite, runs_dir, jobs, show_progress, options=None):
         rows = [{"run_id": r["run_id"], "status": "finished", "reason": ""}
                 for r in results[suite.name]]
         return results[suite.name], rows

@@ -261,7 +261,7 @@ def test_run_on_a_full_disk_warns_keeps_the_last_checkpoint_and_resumes(tmp_path
 
 def test_an_event_the_full_disk_cut_short_leaves_no_half_line(tmp_path, monkeypatch):
     log = EventLog(tmp_path / "events.jsonl", "r")
-    log.emit("run_start", total_steps=3)
+    log.emit("warning", message="written before the disk filled")
     real_fsync = os.fsync
 
     def full_disk(fd: int) -> None:
@@ -269,9 +269,9 @@ def test_an_event_the_full_disk_cut_short_leaves_no_half_line(tmp_path, monkeypa
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError):
-        log.emit("step", step=1)
+        log.emit("step", phase="bio", step=1, loss=1.0, lr=1e-3, tokens_per_s=10.0)
     monkeypatch.setattr(os, "fsync", real_fsync)
     log.emit("run_failed", reason="disk full")
     read = read_events(tmp_path / "events.jsonl")
     assert read.bad_lines == []
-    assert [event["event"] for event in read.events] == ["run_start", "run_failed"]
+    assert [event["event"] for event in read.events] == ["warning", "run_failed"]
