@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 Alternative = Literal["two-sided", "greater", "less"]
-Numbers = Sequence[float] | np.ndarray
+Numbers: TypeAlias = Sequence[float] | np.ndarray
 """Values of one sample: a list or a 1-D numpy array."""
-Booleans = Sequence[bool] | Sequence[int] | np.ndarray
+Booleans: TypeAlias = Sequence[bool] | Sequence[int] | np.ndarray
 """Per-question correctness: booleans or 0/1."""
 ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
 # Above this many ways to split the pooled sample, Mann-Whitney with ties uses the normal
