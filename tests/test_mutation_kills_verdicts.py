@@ -9,6 +9,7 @@ import math
 from types import SimpleNamespace
 
 import pytest
+from scipy import stats as scipy_stats
 
 from factrecall_bench import exit_codes
 from factrecall_bench.batching import example_counts
@@ -383,7 +384,9 @@ def test_a_paired_detail_with_every_answer_matched_ends_at_the_p_value():
 def test_a_seed_t_row_says_when_its_level_is_out_of_reach_or_undefined():
     few_answers = _seeds("mixed", [3, 4], n=4)  # binomial floor 0.25 over 2 seeds
     verdict = evaluate_claim(at_least_claim(threshold=0.5, test="t"), few_answers)
-    assert "; p < 0.05 not reachable with this sample (smallest possible p " in verdict.detail
+    smallest = scipy_stats.t.sf((1.0 - 0.5) * math.sqrt(2) / 0.25, 1)
+    assert f"; p < 0.05 not reachable with this sample (smallest possible p {smallest:.3g})" in (
+        verdict.detail)
     one_seed = evaluate_claim(at_least_claim(threshold=0.5, test="t"), _seeds("mixed", [70]))
     assert one_seed.detail.endswith("; needs 2+ values (seeds), got 1")
 
