@@ -258,9 +258,11 @@ def _child_main(target: Callable[[Any], Any], task: Any, gpu: str | None, writer
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initializes CUDA here
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_this_child)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True).start()
     try:
+        # A Ctrl-C that came while this process was starting is delivered here, inside the try:
+        # the worker stops quietly, like one stopped mid-run.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True).start()
         writer.send(target(task))
         code = 0
     except KeyboardInterrupt:
