@@ -183,7 +183,8 @@ class ProcessPool:
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(target=_child_main, name=f"factrecall-worker-{index}",
-                                        args=(target, task, gpu, writer, os.getpid()))
+                                        args=(target, task, gpu, writer, os.getpid(),
+                                              _interrupts_ignored_here()))
         with _interrupts_deferred():  # a process is either started and listed, or not started
             process.start()
             writer.close()  # the child holds the only writer: its death reads as EOF here
@@ -250,14 +251,21 @@ def _interrupts_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _interrupts_ignored_here() -> bool:
+    """Whether this process ignores Ctrl-C: it was started so (`cmd &` in a script, `nohup`)."""
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def _child_main(target: Callable[[Any], Any], task: Any, gpu: str | None, writer: Connection,
-                parent_pid: int) -> None:
+                parent_pid: int, ignore_sigint: bool = False) -> None:
     """A worker process: run the task, send its value back. SIGINT or SIGTERM stop it quietly
-    (exit code 128 + the signal), as does the death of the parent."""
+    (exit code 128 + the signal), as does the death of the parent. A worker whose parent ignores
+    SIGINT ignores it too: otherwise a Ctrl-C meant for something else in the process group
+    would stop the runs while the parent, unaware, went on to start the next ones."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initializes CUDA here
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stop_this_child)
+    signal.signal(signal.SIGTERM, _stop_this_child)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _stop_this_child)
     try:
         # A Ctrl-C that came while this process was starting is delivered here, inside the try:
         # the worker stops quietly, like one stopped mid-run.

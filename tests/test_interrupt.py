@@ -61,12 +61,34 @@ def assert_nothing_left(session: int) -> None:
     assert session_processes(session) == []
 
 
+def wait_until_a_worker_starts(session: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until a worker process exists in the session (it is still importing: no run has begun)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any("multiprocessing.spawn" in command for command in session_processes(session)):
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+    raise AssertionError("no worker started in time")
+
+
+def start_cli(args: list[str], runs: Path, ignore_sigint: bool = False) -> subprocess.Popen:
+    """The CLI in a session of its own; with `ignore_sigint` it starts as `cmd &` in a script
+    starts it (SIGINT ignored)."""
+    def before_exec() -> None:
+        if ignore_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return subprocess.Popen([sys.executable, "-m", "factrecall_bench", *args,
+                             "--runs-dir", str(runs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=before_exec,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+
+
 def interrupted(args: list[str], runs: Path, send: str) -> tuple[subprocess.CompletedProcess, int]:
     """Start the CLI, signal it once both runs train: (its outcome, its session id)."""
-    process = subprocess.Popen([sys.executable, "-m", "factrecall_bench", *args,
-                                "--runs-dir", str(runs)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    process = start_cli(args, runs)
     wait_until_both_train(runs, process)
     sent = time.time()
     if send == "SIGINT to the group":
@@ -101,6 +123,31 @@ def test_one_signal_stops_a_suite_and_a_rerun_resumes(tmp_path, send, micro_unin
     for log in runs.glob("micro/*/events.jsonl"):
         assert any(e["event"] == "resume" for e in read_events(log).events)
     assert comparable(result_of(runs, "two-stage")) == comparable(micro_uninterrupted)
+
+
+def test_a_ctrl_c_while_the_workers_start_stops_the_suite(tmp_path):
+    """The window where a worker exists but has not yet set up its own handlers."""
+    suite, runs = pair_suite(tmp_path), tmp_path / "runs"
+    process = start_cli(["run", "--suite", str(suite), "--no-check"], runs)
+    wait_until_a_worker_starts(process.pid, process)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert_stopped_cleanly(subprocess.CompletedProcess(process.args, process.returncode, stdout,
+                                                       stderr), process.pid)
+    assert list(runs.glob("micro/*/result.json")) == []
+
+
+def test_a_suite_started_with_ctrl_c_ignored_ignores_it_in_its_workers_too(tmp_path):
+    """`cmd &` in a script starts cmd with SIGINT ignored; a Ctrl-C to the group must then stop
+    nothing, rather than the workers alone while the parent starts the next runs."""
+    suite, runs = pair_suite(tmp_path), tmp_path / "runs"
+    process = start_cli(["run", "--suite", str(suite), "--no-check"], runs, ignore_sigint=True)
+    wait_until_both_train(runs, process)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == exit_codes.OK, stderr
+    assert "interrupted" not in stderr
+    assert len(list(runs.glob("micro/*/result.json"))) == 2
 
 
 @pytest.mark.parametrize(("command", "send"), [(["check", "--run-missing"], "SIGINT to the group"),
