@@ -1,7 +1,9 @@
 """Snapshots of stable TUI screens: the recorded runs folder, a frozen clock, no polling timer.
 
-Regenerate after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`
-and look at the SVGs under tests/__snapshots__/ before committing them.
+The recorded runs folder is written by scripts/regenerate_tui_fixtures.py (a real run of
+tests/data/suites/tui.toml). Regenerate the snapshots after an intended change, or after
+regenerating the runs, with `pytest tests/test_tui_snapshots.py --snapshot-update`, and look at
+the SVGs under tests/__snapshots__/ before committing them.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import pytest
 from filelock import FileLock
 from textual.pilot import Pilot
 
+from factrecall_bench.events import read_events
+from factrecall_bench.runfolder import RunFolder
 from factrecall_bench.tui.app import FactRecallApp
-from factrecall_bench.tui.state import LOCK_FILE
 
 RUNS = Path(__file__).parent / "data" / "tui_runs"
-FROZEN = 1767226716.52  # 5 s after the running run's last event: ETA 2m24s, "5s ago"
+SUITE = "tui"
 SIZE = (80, 24)
-RUNNING = "mixed-tiny-llama-s1-9e03b5d8"
+(RUNNING,) = [p.name for p in (RUNS / SUITE).iterdir()
+              if p.is_dir() and not (p / RunFolder.RESULT).exists()]
+"""The recording's unfinished run (two-stage, seed 1)."""
+FROZEN = read_events(RUNS / SUITE / RUNNING / RunFolder.EVENTS).events[-1]["t"] + 5
+"""5 s after the running run's last event: "5s ago", and its ETA 5 s short of the steps left."""
 
 
 @pytest.fixture
@@ -28,7 +35,7 @@ def live_runs(tmp_path: Path) -> Iterator[Path]:
     """The recorded runs (same folder name, shown in the header) with the unfinished run's lock
     held, as its runner holds it while it trains."""
     runs = Path(shutil.copytree(RUNS, tmp_path / RUNS.name))
-    with FileLock(str(runs / "cpu" / RUNNING / LOCK_FILE)):
+    with FileLock(str(runs / SUITE / RUNNING / RunFolder.LOCK)):
         yield runs
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from factrecall_bench import verdicts as verdicts_module
-from factrecall_bench.tui.state import Interval
+from factrecall_bench.tui.values import Interval
 
 DASH = "–"
 SHADES = " ░▒▓█"

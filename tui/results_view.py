@@ -1,0 +1,108 @@
+"""View 3, results: finished runs' exact match with Wilson intervals, BIO first-token retention,
+per-strategy means, and per-attribute scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import ScrollableContainer, Vertical
+from textual.widgets import DataTable, Static
+
+from factrecall_bench.tui.format import DASH, fmt_interval, fmt_num
+from factrecall_bench.tui.run_state import RunState
+from factrecall_bench.tui.values import Interval
+from factrecall_bench.tui.widgets import fill_table, run_label, seed_text
+
+RESULT_METRICS = (
+    "id_exact_match",
+    "ood_exact_match",
+    "bio_first_token_train",
+    "bio_first_token_test",
+)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def result_rows(runs: Sequence[RunState]) -> list[tuple[str, ...]]:
+    """One row per finished run, then a mean row per strategy with two or more seeds."""
+    finished = [r for r in runs if r.status == "finished" and r.metrics]
+    rows: list[tuple[str, ...]] = []
+    for run in finished:
+        m = run.metrics
+        rows.append(
+            (
+                run.strategy,
+                seed_text(run),
+                fmt_interval(m.get("id_exact_match")),
+                fmt_interval(m.get("ood_exact_match")),
+                fmt_num(_value(m.get("bio_first_token_train")), 2),
+                fmt_num(_value(m.get("bio_first_token_test")), 2),
+            )
+        )
+    for strategy in sorted({r.strategy for r in finished}):
+        group = [r for r in finished if r.strategy == strategy]
+        if len(group) > 1:
+            cells = []
+            for metric in RESULT_METRICS:
+                values = [r.metrics[metric].value for r in group if metric in r.metrics]
+                cells.append(fmt_num(mean(values), 2) if values else DASH)
+            rows.append((strategy, "mean", *cells))
+    return rows
+
+
+def _value(interval: Interval | None) -> float | None:
+    return None if interval is None else interval.value
+
+
+def attribute_rows(runs: Sequence[RunState]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Columns (one per finished run) and rows (metric x attribute) of per-attribute scores."""
+    finished = [r for r in runs if r.status == "finished" and r.per_attribute]
+    keys: list[tuple[str, str]] = []
+    for run in finished:
+        for metric, by_attr in run.per_attribute.items():
+            keys.extend((metric, a) for a in by_attr if (metric, a) not in keys)
+    rows = []
+    for metric, attr in keys:
+        short = metric.removesuffix("_exact_match").upper() if "exact" in metric else metric
+        cells = [fmt_num(_value(r.per_attribute.get(metric, {}).get(attr)), 2) for r in finished]
+        rows.append((f"{short} {attr}", *cells))
+    return [run_label(r) for r in finished], rows
+
+
+class ResultsView(Vertical):
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: Any = None
+
+    def compose(self) -> ComposeResult:
+        # One scroller for both tables, focused with the view, so every row and column is a key
+        # away at 80x24 (the tables themselves take no focus: tab switches views).
+        with ScrollableContainer(id="results-scroll"):
+            yield Static(
+                "exact match with 95% Wilson interval · BIO first-token retention",
+                classes="view-title",
+            )
+            yield DataTable(id="results-table", cursor_type="none")
+            yield Static("per attribute (exact match)", classes="view-title")
+            yield DataTable(id="attribute-table", cursor_type="none")
+
+    def on_mount(self) -> None:
+        for table in self.query(DataTable):
+            table.can_focus = False
+
+    def show(self, runs: Sequence[RunState]) -> None:
+        rows = result_rows(runs)
+        columns, attr_rows = attribute_rows(runs)
+        if (rows, columns, attr_rows) == self._shown:
+            return
+        self._shown = (rows, columns, attr_rows)
+        fill_table(
+            self.query_one("#results-table", DataTable),
+            ["strategy", "seed", "ID EM [95%]", "OOD EM [95%]", "BIO train", "BIO test"],
+            rows,
+        )
+        fill_table(self.query_one("#attribute-table", DataTable), ["attribute", *columns], attr_rows)
