@@ -69,9 +69,14 @@ class ModelSpec:
     """MLP width of a from-scratch preset."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (for large models on GPUs)."""
+    revision: str = ""
+    """Pin an `hf:<id>` model's weights to this commit, branch or tag ("" = what the local
+    cache's `main` points to); the resolved commit is part of the run's key."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name must not be empty")
+        _require(not self.revision or self.name.startswith("hf:"),
+                 f"model revision pins an hf:<id> model, not {self.name!r}")
         for size_name in ("n_layer", "d_model", "n_head", "d_ff"):
             _require(getattr(self, size_name) > 0, f"model {size_name} must be positive")
         _require(self.d_model % self.n_head == 0, "model d_model must be divisible by n_head")
@@ -123,6 +128,11 @@ class TrainSpec:
     """Write a `step` event every N optimizer steps."""
     divergence_loss: float = 50.0
     """A loss above this (or NaN) marks the run failed."""
+    packing: bool = False
+    """Pack each micro-batch's examples (BIO and QA together) into rows of `pack_width` tokens,
+    each example attending only to itself; the same update as padding, less compute."""
+    pack_width: int = 0
+    """Width of a packed row in tokens (0 = the micro-batch's longest example; never less)."""
 
     def __post_init__(self) -> None:
         _require(self.bio_epochs >= 0 and self.qa_epochs >= 0, "epochs must be >= 0")
@@ -137,6 +147,7 @@ class TrainSpec:
                  "mixed_precision must be auto, no, bf16 or fp16")
         _require(0 <= self.warmup_fraction < 1 and 0 <= self.min_lr_fraction <= 1,
                  "warmup_fraction and min_lr_fraction must lie in [0, 1)")
+        _require(self.pack_width >= 0, "pack_width must be >= 0")
         _require(self.checkpoint_every > 0 and self.log_every > 0,
                  "checkpoint_every and log_every must be > 0")
 
@@ -169,16 +180,22 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
     """Build a dataclass from a dict, refusing unknown keys and wrong types with one clear line."""
+    check_fields(cls, values, where)
+    return cls(**values)
+
+
+def check_fields(cls: type[Any], values: dict[str, Any], where: str) -> None:
+    """Refuse keys `cls` does not have and values of the wrong type (one line each), without
+    building it: a single value can be checked before the rest of its table is known."""
     if not isinstance(values, dict):
         raise UserError(f"{where}: expected a table, got {type(values).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(known))
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    defaults = cls()  # type: ignore[call-arg]
+    defaults = cls()
     for key, value in values.items():
         _check_type(where, key, value, getattr(defaults, key))
-    return cls(**values)
 
 
 def _check_type(where: str, key: str, value: Any, default: Any) -> None:
@@ -204,6 +221,18 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class RunIdentity:
+    """What decides a run's numbers besides its settings (factrecall_bench.identity computes it);
+    part of its config hash, so a change makes a new run instead of reusing an old one."""
+
+    data: str = ""
+    """sha256 of the generator version, the shipped pools and templates, and the data settings."""
+    model_revision: str = ""
+    """The commit of an `hf:` model's weights (the pin, else the local cache's `main`), a packaged
+    model's package version, or "" (a from-scratch preset, a local folder, not in the cache)."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one run; its hash names the run's folder."""
 
@@ -217,6 +246,8 @@ class RunConfig:
     eval: EvalSpec
     phases: tuple[Phase, ...]
     trace: dict[str, Any] = field(default_factory=dict)
+    identity: RunIdentity = field(default_factory=RunIdentity)
+    """The data digest and model revision (suite.py fills it in)."""
 
     @property
     def run_id(self) -> str:

@@ -22,6 +22,7 @@ from transformers import (
 
 from factrecall_bench.config import ModelSpec
 from factrecall_bench.errors import UserError
+from factrecall_bench.identity import model_revision
 
 PRESETS = ("tiny-llama", "tiny-neox", "smollm2-135m")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,15 +67,21 @@ def smollm2_gguf_path() -> Path:
     return Path(found.origin).parent / SMOLLM2_GGUF
 
 
-def _pretrained_source(name: str) -> tuple[str, dict[str, str]]:
-    if name == "smollm2-135m":
+def _pretrained_source(spec: ModelSpec) -> tuple[str, dict[str, str]]:
+    """Where a pretrained model loads from, and the keyword arguments that say which file or
+    commit: the commit in the run's identity (the pin, else the local cache's main)."""
+    if spec.name == "smollm2-135m":
         gguf = smollm2_gguf_path()
         return str(gguf.parent), {"gguf_file": gguf.name}
-    return str(Path(name[3:]).expanduser()) if Path(name[3:]).expanduser().exists() else name[3:], {}
+    local = Path(spec.name[3:]).expanduser()
+    if local.exists():
+        return str(local), {}
+    revision = model_revision(spec)
+    return spec.name[3:], ({"revision": revision} if revision else {})
 
 
 def load_pretrained_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
-    source, extra = _pretrained_source(spec.name)
+    source, extra = _pretrained_source(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     except Exception as error:  # transformers raises many kinds; the user needs one line
@@ -97,7 +104,7 @@ def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int) 
 
 
 def _load_pretrained(spec: ModelSpec) -> PreTrainedModel:
-    source, extra = _pretrained_source(spec.name)
+    source, extra = _pretrained_source(spec)
     try:
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
     except Exception as error:

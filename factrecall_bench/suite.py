@@ -7,6 +7,7 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import tomllib
 from collections.abc import Sequence
@@ -21,11 +22,13 @@ from factrecall_bench.config import (
     ModelSpec,
     RunConfig,
     TrainSpec,
+    check_fields,
     config_hash,
     from_dict,
     to_dict,
 )
 from factrecall_bench.errors import UserError
+from factrecall_bench.identity import run_identity
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import resolve_strategy
 from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
@@ -35,7 +38,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
 
 SUITE_KEYS = {"name", "description", "ci", "seeds", "strategies", "models", "jobs", "data",
               "model", "train", "eval", "trace", "variants", "custom_strategies", "claims",
-              "regression", "needs_gpu"}
+              "regression", "needs_gpu", "grid", "log_with"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,20 @@ class Variant:
     data: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    """One key of a suite's `[grid]`: every value gets its own variants."""
+
+    table: str
+    """`data`, `model` or `train`."""
+    key: str
+    """A field of that table, e.g. `stage2_lr`."""
+    values: tuple[Any, ...]
+    """The values crossed, in the file's order."""
+    label: str
+    """How the key reads in variant names (`LABEL=VALUE`): `[grid.labels]`, else the key."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,16 @@ class Suite:
     """Parsed once, on load, and checked against the number of seeds."""
     regression: RegressionSettings
     source: str
+    grid: tuple[GridAxis, ...] = ()
+    """The `[grid]` axes; already crossed into `variants` (kept to show where they came from)."""
+    log_with: str | None = None
+    """`log_with = ["tensorboard"]`: the trackers its runs report to, comma-joined as
+    `RunOptions.log_with` takes them; None when the suite names none."""
+
+    def trackers(self, command_line: str | None) -> str | None:
+        """The trackers a run of this suite reports to: `--log-with` when given (the command
+        line wins; `--log-with ""` turns the suite's off), else the suite's `log_with`."""
+        return command_line if command_line is not None else self.log_with
 
     def suite_hash(self) -> str:
         """A hash of what decides the suite's results: its runs' resolved configs. Claims,
@@ -142,6 +169,10 @@ def _toml_value(text: str) -> Any:
 
 
 def _refuse_shadowed_override(raw: dict[str, Any], table: str, name: str, item: str) -> None:
+    grid = raw.get("grid")
+    if isinstance(grid, dict) and f"{table}.{name}" in grid:
+        raise UserError(f"--set {item!r}: every variant of the suite's grid sets {table}.{name} "
+                        "itself (the grid crosses it), so the override would not reach its runs")
     for variant in raw.get("variants", []):
         if isinstance(variant, dict) and name in (variant.get(table) or {}):
             raise UserError(f"--set {item!r}: variant {variant.get('name')!r} sets {table}.{name} "
@@ -165,17 +196,18 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         raise UserError(f"{where}: the suite needs a name")
     _check_safe_name(raw["name"], "suite name", where)
     base = {key: _table(raw, key, where) for key in ("data", "model", "train", "eval")}
+    grid = _grid(raw, where)
     suite = Suite(
         name=raw["name"], description=str(raw.get("description", "")),
         ci=bool(raw.get("ci", False)), needs_gpu=bool(raw.get("needs_gpu", False)),
         seeds=_typed_list(raw, "seeds", int, [0], where),
         strategies=_typed_list(raw, "strategies", str, ["mixed", "two-stage"], where),
         models=_typed_list(raw, "models", str, ["tiny-llama"], where),
-        jobs=_jobs(raw, where), base=base, variants=_variants(raw, where),
+        jobs=_jobs(raw, where), base=base, variants=_crossed(_variants(raw, where), grid, where),
         trace=_table(raw, "trace", where),
         custom_strategies=_table(raw, "custom_strategies", where),
         claims=_claims(raw, where), regression=_regression(raw, where),
-        source=where)
+        source=where, grid=grid, log_with=_log_with(raw, where))
     expand_suite(suite)  # validates every run's config now, not mid-suite
     return suite
 
@@ -185,6 +217,24 @@ def _jobs(raw: dict[str, Any], where: str) -> int:
     if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 64:
         raise UserError(f"{where}: jobs must be an integer from 1 to 64, got {jobs!r}")
     return jobs
+
+
+def _log_with(raw: dict[str, Any], where: str) -> str | None:
+    """`log_with`: a list of tracker names accelerate knows (whether each is installed is
+    checked before a run starts, as for `--log-with`)."""
+    if "log_with" not in raw:
+        return None
+    names = raw["log_with"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise UserError(f"{where}: log_with must be a list of tracker names, e.g. "
+                        f"[\"tensorboard\"], got {names!r}")
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS  # only for suites that name trackers
+
+    unknown = sorted({n.strip().lower() for n in names} - set(LOGGER_TYPE_TO_CLASS))
+    if unknown:
+        raise UserError(f"{where}: log_with: {', '.join(unknown)} is not a tracker accelerate "
+                        f"knows (known: {', '.join(sorted(LOGGER_TYPE_TO_CLASS))})")
+    return ",".join(n.strip().lower() for n in names)
 
 
 def _claims(raw: dict[str, Any], where: str) -> tuple[Claim, ...]:
@@ -239,6 +289,98 @@ def _variants(raw: dict[str, Any], where: str) -> tuple[Variant, ...]:
     return tuple(variants)
 
 
+GRID_TABLES: dict[str, type[Any]] = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec}
+
+
+def _grid(raw: dict[str, Any], where: str) -> tuple[GridAxis, ...]:
+    """`[grid]`: `"TABLE.KEY" = [values]` per axis, and `[grid.labels]` naming axes in variant
+    names; each key and value is checked like the suite's own tables."""
+    table = _table(raw, "grid", where)
+    labels = _table(table, "labels", f"{where}: grid")
+    axes = [_grid_axis(key, values, labels, where) for key, values in table.items()
+            if key != "labels"]
+    if "grid" in raw and not axes:
+        raise UserError(f"{where}: grid crosses no key; give e.g. \"train.stage2_lr\" = [1e-3, 3e-4]")
+    stray = sorted(set(labels) - {f"{axis.table}.{axis.key}" for axis in axes})
+    if stray:
+        raise UserError(f"{where}: grid.labels names key(s) the grid does not cross: "
+                        f"{', '.join(stray)}")
+    return tuple(axes)
+
+
+def _grid_axis(name: str, values: Any, labels: dict[str, Any], where: str) -> GridAxis:
+    here = f"{where}: grid {name!r}"
+    table, _, key = name.partition(".")
+    if table not in GRID_TABLES or not key or "." in key:
+        raise UserError(f"{here}: expected \"TABLE.KEY\" with TABLE one of "
+                        f"{', '.join(GRID_TABLES)}, e.g. \"train.stage2_lr\"")
+    if name == "model.name":
+        raise UserError(f"{here}: models are crossed by models = [...], not the grid")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{here}: expected a non-empty list of values")
+    if len({_value_text(value) for value in values}) != len(values):
+        raise UserError(f"{here}: a value is listed twice")
+    for value in values:
+        check_fields(GRID_TABLES[table], {key: value}, f"{where}: grid {table}")
+    label = labels.get(name, key)
+    if not isinstance(label, str) or not SAFE_NAME.match(label):
+        raise UserError(f"{where}: grid.labels {name!r} must be a short name of letters, "
+                        f"digits and _.=+-, got {label!r}")
+    return GridAxis(table, key, tuple(values), label)
+
+
+def _value_text(value: Any) -> str:
+    """A value as it reads in a variant name: `1e-3` rather than `0.001`, `true`, `16`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        mantissa, _, exponent = f"{value:e}".partition("e")
+        scientific = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return min(repr(value), scientific, key=len)  # the decimal form on a tie
+    return str(value)
+
+
+def _crossed(variants: tuple[Variant, ...], grid: tuple[GridAxis, ...], where: str
+             ) -> tuple[Variant, ...]:
+    """Each variant once per combination of the grid's values, named `VARIANT-LABEL=VALUE-...`
+    (without the `base-` of a suite that declares no variants)."""
+    if not grid:
+        return _distinct(variants, where)
+    prefix_names = [variant.name != "base" or len(variants) > 1 for variant in variants]
+    crossed = []
+    for variant, prefixed in zip(variants, prefix_names):
+        _refuse_grid_in_variant(variant, grid, where)
+        for point in itertools.product(*(axis.values for axis in grid)):
+            crossed.append(_grid_variant(variant, prefixed, grid, point, where))
+    return _distinct(tuple(crossed), where)
+
+
+def _grid_variant(variant: Variant, prefixed: bool, grid: tuple[GridAxis, ...],
+                  point: tuple[Any, ...], where: str) -> Variant:
+    parts = [f"{axis.label}={_value_text(value)}" for axis, value in zip(grid, point)]
+    name = "-".join([variant.name, *parts] if prefixed else parts)
+    _check_safe_name(name, "grid variant name", where)
+    tables: dict[str, dict[str, Any]] = {t: dict(getattr(variant, t)) for t in GRID_TABLES}
+    for axis, value in zip(grid, point):
+        tables[axis.table][axis.key] = value
+    return Variant(name, tables["data"], tables["model"], tables["train"])
+
+
+def _refuse_grid_in_variant(variant: Variant, grid: tuple[GridAxis, ...], where: str) -> None:
+    for axis in grid:
+        if axis.key in getattr(variant, axis.table):
+            raise UserError(f"{where}: variant {variant.name!r} sets {axis.table}.{axis.key}, "
+                            "which the grid crosses; set it in one place")
+
+
+def _distinct(variants: tuple[Variant, ...], where: str) -> tuple[Variant, ...]:
+    names = [variant.name for variant in variants]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"{where}: two variants are named {twice[0]!r}")
+    return variants
+
+
 def _run_config(suite: Suite, variant: Variant, model_name: str, strategy: str, seed: int
                 ) -> RunConfig:
     where = f"suite {suite.name}, variant {variant.name}"
@@ -250,7 +392,7 @@ def _run_config(suite: Suite, variant: Variant, model_name: str, strategy: str, 
     phases = resolve_strategy(strategy, train, suite.custom_strategies)
     return RunConfig(suite=suite.name, variant=variant.name, strategy=strategy, seed=seed,
                      data=data, model=model, train=train, eval=evaluation, phases=phases,
-                     trace=dict(suite.trace))
+                     trace=dict(suite.trace), identity=run_identity(data, model))
 
 
 def expand_suite(suite: Suite) -> list[RunConfig]:

@@ -23,6 +23,7 @@ from factrecall_bench.config import DataSpec, to_dict
 from factrecall_bench.data.generate import Corpus, ProgressCallback, build_corpus
 from factrecall_bench.data.pools import ATTRIBUTES, load_pools
 from factrecall_bench.errors import UserError
+from factrecall_bench.identity import data_digest
 from factrecall_bench.io import replace_dir_atomic, write_json_atomic
 
 datasets.disable_progress_bars()  # our CLI draws its own progress; theirs would clutter stderr
@@ -76,7 +77,9 @@ def generate_dataset(spec: DataSpec, progress: ProgressCallback | None = None
 
 
 def dataset_dir(data_root: Path, spec: DataSpec) -> Path:
-    return data_root / f"biosdata-{spec.spec_hash()[:16]}"
+    """The cached dataset's folder, named by the data's digest (settings, generator version,
+    pools): a new generator or pool never reuses data an old one cached."""
+    return data_root / f"biosdata-{data_digest(spec)[:16]}"
 
 
 OWN_ENTRIES = ("tokenizer", "dataset", "spec.json", "digest.json")

@@ -23,6 +23,7 @@ from factrecall_bench.config import (
     ModelSpec,
     Phase,
     RunConfig,
+    RunIdentity,
     TrainSpec,
     from_dict,
 )
@@ -144,7 +145,8 @@ def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
             model=from_dict(ModelSpec, values["model"], "config.model"),
             train=from_dict(TrainSpec, values["train"], "config.train"),
             eval=from_dict(EvalSpec, values["eval"], "config.eval"), phases=phases,
-            trace=dict(values.get("trace") or {}))
+            trace=dict(values.get("trace") or {}),
+            identity=from_dict(RunIdentity, values.get("identity") or {}, "config.identity"))
     except (KeyError, TypeError) as error:
         raise UserError(f"config.json is incomplete or malformed: {error}") from error
 

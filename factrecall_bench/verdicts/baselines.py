@@ -1,4 +1,6 @@
-"""Baseline files `baselines/<suite>.json`: the reference runs that regressions are judged against.
+"""Baseline files: the reference runs that regressions are judged against, one per suite and
+hardware class: `baselines/<suite>.json` for CPUs, `baselines/<suite>@<class>.json` for any other
+class (`cpu@cuda-nvidia-h100-80gb-hbm3.json`), since numbers made on a GPU differ from a CPU's.
 
 Written atomically (one run per line, so diffs stay readable); read with strict validation, and
 every problem is one `BaselineError` line naming the file.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +37,32 @@ class BaselineError(ValueError):
     """A baseline file is missing or malformed; the message is one line naming the file."""
 
 
-def baseline_path(baselines_dir: Path | str, suite: str) -> Path:
-    return Path(baselines_dir) / f"{suite}.json"
+CPU_CLASS = "cpu"
+"""Every CPU is one class (x86_64 and arm64 alike): the class the shipped baselines were made in."""
+
+
+def baseline_class(hardware: str) -> str:
+    """The class baselines are kept by, from the hardware a result records (`environment.hardware`,
+    e.g. `cpu:x86_64` or `cuda:NVIDIA H100 80GB HBM3`): `cpu` for any CPU, else `<kind>-<card>`
+    in lower case (`cuda-nvidia-h100-80gb-hbm3`). A class maps to itself."""
+    kind, _, card = hardware.strip().lower().partition(":")
+    if kind in ("", CPU_CLASS):
+        return CPU_CLASS
+    return re.sub(r"[^a-z0-9]+", "-", f"{kind} {card}").strip("-")
+
+
+def this_machines_class() -> str:
+    from factrecall_bench.environment import hardware_class  # imports torch: only when needed
+
+    return baseline_class(hardware_class())
+
+
+def baseline_path(baselines_dir: Path | str, suite: str, hardware: str | None = None) -> Path:
+    """Where the suite's baseline for `hardware` (as results record it, or its class; None: this
+    machine's) lives: `<suite>.json` for CPUs, `<suite>@<class>.json` for another class."""
+    klass = baseline_class(hardware) if hardware is not None else this_machines_class()
+    name = suite if klass == CPU_CLASS else f"{suite}@{klass}"
+    return Path(baselines_dir) / f"{name}.json"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,13 @@ from typing import Any
 from factrecall_bench.environment import hardware_class
 from factrecall_bench.errors import UserError
 from factrecall_bench.suite import Suite
-from factrecall_bench.verdicts.baselines import BaselineError, baseline_path, read_baseline
+from factrecall_bench.verdicts.baselines import (
+    CPU_CLASS,
+    BaselineError,
+    baseline_class,
+    baseline_path,
+    read_baseline,
+)
 from factrecall_bench.verdicts.claims import Claim, evaluate_claim
 from factrecall_bench.verdicts.decision import Verdict, adjust_verdicts, verdict_status
 from factrecall_bench.verdicts.regressions import RegressionSettings, compare_with_baseline
@@ -33,21 +39,65 @@ def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
 
 def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,
                    baseline_file: Path | None = None) -> list[Verdict]:
-    """Regression verdicts against the stored baseline (none if the suite declares none)."""
+    """Regression verdicts against the stored baseline of the runs' hardware class (none if the
+    suite declares none); no baseline for that class is one inconclusive verdict saying so."""
     if not suite.regression.enabled:
         return []
-    path = baseline_file or baseline_path(baselines_dir, suite.name)
+    how = f"create one with `factrecall-bench baseline update --suite {suite.name}`"
+    if baseline_file is not None:  # the user's choice: used whatever hardware made it
+        if not Path(baseline_file).exists():
+            return [_no_baseline(suite, f"no baseline at {baseline_file}: {how}")]
+        return _compare(suite, results, _read(baseline_file, None))
+    classes = sorted({baseline_class(hardware) for hardware in runs_hardware(results)})
+    if len(classes) > 1:
+        return [_no_baseline(suite, f"the runs were made on {len(classes)} hardware classes "
+                                    f"({', '.join(classes)}), and a baseline holds one")]
+    path = baseline_path(baselines_dir, suite.name, classes[0])
     if not Path(path).exists():
-        return [Verdict(name=f"{suite.name} baseline", kind="regression",
-                        status=verdict_status("regression", "undecided", "no_change"),
-                        expect="no_change", outcome="undecided", test="-", metric="-",
-                        detail=f"no baseline at {path}: create one with "
-                               f"`factrecall-bench baseline update --suite {suite.name}`")]
+        if classes[0] == CPU_CLASS:
+            return [_no_baseline(suite, f"no baseline at {path}: {how}")]
+        return [_no_baseline(suite, f"no baseline for {classes[0]} hardware at {path}"
+                                    f"{_others(path, suite.name)}: {how} on {classes[0]} hardware")]
+    baseline = _read(path, suite.name)
+    stored = baseline_class(baseline["hardware_class"])
+    if stored != classes[0]:
+        return [_no_baseline(suite, f"no baseline for {classes[0]} hardware: {path} was made on "
+                                    f"{baseline['hardware_class']} ({stored}); {how} on "
+                                    f"{classes[0]} hardware")]
+    return _compare(suite, results, baseline)
+
+
+def _others(path: Path, suite_name: str) -> str:
+    """` (this suite's other baselines: cpu.json)`, or nothing when the folder holds none."""
+    found = sorted(p.name for p in Path(path).parent.glob(f"{suite_name}*.json")
+                   if p.stem == suite_name or p.stem.startswith(f"{suite_name}@"))
+    return f" (this suite's other baselines: {', '.join(found)})" if found else ""
+
+
+def runs_hardware(results: list[dict[str, Any]]) -> list[str]:
+    """The hardware each run recorded (`environment.hardware`); this machine's for a run that
+    recorded none, and for no runs at all."""
+    recorded = [(result.get("environment") or {}).get("hardware") for result in results]
+    return [value if isinstance(value, str) and value else hardware_class()
+            for value in recorded] or [hardware_class()]
+
+
+def _read(path: Path, suite_name: str | None) -> dict[str, Any]:
     try:
-        baseline = read_baseline(path, expected_suite=None if baseline_file else suite.name)
+        return read_baseline(path, expected_suite=suite_name)
     except BaselineError as error:
         raise UserError(str(error)) from error
-    _warn_on_mismatch(suite, baseline)
+
+
+def _no_baseline(suite: Suite, detail: str) -> Verdict:
+    return Verdict(name=f"{suite.name} baseline", kind="regression",
+                   status=verdict_status("regression", "undecided", "no_change"),
+                   expect="no_change", outcome="undecided", test="-", metric="-", detail=detail)
+
+
+def _compare(suite: Suite, results: list[dict[str, Any]], baseline: dict[str, Any]
+             ) -> list[Verdict]:
+    _warn_on_mismatch(suite, baseline, runs_hardware(results))
     settings = suite.regression
     # The stored minimum effect and level decide, so a suite edit cannot loosen its own gate.
     return compare_with_baseline(results, baseline, baseline["metrics"], baseline["min_effect"],
@@ -55,10 +105,11 @@ def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: P
                                  per_attribute=settings.per_attribute)
 
 
-def _warn_on_mismatch(suite: Suite, baseline: dict[str, Any]) -> None:
+def _warn_on_mismatch(suite: Suite, baseline: dict[str, Any], hardware: list[str]) -> None:
     if baseline.get("suite_hash") != suite.suite_hash():
         print(f"note: the suite {suite.name} changed since its baseline was stored",
               file=sys.stderr)
-    if baseline.get("hardware_class") != hardware_class():
+    here = ",".join(sorted(set(hardware)))
+    if baseline.get("hardware_class") != here:
         print(f"note: baseline made on {baseline.get('hardware_class')}, this is "
-              f"{hardware_class()}: numbers may differ", file=sys.stderr)
+              f"{here}: numbers may differ", file=sys.stderr)

@@ -1,0 +1,96 @@
+"""A run's identity beyond its settings (issue 17): the digest of its data (generator version,
+pools and templates, data settings) and an `hf:` model's resolved revision are in its key and its
+result, so a changed generator or model never silently reuses old runs or cached data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+from factrecall_bench import identity
+from factrecall_bench.config import DataSpec, ModelSpec, config_hash
+from factrecall_bench.data.dataset import SPLITS, dataset_dir
+from factrecall_bench.errors import UserError
+from factrecall_bench.suite import expand_suite, load_suite, run_config_dict
+from factrecall_bench.trace.hook import run_config_from_dict
+
+GENERATED = {1: "888e250606f3c60fc999a6a6d7bb6402bc58b706ebf7cbcb579436dafa7ffc43"}
+"""GENERATOR_VERSION -> sha256 of the small spec's generated rows (tests/conftest.py small_spec)."""
+COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
+
+
+def test_the_generators_output_is_pinned_to_its_version(small_dataset):
+    rows = {split: small_dataset[split].to_list() for split in SPLITS}
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    assert digest == GENERATED.get(identity.GENERATOR_VERSION), (
+        "the generator's output changed: bump identity.GENERATOR_VERSION (new run ids, new cached "
+        "data) and pin the new digest here")
+
+
+def test_a_new_generator_version_or_pool_makes_new_runs_and_new_cached_data(monkeypatch, tmp_path):
+    suite = load_suite("cpu")
+    before = [config.run_id for config in expand_suite(suite)]
+    folder = dataset_dir(tmp_path, expand_suite(suite)[0].data)
+    monkeypatch.setattr(identity, "GENERATOR_VERSION", identity.GENERATOR_VERSION + 1)
+    assert not set(before) & {config.run_id for config in expand_suite(suite)}
+    assert dataset_dir(tmp_path, expand_suite(suite)[0].data) != folder
+    monkeypatch.undo()
+    monkeypatch.setattr(identity, "pools_digest", lambda: "another pool")
+    assert not set(before) & {config.run_id for config in expand_suite(suite)}
+
+
+def test_the_data_digest_follows_the_settings_and_the_shipped_pools():
+    spec = DataSpec()
+    assert identity.data_digest(spec) == identity.data_digest(DataSpec())
+    assert identity.data_digest(spec) != identity.data_digest(DataSpec(seed=1))
+    assert len(identity.pools_digest()) == 64
+
+
+def test_the_result_holds_the_identity_and_config_json_keeps_it():
+    config = expand_suite(load_suite("cpu"))[0]
+    document = run_config_dict(config)
+    assert document["identity"] == {"data": identity.data_digest(config.data),
+                                    "model_revision": ""}
+    rebuilt = run_config_from_dict(json.loads(json.dumps(document)))
+    assert config_hash(rebuilt) == config_hash(config) and rebuilt.run_id == config.run_id
+
+
+def _cache(root: Path, repo: str, refs: dict[str, str]) -> None:
+    folder = root / f"models--{repo.replace('/', '--')}" / "refs"
+    folder.mkdir(parents=True)
+    for name, commit in refs.items():
+        (folder / name).write_text(commit + "\n")
+
+
+def test_an_hf_models_revision_comes_from_the_pin_or_the_local_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    _cache(tmp_path, "org/model", {"main": COMMIT_A, "v1": COMMIT_B})
+    assert identity.model_revision(ModelSpec(name="hf:org/model")) == COMMIT_A
+    assert identity.model_revision(ModelSpec(name="hf:org/model", revision="v1")) == COMMIT_B
+    pinned = "c" * 40
+    assert identity.model_revision(ModelSpec(name="hf:org/model", revision=pinned)) == pinned
+    assert identity.model_revision(ModelSpec(name="hf:org/absent")) == ""
+    assert identity.model_revision(ModelSpec(name="hf:org/absent", revision="v2")) == "v2"
+    assert identity.model_revision(ModelSpec(name="tiny-llama")) == ""
+    assert identity.model_revision(ModelSpec(name=f"hf:{tmp_path}")) == ""  # a local folder
+
+
+def test_a_new_snapshot_in_the_cache_makes_new_runs(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    suite_file = tmp_path / "hf.toml"
+    suite_file.write_text('name = "hf"\nstrategies = ["mixed"]\nmodels = ["hf:org/model"]\n')
+    _cache(tmp_path, "org/model", {"main": COMMIT_A})
+    [first] = expand_suite(load_suite(str(suite_file)))
+    (tmp_path / "models--org--model" / "refs" / "main").write_text(COMMIT_B)
+    [second] = expand_suite(load_suite(str(suite_file)))
+    assert (first.identity.model_revision, second.identity.model_revision) == (COMMIT_A, COMMIT_B)
+    assert first.run_id != second.run_id
+
+
+def test_a_revision_pins_only_hf_models():
+    with pytest.raises(UserError, match="revision pins an hf:<id> model"):
+        ModelSpec(name="tiny-llama", revision="main")
