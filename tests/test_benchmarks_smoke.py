@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = {"train": ["ours_tokens_per_s", "hf_tokens_per_s", "ratio", "levers"],
+SCRIPTS = {"train": ["ours_tokens_per_s", "hf_tokens_per_s", "ratio", "ratio_packed", "levers"],
            "eval": ["seconds", "ratio", "disagreements"],
            "data": ["target", "table"],
            "scaling": ["table"],

