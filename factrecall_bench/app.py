@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench import distributed, exit_codes
+from factrecall_bench.cluster import ClusterSettings
 from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.runfolder import RunFolder
 from factrecall_bench.runner import RunOptions
+from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
 from factrecall_bench.tracking import check_trackers
 from factrecall_bench.verdicts import RegressionSettings
@@ -139,7 +141,7 @@ def selected_suites(names: list[str], run_all: bool, strategy: str | None, model
         if names or strategy or overrides:
             raise UserError("--all runs every CI suite as shipped: give no --suite, --strategy "
                             "or --set with it")
-        return [suite for suite in map(load_suite, sorted(shipped_suites())) if suite.ci]
+        return ci_suites_this_machine_runs()
     suites = [load_suite(name, overrides) for name in (names or ["cpu"])]
     if strategy is not None:
         if len(suites) != 1:
@@ -148,6 +150,16 @@ def selected_suites(names: list[str], run_all: bool, strategy: str | None, model
         expand_suite(single)
         return [single]
     return suites
+
+
+def ci_suites_this_machine_runs() -> list[Suite]:
+    """`--all`: every shipped CI suite, less those that need a GPU where none is visible (the
+    user is told which: a skip is never silent)."""
+    ci_suites = [suite for suite in map(load_suite, sorted(shipped_suites())) if suite.ci]
+    skipped = [suite.name for suite in ci_suites if suite.needs_gpu and not _has_gpu()]
+    if skipped:
+        note(f"skipping suite(s) {', '.join(skipped)}: they need a GPU and none is visible")
+    return [suite for suite in ci_suites if suite.name not in skipped]
 
 
 @dataclass(frozen=True)
@@ -170,24 +182,47 @@ class RunRequest:
     inconclusive_claims_ok: bool = False
     options: RunOptions = field(default_factory=RunOptions)
     """Trackers and per-sample answers: what runs do besides what their configs decide."""
+    cluster: ClusterSettings | None = None
+    """`--executor slurm|local`: each run a submitit job; None: runs in this machine's workers."""
+    shard: Shard | None = None
+    """`--shard I/N`: only this share of each suite's runs; judged once every share is done."""
 
 
 def run_command(request: RunRequest) -> int:
     """Run the chosen suites, judge and report each; the process's exit code."""
+    from factrecall_bench import cluster_runs
     from factrecall_bench.report import print_summary, write_junit, write_suite_report
 
     chosen = selected_suites(request.suites, request.run_all, request.strategy, request.model,
                              request.seed, request.overrides)
     baselines_dir = request.baselines_dir if request.check else None
-    check_before_any_work(chosen, request.runs_dir, baselines_dir, request.junit_xml)
-    check_trackers(request.options.log_with)
-    documents = []
+    check_before_any_work(chosen, request.runs_dir, baselines_dir, request.junit_xml,
+                          trains_here=request.cluster is None)
+    for suite in chosen:  # --log-with on the command line wins over a suite's log_with
+        check_trackers(suite.trackers(request.options.log_with))
+    if request.cluster is not None:
+        from factrecall_bench.cluster_runs import check_cluster_request
+
+        check_cluster_request(request.cluster)
+    documents, shard_codes = [], []
     for suite in chosen:
-        results, outcome_rows = run_suite(suite, request.runs_dir, request.jobs,
-                                          show_progress=not request.as_json,
-                                          options=request.options)
-        if not distributed.is_main():
-            continue  # the main process judges and reports
+        show_progress = not request.as_json
+        options = dataclasses.replace(request.options,
+                                      log_with=suite.trackers(request.options.log_with))
+        ran = (run_suite(suite, request.runs_dir, request.jobs, show_progress, options,
+                         request.shard)
+               if request.cluster is None else
+               cluster_runs.run_suite_on_cluster(suite, request.runs_dir, request.cluster,
+                                                 show_progress, options, request.shard))
+        if ran is None or not distributed.is_main():
+            continue  # submitted without waiting (`check` judges), or not the main process
+        results, outcome_rows = ran
+        if request.shard is not None:
+            joined = cluster_runs.join_shards(suite, request.runs_dir, request.shard, outcome_rows)
+            if joined is None:  # other shards' runs are missing: `check` judges later
+                shard_codes.append(cluster_runs.shard_exit_code(outcome_rows))
+                continue
+            results, outcome_rows = joined
         verdicts = judge_suite(suite, results, request.baselines_dir) if request.check else []
         document = write_suite_report(suite, results, outcome_rows, verdicts, request.runs_dir)
         documents.append(document)
@@ -199,7 +234,13 @@ def run_command(request: RunRequest) -> int:
         write_junit(request.junit_xml, documents)
     if request.as_json:
         print_json({"suites": documents})
-    return exit_code_for_ci(documents, request.inconclusive_claims_ok)
+    return combined_exit_code([exit_code_for_ci(documents, request.inconclusive_claims_ok),
+                               *shard_codes])
+
+
+def listed_run_ids(run_ids: list[str], at_most: int = 5) -> str:
+    more = len(run_ids) - at_most
+    return ", ".join(run_ids[:at_most]) + (f" and {more} more" if more > 0 else "")
 
 
 def exit_code_for_ci(documents: list[dict[str, Any]], inconclusive_claims_ok: bool) -> int:
@@ -219,18 +260,22 @@ def exit_code_for_ci(documents: list[dict[str, Any]], inconclusive_claims_ok: bo
 
 
 def check_before_any_work(suites: list[Suite], runs_dir: Path, baselines_dir: Path | None,
-                          junit_xml: Path | None = None) -> None:
+                          junit_xml: Path | None = None, trains_here: bool = True) -> None:
     """Everything a command will need, checked in seconds before the first run starts: the runs
     folder, each suite's claims, regression and trace settings, and the baseline it will be
-    judged against. A problem is a UserError (one line, exit 2), never a failure after training."""
+    judged against. A problem is a UserError (one line, exit 2), never a failure after training.
+    Runs submitted as cluster jobs (`trains_here` False) need no GPU here: their nodes have them."""
+    from factrecall_bench.locks import lock_method
     from factrecall_bench.runner import ensure_writable
 
+    lock_method()  # FACTRECALL_LOCK, if set, names a method
     if junit_xml is not None and junit_xml.is_dir():
         raise UserError(f"--junit-xml {junit_xml} is a folder; give a file path")
     ensure_writable(runs_dir)
     for suite in suites:
         check_suite_settings(suite)
-        check_suite_can_run(suite)
+        if trains_here:
+            check_suite_can_run(suite)
         if baselines_dir is not None:
             check_suite_baseline(suite, baselines_dir)
 
@@ -268,23 +313,24 @@ def combined_exit_code(codes: list[int]) -> int:
 
 
 def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool,
-              options: RunOptions | None = None
+              options: RunOptions | None = None, shard: Shard | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The suite's runs (with `shard`, its share of them) trained here: results and a row each."""
     from factrecall_bench.orchestrate import event_paths, run_configs
     from factrecall_bench.progress import EventProgress
 
     check_suite_can_run(suite)
-    configs = expand_suite(suite)
+    configs = shard.select(expand_suite(suite)) if shard else expand_suite(suite)
     # Several processes (accelerate launch) train each run together, one run after another.
     jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
     if distributed.is_main():
         note(_what_will_run(suite, configs, runs_dir, jobs))
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
         outcome = run_configs(configs, runs_dir, jobs, options)
-    return outcome.results, [_outcome_row(o) for o in outcome.outcomes]
+    return outcome.results, [outcome_row(o) for o in outcome.outcomes]
 
 
-def _outcome_row(outcome: Any) -> dict[str, Any]:
+def outcome_row(outcome: Any) -> dict[str, Any]:
     """A run's row in verdicts.json: a run finished earlier is `finished` (reused), not skipped."""
     reused = outcome.status == "skipped"
     return {"run_id": outcome.run_id, "status": "finished" if reused else outcome.status,
@@ -292,7 +338,9 @@ def _outcome_row(outcome: Any) -> dict[str, Any]:
 
 
 def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
-    finished = len(finished_results(suite, runs_dir))
+    from factrecall_bench.cluster import is_finished
+
+    finished = sum(is_finished(config, runs_dir) for config in configs)
     to_run = len(configs) - finished
     if to_run == 0:
         return (f"suite {suite.name}: all {finished} runs already finished in "
@@ -364,7 +412,8 @@ def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json:
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None if baseline_file else baselines_dir)
     if run_missing:
-        results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json)
+        results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json,
+                                  options=RunOptions(log_with=suite.log_with))
         if not distributed.is_main():
             return 0
     else:
@@ -392,9 +441,10 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[dict[str, Any]], 
              "reused": c.run_id in done, "reason": "" if c.run_id in done else
              f"not finished in {run_dir(runs_dir, c)}"} for c in configs]
     if len(done) < len(configs):
-        note(f"suite {suite.name}: {len(configs) - len(done)} of {len(configs)} runs are not "
-             f"finished; claims that need them are inconclusive (`run --suite {suite.name}` "
-             "trains them)")
+        missing = [config.run_id for config in configs if config.run_id not in done]
+        note(f"suite {suite.name}: {len(missing)} of {len(configs)} runs are not finished "
+             f"({listed_run_ids(missing)}); claims that need them are inconclusive "
+             f"(`run --suite {suite.name}` trains them)")
     return results, rows
 
 
@@ -406,7 +456,8 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
 
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
-    results, rows = run_suite(suite, runs_dir, None, show_progress=True)
+    results, rows = run_suite(suite, runs_dir, None, show_progress=True,
+                              options=RunOptions(log_with=suite.log_with))
     if not distributed.is_main():
         return exit_codes.OK
     failed = [row for row in rows if row["status"] != "finished"]

@@ -181,15 +181,55 @@ def run(
         "--log-samples", help="Write each run's answer to every ID and OOD question "
                               "(samples.jsonl) and a breakdown of wrong answers.")] = False,
     as_json: JsonFlag = False,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", metavar="slurm|local",
+        help="Each run a submitit job: slurm (a job array; the runs folder must be shared) or "
+             "local (submitit's local executor). Default: runs in worker processes here.")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(
+        "--slurm-partition", help="With --executor slurm: the partition.")] = None,
+    gpus_per_run: Annotated[int | None, typer.Option(
+        "--gpus-per-run", help="With --executor: GPUs per job, one task each (DDP) "
+                               "(default 1 on Slurm, 0 locally).")] = None,
+    cpus_per_run: Annotated[int | None, typer.Option(
+        "--cpus-per-run", min=1, help="With --executor: CPU cores per job.")] = None,
+    time_min: Annotated[int | None, typer.Option(
+        "--time", metavar="MINUTES",
+        help="With --executor: time limit per job (default 240); longer runs are requeued "
+             "and resume.")] = None,
+    slurm_setting: Annotated[list[str] | None, typer.Option(
+        "--slurm-setting", metavar="KEY=VALUE",
+        help="With --executor slurm: another sbatch option, e.g. account=myproj "
+             "(repeatable).")] = None,
+    wait: Annotated[bool, typer.Option(
+        help="With --executor: wait for the jobs and judge (--no-wait: exit after submitting; "
+             "`check` judges later).")] = True,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", metavar="I/N",
+        help="Train only the I-th of N shares of each suite's runs (split by config hash), so N "
+             "machines split a suite with no coordinator; judged once all are there.")] = None,
+    lock_method: Annotated[str | None, typer.Option(
+        "--lock-method", metavar="flock|owner-file",
+        help="How a run is locked (default flock, or FACTRECALL_LOCK): owner-file where the "
+             "runs folder's filesystem does not make flock cluster-wide (NFS with nolock).")] = None,
 ) -> None:
     """Train and evaluate: one run, one or more suites, or every CI suite (`--all`).
 
     Under `accelerate launch` or `torchrun`, several processes train each run together (DDP).
+    With --executor, each run is a cluster job (submitit).
     """
     from factrecall_bench.app import RunRequest, run_command
+    from factrecall_bench.cluster import settings_from_flags
     from factrecall_bench.runner import RunOptions
 
-    request = RunRequest(
+    if lock_method is not None:
+        from factrecall_bench.locks import use_lock_method
+
+        use_lock_method(lock_method)  # inherited by the workers and the jobs
+    cluster = settings_from_flags(executor, slurm_partition, gpus_per_run, cpus_per_run, time_min,
+                                  slurm_setting or [], wait, jobs)
+    from factrecall_bench.shard import parse_shard
+
+    request = RunRequest(cluster=cluster, shard=parse_shard(shard) if shard else None,
         suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed,
         overrides=tuple(overrides or ()), jobs=jobs, runs_dir=runs_dir,
         baselines_dir=baselines_dir, check=check, junit_xml=junit_xml, as_json=as_json,
@@ -322,18 +362,30 @@ def plan(
     suite: SuiteName = "paper",
     gpus: Annotated[int, typer.Option(help="GPUs per run.")] = 1,
     gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of memory per GPU.")] = 80.0,
-    mfu: Annotated[float, typer.Option(help="Model FLOP utilization assumed for the time.")] = 0.35,
+    mfu: Annotated[float | None, typer.Option(
+        help="Model FLOP utilization assumed for the time (default 0.35).")] = None,
+    measured: Annotated[Path | None, typer.Option(
+        "--measured", help="Take the MFU a benchmark measured (benchmarks/gpu_check.py --mfu-1b "
+                           "writes it, e.g. benchmarks/results/gpu_check_mixed_mfu1b.json).")] = None,
+    nodes: Annotated[int | None, typer.Option(
+        help="Also plan the suite on this many nodes: GPU-hours and wall time.")] = None,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", help="GPUs per node.")] = 8,
     as_json: JsonFlag = False,
 ) -> None:
-    """Parameters, memory per GPU (DDP / FSDP2, with and without checkpointing), time per run."""
-    from factrecall_bench.plan import plan_suite, render_plan
+    """Parameters, memory per GPU (DDP / FSDP2, with and without checkpointing), time per run;
+    with --nodes, the suite's GPU-hours and wall time on a cluster."""
+    from factrecall_bench.plan import render_plan
+    from factrecall_bench.plan_cluster import plan_on_cluster
     from factrecall_bench.suite import load_suite
 
-    result = plan_suite(load_suite(suite), gpus, gpu_memory, mfu)
+    result, cluster_line = plan_on_cluster(load_suite(suite), gpus, gpu_memory, mfu, measured,
+                                           nodes, gpus_per_node)
     if as_json:
         print_json(result)
-    else:
-        Console().print(render_plan(result))
+        return
+    Console().print(render_plan(result))
+    if cluster_line:
+        print(cluster_line)
 
 
 suites_app = typer.Typer(rich_markup_mode=None, help="List the shipped suites, or show one.")

@@ -23,8 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock, Timeout
-
 T = TypeVar("T")
 
 
@@ -139,19 +137,18 @@ def gather_shards(local: list[T]) -> list[T]:
 
 @contextlib.contextmanager
 def main_process_lock(path: Path) -> Iterator[bool]:
-    """Yields on every process whether the main process got the lock (without waiting)."""
-    lock = FileLock(str(path), timeout=0)
+    """Yields on every process whether the main process got the run's lock (without waiting).
 
-    def acquire() -> bool:
-        try:
-            lock.acquire()
-        except Timeout:
-            return False
-        return True
+    The lock is flock(2) on `path` unless FACTRECALL_LOCK=owner-file: see locks.py for the
+    filesystems each is safe on (flock across nodes needs a filesystem that makes it cluster-wide:
+    NFSv4 or NFSv3 with lockd, Lustre with `-o flock`, GPFS; not NFS with `nolock`).
+    """
+    from factrecall_bench.locks import run_lock
 
-    acquired = computed_on_main(acquire)
+    lock = run_lock(path) if is_main() else None
+    acquired = computed_on_main(lambda: lock is not None and lock.acquire())
     try:
         yield acquired
     finally:
-        if acquired and is_main():
+        if acquired and lock is not None:
             lock.release()

@@ -64,9 +64,10 @@ def _run_with_trace(config: RunConfig, runs_root: Path, options: RunOptions) -> 
                    recorder_for=training_recorder_for, options=options)
 
 
-def _worker(config: RunConfig, runs_root: Path, threads: int, options: RunOptions
-            ) -> tuple[str, str]:
-    """A worker's run; only (status, reason) travel back, the parent reads result.json."""
+def run_as_worker(config: RunConfig, runs_root: Path, threads: int, options: RunOptions
+                  ) -> tuple[str, str]:
+    """A worker's run (a worker process here, or a cluster job: see cluster.py); only (status,
+    reason) travel back, the parent reads result.json."""
     torch.set_num_threads(threads)
     _thread_lock_for_progress_bars()
     outcome = _run_with_trace(config, runs_root, options)
@@ -327,7 +328,7 @@ def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1,
     check_trackers(options.log_with)
     if jobs <= 1:
         return SuiteOutcome([_run_with_trace(config, runs_root, options) for config in configs])
-    target = functools.partial(_worker, runs_root=runs_root, threads=threads_per_job(jobs),
+    target = functools.partial(run_as_worker, runs_root=runs_root, threads=threads_per_job(jobs),
                                options=options)
     ends = ProcessPool(jobs, visible_gpus()).map(target, configs)
     return SuiteOutcome([_outcome(config, runs_root, end) for config, end in zip(configs, ends)])
