@@ -14,7 +14,7 @@ from factrecall_bench.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED_DIR = PACKAGE_DIR / "shipped"
-ACCELERATE_CONFIGS = ("ddp", "fsdp2")
+ACCELERATE_CONFIGS = ("ddp", "fsdp2", "ddp-multinode", "fsdp2-multinode")
 
 
 def checkout_root() -> Path | None:

@@ -5,7 +5,7 @@ here; docs/formats.md describes the same contract and tests/test_formats.py chec
     RUNS_DIR/<suite>/             SuiteFolder: verdicts.json, report.md, *.png, tui-launch.log
     RUNS_DIR/<suite>/<run_id>/    RunFolder: config.json, events.jsonl, result.json, trace.json,
                                   checkpoints/step-<N>/, .lock
-    RUNS_DIR/data/                the cached datasets (biosdata-<hash of the spec>)
+    RUNS_DIR/data/                the cached datasets (biosdata-<data digest>)
 
 Every JSON document carries `schema_version`; a reader refuses (returns None for) any other.
 """
