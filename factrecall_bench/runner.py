@@ -35,7 +35,7 @@ from factrecall_bench.models import build_model
 from factrecall_bench.suite import run_config_dict
 from factrecall_bench.trace.ablation import own_rows_of
 from factrecall_bench.tracking import check_trackers, requested_trackers, tracking, tracking_dir
-from factrecall_bench.train import Trainer
+from factrecall_bench.train import Trainer, find_resume_checkpoint, total_steps
 
 SCHEMA_VERSION = 1
 
@@ -380,22 +380,25 @@ def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: 
     # something after evaluation (the trace) will need it.
     initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
                      if after_eval is not None else None)
-    trainer = Trainer(model=model, plans=plans, examples=data.examples,
-                      train=config.train, accelerator=accelerator, events=events,
-                      checkpoint_dir=folder / "checkpoints", pad_id=data.pad_id)
-    resume_from = trainer.resume_from
+    checkpoint_dir = folder / "checkpoints"
+    resume_from = find_resume_checkpoint(checkpoint_dir)
     if resume_from is not None:
         resume_from.load_model(model)  # whole weights, before DDP copies or FSDP2 shards them
-    trainer.model = prepared_for_training(accelerator, model)
-    model = accelerator.unwrap_model(trainer.model)  # under FSDP2: the same module, sharded
+    prepared = prepared_for_training(accelerator, model)
+    model = accelerator.unwrap_model(prepared)  # under FSDP2: the same module, sharded
     if initial_state is not None and distributed.is_sharded(model):
         initial_state = own_rows_of(initial_state, model)  # 1/N of it per process
-    trainer.recorder = recorder_for(config, trainer.model) if recorder_for else None
-    trainer.on_phase_end = _phase_end_eval(model, data, config, events, trainer.total_steps) \
+    steps = total_steps(plans)
+    phase_end_eval = _phase_end_eval(model, data, config, events, steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
+    trainer = Trainer(model=prepared, plans=plans, examples=data.examples,
+                      train=config.train, accelerator=accelerator, events=events,
+                      checkpoint_dir=checkpoint_dir, pad_id=data.pad_id, resume_from=resume_from,
+                      recorder=recorder_for(config, prepared) if recorder_for else None,
+                      on_phase_end=phase_end_eval)
     events.emit("run_start", suite=config.suite, variant=config.variant, strategy=config.strategy,
                 model=config.model.name, seed=config.seed, config_hash=config_hash(config),
-                total_steps=trainer.total_steps,
+                total_steps=steps,
                 resumed_from_step=resume_from.step if resume_from else None,
                 phases=[{"name": p.phase.name, "steps": len(p.batches)} for p in plans])
     return trainer, data, initial_state

@@ -14,7 +14,6 @@ writes; under FSDP2 all of them first gather the state it writes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -183,6 +182,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, steps: int, train: TrainSpe
         num_training_steps=max(steps, 1), min_lr_rate=train.min_lr_fraction)
 
 
+def find_resume_checkpoint(checkpoint_dir: Path) -> Checkpoint | None:
+    """The latest valid checkpoint of a run, found (and verified) by the main process and shared
+    with the others. Load its model weights (`load_model`) before the model is prepared."""
+    return distributed.computed_on_main(lambda: latest_checkpoint(checkpoint_dir))
+
+
+def total_steps(plans: list[PhasePlan]) -> int:
+    """Optimizer steps of a run: every phase's batches."""
+    return sum(len(plan.batches) for plan in plans)
+
+
 @dataclass
 class Trainer:
     """Runs a plan of phases on one model, writing events and checkpoints."""
@@ -196,6 +206,9 @@ class Trainer:
     events: EventLog
     checkpoint_dir: Path
     pad_id: int
+    resume_from: Checkpoint | None = None
+    """The checkpoint to go on from (`find_resume_checkpoint`); its model weights are already in
+    `model`, loaded before the model was prepared (sharded). None: train from the start."""
     recorder: Any = None
     """Sees every backward (the gradient trace's training mode: TrainingTraceRecorder); its
     state is saved with every checkpoint and restored on resume."""
@@ -209,13 +222,7 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return sum(len(plan.batches) for plan in self.plans)
-
-    @functools.cached_property
-    def resume_from(self) -> Checkpoint | None:
-        """The latest valid checkpoint, found (and verified) once, by the main process. Its model
-        weights must be loaded (`load_model`) before the model is prepared (sharded)."""
-        return distributed.computed_on_main(lambda: latest_checkpoint(self.checkpoint_dir))
+        return total_steps(self.plans)
 
     def run(self) -> dict[str, Any]:
         """Train to the end (resuming from `resume_from`, whose weights the model already holds);

@@ -34,7 +34,7 @@ from factrecall_bench.runner import accelerator_for, evaluate_recall, prepared_f
 from factrecall_bench.suite import expand_suite, load_suite
 from factrecall_bench.trace import TraceSettings, own_rows_of, trace_summary
 from factrecall_bench.trace.hook import ablation_evaluator, probe_batches
-from factrecall_bench.train import Trainer, make_optimizer, make_scheduler
+from factrecall_bench.train import Trainer, find_resume_checkpoint, make_optimizer, make_scheduler
 
 EVAL_BATCH = 3  # small, so the two processes' shares take different numbers of batches
 
@@ -64,16 +64,17 @@ def train(config, data, model, folder: Path, fsdp: bool) -> dict:
         as_fsdp2(accelerator)
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
     events = EventLog(folder / "events.jsonl", config.run_id, writes=distributed.is_main())
-    trainer = Trainer(model=model, plans=plans, examples=data.examples, train=config.train,
-                      accelerator=accelerator, events=events, checkpoint_dir=folder / "checkpoints",
-                      pad_id=data.pad_id)
-    if trainer.resume_from is not None:
-        trainer.resume_from.load_model(model)
-    trainer.model = prepared_for_training(accelerator, model)
-    assert distributed.is_sharded(trainer.model) == accelerator.is_fsdp2
+    resume_from = find_resume_checkpoint(folder / "checkpoints")
+    if resume_from is not None:
+        resume_from.load_model(model)
+    prepared = prepared_for_training(accelerator, model)
+    assert distributed.is_sharded(prepared) == accelerator.is_fsdp2
     # As the runner does: evaluate between the stages, then train on (FSDP2 leaves the root
     # gathered after a no_grad forward; training must go on from there).
-    trainer.on_phase_end = lambda phase, step: evaluate_recall(model, data, EVAL_BATCH)
+    trainer = Trainer(model=prepared, plans=plans, examples=data.examples, train=config.train,
+                      accelerator=accelerator, events=events, checkpoint_dir=folder / "checkpoints",
+                      pad_id=data.pad_id, resume_from=resume_from,
+                      on_phase_end=lambda phase, step: evaluate_recall(model, data, EVAL_BATCH))
     trainer.run()
     distributed.barrier()
     events = read_events(folder / "events.jsonl").events
