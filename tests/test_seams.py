@@ -210,25 +210,34 @@ def test_learning_rate_warms_up_and_decays_within_each_phase(two_stage):
 
 
 def test_sensitivity_variants_reach_their_run_configs():
+    """Each [[variants]] entry crossed with each [grid] value is one variant, and both the
+    variant's tables and the grid's value reach every run of it."""
     import tomllib
 
     raw = tomllib.loads(find_suite("sensitivity").read_text())
+    ((grid_key, grid_values),) = [(key, values) for key, values in raw["grid"].items()
+                                  if key != "labels"]
+    table, key = grid_key.split(".")
     configs = expand_suite(load_suite("sensitivity"))
     by_variant: dict[str, list] = {}
     for config in configs:
         by_variant.setdefault(config.variant, []).append(config)
-    assert sorted(by_variant) == sorted(v["name"] for v in raw["variants"])
-    for variant in raw["variants"]:
-        for config in by_variant[variant["name"]]:
-            for table, attribute in (("data", "data"), ("model", "model"), ("train", "train")):
-                values = {**raw.get(table, {}), **variant.get(table, {})}
-                for key, value in values.items():
-                    assert getattr(getattr(config, attribute), key) == value, \
-                        f"{variant['name']}: {table}.{key}"
+    assert len(by_variant) == len(raw["variants"]) * len(grid_values)
+    crossed = set()
+    for name, variant_configs in by_variant.items():
+        (variant,) = [v for v in raw["variants"] if name.startswith(v["name"] + "-")]
+        values = {config.train.stage2_lr for config in variant_configs}
+        assert len(values) == 1 and values <= set(grid_values), name
+        crossed.add((variant["name"], *values))
+        for config in variant_configs:
+            for section in ("data", "model", "train"):
+                for setting, value in {**raw.get(section, {}), **variant.get(section, {})}.items():
+                    assert getattr(getattr(config, section), setting) == value, \
+                        f"{name}: {section}.{setting}"
+            assert getattr(getattr(config, table), key) in grid_values
             if config.strategy == "two-stage":
-                assert config.phases[1].lr == variant["train"]["stage2_lr"]
-    stage2 = {v: {c.train.stage2_lr for c in cs} for v, cs in by_variant.items()}
-    assert len({lr for lrs in stage2.values() for lr in lrs}) == 3
+                assert config.phases[1].lr == config.train.stage2_lr
+    assert crossed == {(v["name"], lr) for v in raw["variants"] for lr in grid_values}
     single = {c.data.bio_variants for c in configs if c.variant.startswith("single")}
     aug = {c.data.bio_variants for c in configs if c.variant.startswith("aug")}
     assert single == {1} and aug == {5}
@@ -398,7 +407,7 @@ def run_stubbed(monkeypatch, tmp_path: Path, results: dict[str, list[dict[str, A
     """`factrecall-bench run --suite A --suite B ...` with training replaced by fixed results."""
     from factrecall_bench import app as use_cases
 
-    def fake_run_suite(suite, runs_dir, jobs, show_progress, options=None):
+    def fake_run_suite(suite, runs_dir, jobs, show_progress, options=None, shard=None):
         rows = [{"run_id": r["run_id"], "status": "finished", "reason": ""}
                 for r in results[suite.name]]
         return results[suite.name], rows
