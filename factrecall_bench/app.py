@@ -234,7 +234,7 @@ def run_command(request: RunRequest) -> int:
         write_junit(request.junit_xml, documents)
     if request.as_json:
         print_json({"suites": documents})
-    return combined_exit_code([exit_code_for_ci(documents, request.inconclusive_claims_ok),
+    return exit_codes.combined([exit_code_for_ci(documents, request.inconclusive_claims_ok),
                                *shard_codes])
 
 
@@ -247,7 +247,7 @@ def exit_code_for_ci(documents: list[dict[str, Any]], inconclusive_claims_ok: bo
     """The process's code for these suites. With `inconclusive_claims_ok`, a claim the data cannot
     decide does not fail the job (it stays `inconclusive` in every output); an inconclusive
     regression check, a failed verdict or a failed run still does."""
-    code = combined_exit_code([document["exit_code"] for document in documents])
+    code = exit_codes.combined([document["exit_code"] for document in documents])
     if code != exit_codes.INCONCLUSIVE or not inconclusive_claims_ok:
         return code
     undecided = [verdict for document in documents for verdict in document["verdicts"]
@@ -305,11 +305,6 @@ def check_suite_baseline(suite: Suite, baselines_dir: Path) -> None:
 
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def combined_exit_code(codes: list[int]) -> int:
-    """The one code for several suites (exit_codes.combined: 1, then 4 failed runs, then 3)."""
-    return exit_codes.combined(codes)
 
 
 def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool,

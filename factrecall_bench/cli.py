@@ -78,6 +78,8 @@ InconclusiveClaimsOk = Annotated[bool, typer.Option(
 
 
 def print_json(payload: Any) -> None:
+    """app's JSON printer, imported when used: importing app brings torch, which `--help` and
+    bad flags should not wait for."""
     from factrecall_bench.app import print_json as print_document
 
     print_document(payload)
