@@ -16,24 +16,15 @@ from factrecall_bench.verdicts.baselines import (
     baseline_path,
     read_baseline,
 )
-from factrecall_bench.verdicts.claims import Claim, evaluate_claim
+from factrecall_bench.verdicts.claims import evaluate_claim
 from factrecall_bench.verdicts.decision import Verdict, adjust_verdicts, verdict_status
-from factrecall_bench.verdicts.regressions import RegressionSettings, compare_with_baseline
-
-
-def suite_claims(suite: Suite) -> list[Claim]:
-    """The suite's claims (parsed and checked against its seeds when the suite was loaded)."""
-    return list(suite.claims)
-
-
-def regression_settings(suite: Suite) -> RegressionSettings:
-    return suite.regression
+from factrecall_bench.verdicts.regressions import compare_with_baseline
 
 
 def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
     """Every claim of the suite, Holm-corrected together as one family (report-only claims
     included: they are tested too, and counting them only makes the others stricter)."""
-    verdicts = [evaluate_claim(claim, results) for claim in suite_claims(suite)]
+    verdicts = [evaluate_claim(claim, results) for claim in suite.claims]
     return adjust_verdicts(verdicts, "holm") if verdicts else []
 
 
