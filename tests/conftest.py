@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,13 @@ MICRO_SUITE = TESTS / "data" / "suites" / "micro.toml"
 """One run of a few seconds: the runner's skip / resume / kill tests and the multi-process ones."""
 
 torch.set_num_threads(1)
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """A `preexec_fn` for a CLI that a test will Ctrl-C: SIGINT at its default, as a terminal's
+    foreground job has it. The test process may have inherited it ignored (a CI harness that
+    starts its script with `&`), and the CLI rightly keeps an inherited SIG_IGN."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def has_cuda() -> bool:

@@ -19,7 +19,7 @@ import pytest
 from factrecall_bench import exit_codes
 from factrecall_bench.events import read_events
 from factrecall_bench.tui.launcher import SuiteLauncher
-from tests.conftest import run_cli
+from tests.conftest import ctrl_c_as_at_a_terminal, run_cli
 from tests.test_faults import comparable, pair_suite, result_of
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,8 @@ def start_cli(args: list[str], runs: Path, ignore_sigint: bool = False) -> subpr
     def before_exec() -> None:
         if ignore_sigint:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            ctrl_c_as_at_a_terminal()
 
     return subprocess.Popen([sys.executable, "-m", "factrecall_bench", *args,
                              "--runs-dir", str(runs)], stdout=subprocess.PIPE,

@@ -18,7 +18,13 @@ from factrecall_bench.io import write_json_atomic
 from factrecall_bench.runner import run_one
 from factrecall_bench.suite import expand_suite, load_suite
 from tests.conftest import MICRO_SUITE as MICRO
-from tests.conftest import micro_result, run_cli, training_trace_suite, wait_for_step
+from tests.conftest import (
+    ctrl_c_as_at_a_terminal,
+    micro_result,
+    run_cli,
+    training_trace_suite,
+    wait_for_step,
+)
 
 
 def comparable(result: dict) -> dict:
@@ -78,7 +84,8 @@ def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "factrecall_bench", "run", "--suite", str(MICRO),
                                 "--runs-dir", str(tmp_path), "--no-check"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_as_at_a_terminal)
     wait_for_step(events_file, process, 20)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
