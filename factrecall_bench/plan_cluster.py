@@ -32,9 +32,13 @@ def measured_throughput(path: Path) -> Throughput:
     """The MFU a benchmark measured (`mfu_1b.mfu` of gpu_check.py's result); a file without one is
     a UserError."""
     try:
-        document = json.loads(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
+    except OSError as error:
+        raise UserError(f"--measured {path}: cannot read it ({error.strerror or error})") from error
+    try:
+        document = json.loads(text)
         mfu = float(document["mfu_1b"]["mfu"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         raise UserError(f"--measured {path}: no measured MFU in it (expected mfu_1b.mfu, as "
                         "benchmarks/gpu_check.py --mfu-1b writes)") from error
     if not 0 < mfu <= 1:

@@ -47,6 +47,8 @@ def test_the_measured_mfu_is_read_from_the_gpu_check_result(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"device": "x"}))
     with pytest.raises(UserError, match="no measured MFU"):
         measured_throughput(tmp_path / "other.json")
+    with pytest.raises(UserError, match=r"missing.json: cannot read it \(No such file"):
+        measured_throughput(tmp_path / "missing.json")
 
 
 def plan_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
