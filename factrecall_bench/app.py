@@ -446,7 +446,6 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[dict[str, Any]], 
 def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path) -> int:
     """Run the suite and store its baseline (main process); the exit code. A baseline is stored
     only from a complete suite: with a failed run nothing is written and the code is 4."""
-    from factrecall_bench.environment import hardware_class
     from factrecall_bench.verdicts.baselines import baseline_from_results, baseline_path, write_baseline
 
     suite = load_suite(suite_name)
@@ -461,13 +460,29 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
             note(f"run {row['run_id']} {row['status']}: {row['reason']}")
         note(f"not storing a baseline: {len(failed)} of {len(rows)} runs did not finish")
         return exit_codes.RUNS_FAILED
+    hardware = recorded_hardware(suite, results)
     settings = suite.regression
-    baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware_class(),
+    baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware,
                                      settings.alpha, settings.min_effect, list(settings.metrics))
-    path = baseline_path(baselines_dir, suite.name)
+    path = baseline_path(baselines_dir, suite.name, hardware)
     write_baseline(path, baseline)
     print(f"wrote {path}", flush=True)
     return exit_codes.OK
+
+
+def recorded_hardware(suite: Suite, results: list[dict[str, Any]]) -> str:
+    """The hardware the suite's runs recorded, which names the baseline's class: runs trained on
+    GPU nodes give a GPU baseline even when `baseline update` runs on a login node."""
+    from factrecall_bench.verdicts.baselines import baseline_class
+    from factrecall_bench.verdicts.judging import runs_hardware
+
+    recorded = sorted(set(runs_hardware(results)))
+    classes = sorted({baseline_class(hardware) for hardware in recorded})
+    if len(classes) > 1:
+        raise UserError(f"not storing a baseline: the runs of suite {suite.name} were made on "
+                        f"{len(classes)} hardware classes ({', '.join(classes)}), and a baseline "
+                        "holds one: train them all on one class")
+    return recorded[0]
 
 
 def trace_command(run_folder: Path) -> dict[str, Any]:

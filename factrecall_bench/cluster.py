@@ -85,7 +85,8 @@ def settings_from_flags(executor: str | None, partition: str | None, gpus_per_ru
             ("--slurm-setting", slurm_settings or None), ("--no-wait", None if wait else True))
             if value is not None]
         if given:
-            raise UserError(f"{', '.join(given)} need --executor slurm (or local)")
+            verb = "needs" if len(given) == 1 else "need"
+            raise UserError(f"{', '.join(given)} {verb} --executor slurm (or local)")
         return None
     return ClusterSettings(executor=executor, partition=partition, gpus_per_run=gpus_per_run,
                            cpus_per_run=cpus_per_run,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from factrecall_bench import app, environment, exit_codes
+from factrecall_bench.errors import UserError
 from factrecall_bench.resources import default_baselines_dir
 from factrecall_bench.suite import load_suite
 from factrecall_bench.verdicts import judging
@@ -169,3 +170,36 @@ def test_baseline_update_and_check_on_another_class(tmp_path, monkeypatch, capsy
     assert read_baseline(gpu_file)["hardware_class"] == "cuda:Imaginary GPU"
     assert cpu_file.read_text("utf-8") == cpu_text
     assert app.check_command(str(suite_file), runs, baselines, as_json=True) == exit_codes.OK
+
+
+def _record_hardware(result_file: Path, hardware: str) -> None:
+    result = json.loads(result_file.read_text("utf-8"))
+    result["environment"]["hardware"] = hardware
+    result_file.write_text(json.dumps(result), "utf-8")
+
+
+def test_baseline_update_stores_the_class_the_runs_were_made_on(tmp_path, monkeypatch):
+    """Runs trained on GPU nodes (`run --executor slurm`), `baseline update` on a CPU login node:
+    the baseline is the GPU class's. Runs of two classes store nothing and say why."""
+    suite_file = tmp_path / "microreg.toml"
+    suite_file.write_text(MICRO_SUITE.read_text("utf-8").replace('name = "micro"', 'name = "microreg"')
+                          .replace("seeds = [0]", "seeds = [0, 1]")
+                          + '\n[regression]\nmetrics = ["id_exact_match"]\n')
+    runs, baselines = tmp_path / "runs", tmp_path / "baselines"
+    monkeypatch.setattr(environment, "hardware_class", lambda: "cpu:x86_64")
+    monkeypatch.setattr(judging, "hardware_class", lambda: "cpu:x86_64")
+    assert app.baseline_update_command(str(suite_file), runs, baselines) == exit_codes.OK
+    cpu_file = baselines / "microreg.json"
+    cpu_text = cpu_file.read_text("utf-8")
+
+    first, second = sorted(runs.glob("microreg/*/result.json"))
+    _record_hardware(first, "cuda:Imaginary GPU")
+    with pytest.raises(UserError, match="made on 2 hardware classes .cpu, cuda-imaginary-gpu."):
+        app.baseline_update_command(str(suite_file), runs, baselines)
+    assert sorted(p.name for p in baselines.iterdir()) == ["microreg.json"]
+
+    _record_hardware(second, "cuda:Imaginary GPU")
+    assert app.baseline_update_command(str(suite_file), runs, baselines) == exit_codes.OK
+    gpu_file = baselines / "microreg@cuda-imaginary-gpu.json"
+    assert read_baseline(gpu_file)["hardware_class"] == "cuda:Imaginary GPU"
+    assert cpu_file.read_text("utf-8") == cpu_text

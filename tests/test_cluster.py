@@ -33,8 +33,9 @@ def cli_exit_code(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--executor", "pbs"], "--executor 'pbs': expected one of slurm, local"),
-    (["--slurm-partition", "gpu"], "--slurm-partition need --executor"),
-    (["--no-wait"], "--no-wait need --executor"),
+    (["--slurm-partition", "gpu"], "--slurm-partition needs --executor"),
+    (["--no-wait"], "--no-wait needs --executor"),
+    (["--time", "5", "--no-wait"], "--time, --no-wait need --executor"),
     (["--executor", "local", "--slurm-partition", "gpu"], "need --executor slurm"),
     (["--executor", "slurm", "--slurm-setting", "account"], "expected KEY=VALUE"),
     (["--executor", "slurm", "--time", "0"], "--time 0: expected at least 1 minute"),

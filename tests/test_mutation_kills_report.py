@@ -22,10 +22,10 @@ from factrecall_bench.report import (
     print_summary,
     sample_summaries,
     summary_rows,
-    wrong_answers_section,
     write_junit,
     write_plots,
     write_suite_report,
+    wrong_answers_section,
 )
 from factrecall_bench.runfolder import suite_folder
 from factrecall_bench.samples import SUMMARY_FILE, SUMMARY_SCHEMA_VERSION
