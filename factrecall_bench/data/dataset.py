@@ -191,8 +191,20 @@ def ensure_dataset(spec: DataSpec, data_root: Path, progress: ProgressCallback |
     data_root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not _is_complete(folder, spec):
+            _check_cache_folder(folder)
             save_dataset(generate_dataset(spec, progress), spec, folder)
     return folder
+
+
+def _check_cache_folder(folder: Path) -> None:
+    """A cache folder whose marker files are gone (deleted by hand) is not ours to empty: say so
+    in words that fit a cache rather than `data generate --out`'s."""
+    try:
+        check_output_folder(folder)
+    except UserError:
+        raise UserError(f"the data cache {folder} holds files but not a dataset written by "
+                        "factrecall-bench (spec.json or digest.json is missing): delete that "
+                        "folder and it is generated again") from None
 
 
 def _is_complete(folder: Path, spec: DataSpec) -> bool:
