@@ -63,6 +63,9 @@ class ClusterSettings:
             raise UserError(f"--executor {self.executor!r}: expected one of {', '.join(EXECUTORS)}")
         if self.executor != "slurm" and (self.partition or self.slurm_settings):
             raise UserError("--slurm-partition and --slurm-setting need --executor slurm")
+        if self.executor == "local" and self.max_parallel is not None:
+            raise UserError("--jobs with --executor local: the local executor starts every job at "
+                            "once; without --executor, `run --jobs N` trains N runs at a time here")
         if self.gpus_per_run is not None and not 0 <= self.gpus_per_run <= 64:
             raise UserError(f"--gpus-per-run {self.gpus_per_run}: expected 0 to 64")
         if self.time_min < 1:

@@ -39,6 +39,7 @@ def cli_exit_code(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     (["--executor", "local", "--slurm-partition", "gpu"], "need --executor slurm"),
     (["--executor", "slurm", "--slurm-setting", "account"], "expected KEY=VALUE"),
     (["--executor", "slurm", "--time", "0"], "--time 0: expected at least 1 minute"),
+    (["--executor", "local", "--jobs", "2"], "--jobs with --executor local: the local executor"),
 ])
 def test_bad_cluster_flags_are_one_line_and_exit_2_before_any_work(monkeypatch, capsys, tmp_path,
                                                                   flags, message):
