@@ -350,13 +350,24 @@ def tui(
     from factrecall_bench.tui.app import run_app
 
     command, suite_name = None, None
-    if suite is not None:
+    if suite is None:
+        check_runs_folder_to_watch(runs_dir)
+    else:
         from factrecall_bench.suite import load_suite
 
         suite_name = load_suite(suite).name
         command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
                    "--runs-dir", str(runs_dir)]
     run_app(runs_dir, suite=suite_name, launch_command=command)
+
+
+def check_runs_folder_to_watch(runs_dir: Path) -> None:
+    """Without --suite nothing will create the folder: a mistyped path would show an empty app."""
+    if runs_dir.is_dir():
+        return
+    what = "is not a folder" if runs_dir.exists() else "does not exist"
+    raise UserError(f"runs folder {runs_dir} {what}: name the folder `run --runs-dir` wrote, or "
+                    "start a suite with `tui --suite S`")
 
 
 @app.command("plan")

@@ -252,3 +252,23 @@ def test_suites_show_prints_a_suite_that_loads_as_the_shipped_one(tmp_path):
     copy.write_text(shown.stdout)
     assert load_suite(str(copy)).suite_hash() == load_suite("cpu").suite_hash()
     assert run_cli("suites", "show", "nope", timeout=60).returncode == 2
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_tui_on_a_wrong_runs_path_is_one_line_not_an_empty_app(kind, tmp_path, monkeypatch, capsys):
+    """Without --suite nothing would ever fill a mistyped folder: refuse it before the app opens."""
+    target = tmp_path / "runz"
+    if kind == "file":
+        target.write_text("not a folder")
+    opened = []
+    monkeypatch.setattr("factrecall_bench.tui.app.run_app", lambda *a, **k: opened.append(a))
+    monkeypatch.setattr(sys, "argv", ["factrecall-bench", "tui", str(target)])
+    assert cli._exit_code_of_app(debug=False) == exit_codes.USAGE
+    error = capsys.readouterr().err.strip()
+    what = "does not exist" if kind == "missing" else "is not a folder"
+    assert error == (f"error: runs folder {target} {what}: name the folder `run --runs-dir` "
+                     "wrote, or start a suite with `tui --suite S`")
+    assert opened == []
+    target.parent.joinpath("runs").mkdir()
+    monkeypatch.setattr(sys, "argv", ["factrecall-bench", "tui", str(tmp_path / "runs")])
+    assert cli._exit_code_of_app(debug=False) == exit_codes.OK and len(opened) == 1
