@@ -44,7 +44,8 @@ def measured_throughput(path: Path) -> Throughput:
     if not 0 < mfu <= 1:
         raise UserError(f"--measured {path}: MFU {mfu} is not between 0 and 1")
     device = document.get("device", "an unnamed device")
-    return Throughput(mfu, f"measured on {device} ({path.name})")
+    model = document["mfu_1b"].get("architecture", "one model")
+    return Throughput(mfu, f"measured for {model} on {device}, {path.name}; applied to every model")
 
 
 @dataclass(frozen=True)

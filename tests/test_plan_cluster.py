@@ -43,7 +43,8 @@ def test_a_run_wider_than_the_cluster_is_refused():
 def test_the_measured_mfu_is_read_from_the_gpu_check_result(tmp_path):
     measured = measured_throughput(MEASURED)
     assert measured.mfu == json.loads(MEASURED.read_text())["mfu_1b"]["mfu"]
-    assert "NVIDIA" in measured.source
+    assert measured.source == ("measured for llama-3.2-1b on NVIDIA H200, "
+                               "gpu_check_mixed_mfu1b.json; applied to every model")
     (tmp_path / "other.json").write_text(json.dumps({"device": "x"}))
     with pytest.raises(UserError, match="no measured MFU"):
         measured_throughput(tmp_path / "other.json")
