@@ -58,27 +58,11 @@ def test_k_micro_batches_equal_one_batch_of_their_concatenation(k):
         torch.testing.assert_close(split[name], whole[name], rtol=1e-5, atol=1e-6)
 
 
-def test_dropping_micro_batches_is_caught():
-    """The replication bug: backward on one micro-batch of k. The equivalence must notice it."""
-    examples = random_examples(12, seed=9)
-    whole = one_update(tiny_model(), [examples])
-    buggy = one_update(tiny_model(), [examples[8:]])
-    assert any(not torch.allclose(buggy[n], whole[n], atol=1e-6) for n in whole)
-
-
 def test_qa_loss_covers_answer_and_eos_only():
     item = QAItem("p0/major", "major", prompt_ids=[1, 5, 6, 7], answer_ids=[8, 9, 2])
     example = qa_examples([item])[0]
     assert example.input_ids == [1, 5, 6, 7, 8, 9, 2]
     assert example.labels == [IGNORE] * 4 + [8, 9, 2]
-
-
-def test_masked_prompt_differs_from_whole_sequence_loss():
-    """The answer-only loss is a different update from a loss on the whole question."""
-    answer_only = [Example([3, 4, 5, 6, 7], [IGNORE, IGNORE, IGNORE, 6, 7], "qa")]
-    whole = [Example([3, 4, 5, 6, 7], [3, 4, 5, 6, 7], "qa")]
-    a, c = one_update(tiny_model(), [answer_only]), one_update(tiny_model(), [whole])
-    assert any(not torch.equal(a[n], c[n]) for n in a)
 
 
 def test_warmup_then_cosine_to_min_fraction():
