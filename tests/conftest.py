@@ -100,3 +100,19 @@ def wait_for_step(events_file: Path, process: subprocess.Popen, step: int,
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     raise AssertionError(f"step {step} not reached in time")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    """A device mesh over a process group of one (gloo, CPU): sharded (DTensor) code paths run in
+    one process; what changes with several processes needs tests/test_fsdp.py."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    started = not dist.is_initialized()
+    if started:
+        store = tmp_path_factory.mktemp("gloo") / "store"
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield init_device_mesh("cpu", (1,))
+    if started:
+        dist.destroy_process_group()

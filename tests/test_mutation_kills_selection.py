@@ -180,20 +180,6 @@ def test_bisection_does_not_skip_the_pattern_just_below_a_rejected_midpoint():
 # --- sharded scores (FSDP2): one process, so the sums over processes are its own counts ----------
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-
-    started = not dist.is_initialized()
-    if started:
-        store = tmp_path_factory.mktemp("gloo") / "store"
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    yield init_device_mesh("cpu", (1,))
-    if started:
-        dist.destroy_process_group()
-
-
 def _sharded(mesh, scores):
     from torch.distributed.tensor import Shard, distribute_tensor
 

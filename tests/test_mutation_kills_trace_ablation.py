@@ -8,13 +8,12 @@ recomputation; a missing parameter is named.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from factrecall_bench.trace.ablation import ablate, bio_only_masks, own_rows_of, random_masks
@@ -226,19 +225,8 @@ def test_own_rows_of_an_unsharded_model_is_the_reference_itself() -> None:
 
 
 # ---------------------------------------------------------------- sharded (FSDP2) parameters
-# One process: a process group of one (gloo), parameters as DTensors sharded by rows. What
+# One process: the `mesh` of conftest (gloo), parameters as DTensors sharded by rows. What
 # changes with several processes (which rows each holds) needs test_fsdp.py.
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceMesh]:
-    started = not dist.is_initialized()
-    if started:
-        store = tmp_path_factory.mktemp("gloo") / "store"
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    yield init_device_mesh("cpu", (1,))
-    if started:
-        dist.destroy_process_group()
 
 
 def sharded(model: nn.Module, mesh: DeviceMesh) -> nn.Module:

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
-from transformers import AutoModelForCausalLM, LlamaConfig
 
 from factrecall_bench import distributed
 from factrecall_bench import train as tr
@@ -29,16 +28,7 @@ from factrecall_bench.config import Phase, TrainSpec
 from factrecall_bench.data.examples import IGNORE, Example
 from factrecall_bench.errors import RunFailed
 from factrecall_bench.events import EventLog, read_events
-
-VOCAB = 50
-
-
-def tiny_model(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=64, pad_token_id=0)
-    return AutoModelForCausalLM.from_config(config)
+from tests.test_train import VOCAB, tiny_model
 
 
 def examples_of(task: str, count: int, seed: int) -> list[Example]:
