@@ -51,7 +51,8 @@ def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows
     failed = [row for row in outcome_rows if row["status"] in ("failed", "busy")]
     document = verdicts_document(suite.name, verdicts)
     document["exit_code"] = _exit_code(verdicts, failed)
-    document.update({"summary": summary_rows(results), "runs": outcome_rows})
+    document.update({"summary": summary_rows(results), "runs": outcome_rows,
+                     "trace": trace_rows(results)})
     plots = write_plots(results, folder.path)
     document["written"] = {"report": str(folder.report),
                            "plots": ", ".join(str(folder.path / plot) for plot in plots),
@@ -94,9 +95,77 @@ def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
                      f"{verdict['detail']} |")
     failed = [row for row in document["runs"] if row["status"] in ("failed", "busy")]
     lines += [""] + [f"- run {row['run_id']} {row['status']}: {row['reason']}" for row in failed]
+    lines += definitions_section(document["verdicts"])
+    lines += trace_section(document.get("trace") or [])
     lines += wrong_answers_section(samples or [])
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+TRACE_KEYS = ("shared_count", "expected_by_chance", "enrichment", "gini_heads", "top5_heads_share",
+              "gini_neurons")
+"""Per trace definition and k, the numbers report.md shows (means over seeds)."""
+
+
+def trace_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per group, trace definition and k: the mean over seeds of TRACE_KEYS (runs with a trace
+    only; the main definition first, as the runs recorded them)."""
+    grouped: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
+    for result in results:
+        trace = result.get("trace") or {}
+        for name, entry in (trace.get("definitions") or {}).items():
+            for k in entry.get("per_k") or {}:
+                grouped[(group_key(result), name, k)].append(entry["summary"])
+    rows = []
+    for (group, definition, k), summaries in grouped.items():
+        means = {key: statistics.fmean(s[f"{key}@{k}"] for s in summaries)
+                 for key in TRACE_KEYS if all(f"{key}@{k}" in s for s in summaries)}
+        rows.append({"group": group, "definition": definition, "k": k,
+                     "seeds": len(summaries), **means})
+    return rows
+
+
+def trace_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Shared parameters and their centralization, per trace definition, k and group."""
+    if not rows:
+        return []
+    headers = ("shared", "by chance", "enrichment", "Gini heads", "top-5 heads share",
+               "Gini neurons")
+    lines = ["", "## Trace: shared parameters and centralization", "",
+             "Means over seeds. shared: parameters in both the BIO and the QA top-k; by chance: "
+             "the overlap two random sets of those sizes would have; enrichment: shared / by "
+             "chance. Definitions are mode/score/ranking (the main one first; see the README, "
+             "\"The gradient trace\").", "",
+             "| definition | k | group | seeds | " + " | ".join(headers) + " |",
+             "|---|---|---|---|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [_num(row.get(key)) for key in TRACE_KEYS]
+        lines.append(f"| {row['definition']} | {row['k']} | {row['group']} | {row['seeds']} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def definitions_section(verdicts: list[dict[str, Any]]) -> list[str]:
+    """Trace claims judged under every trace definition: one row a definition, one column a
+    claim, each cell the outcome, effect and Holm-adjusted p (over the definitions)."""
+    judged = [v for v in verdicts if v.get("definitions")]
+    if not judged:
+        return []
+    names = list(dict.fromkeys(row["definition"] for v in judged for row in v["definitions"]))
+    lines = ["", "## Trace claims under every definition", "",
+             "Each cell: outcome, effect (a - b), p adjusted by Holm over the definitions. The "
+             "verdict above is decided under the main definition (first row).", "",
+             "| definition | " + " | ".join(v["name"] for v in judged) + " |",
+             "|---|" + "---|" * len(judged)]
+    for name in names:
+        cells = []
+        for verdict in judged:
+            row = next((r for r in verdict["definitions"] if r["definition"] == name), None)
+            cells.append("-" if row is None else
+                         f"{row['outcome'].replace('_', ' ')}, {_num(row['effect'])}, "
+                         f"p {_num(row['p_adjusted'])}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 WRONG_KIND_HEADERS = {"wrong_attribute": "same person, another attribute",
@@ -216,20 +285,22 @@ def print_summary(document: dict[str, Any]) -> None:
 
 
 def _style(status: str) -> str:
-    return {"pass": "green", "fail": "red", "reported": "cyan"}.get(status, "yellow")
+    return {"pass": "green", "fail": "red", "reported": "cyan", "xfail": "magenta",
+            "xpass": "magenta"}.get(status, "yellow")
 
 
 def write_junit(path: Path, documents: list[dict[str, Any]]) -> None:
-    """One testsuite per suite, one testcase per verdict: fail = failure, inconclusive =
-    skipped, pass = a plain passing case; a reported claim is a passing case that carries its
-    status, outcome and numbers as properties and its label and detail in system-out."""
+    """One testsuite per suite, one testcase per verdict: fail = failure, inconclusive and
+    xfail (an expected failure) = skipped, as pytest writes them; pass = a plain passing case; a
+    reported claim or an unexpected pass (xpass) is a passing case that carries its status,
+    outcome and numbers as properties and its label and detail in system-out."""
     root = ElementTree.Element("testsuites", name="factrecall-bench")
     for document in documents:
         verdicts = document["verdicts"]
         node = ElementTree.SubElement(
             root, "testsuite", name=document["suite"], tests=str(len(verdicts)),
             failures=str(sum(v["status"] == "fail" for v in verdicts)),
-            skipped=str(sum(v["status"] == "inconclusive" for v in verdicts)))
+            skipped=str(sum(v["status"] in ("inconclusive", "xfail") for v in verdicts)))
         for verdict in verdicts:
             _junit_case(node, document["suite"], verdict)
     write_bytes_atomic(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
@@ -245,7 +316,10 @@ def _junit_case(node: ElementTree.Element, suite: str, verdict: dict[str, Any]) 
         ElementTree.SubElement(case, "failure", message=verdict["detail"])
     elif verdict["status"] == "inconclusive":
         ElementTree.SubElement(case, "skipped", message=verdict["detail"])
-    elif verdict["status"] == "reported":
+    elif verdict["status"] == "xfail":
+        ElementTree.SubElement(case, "skipped", type="pytest.xfail",
+                               message=f"{status_label(verdict)}: {verdict['detail']}")
+    elif verdict["status"] in ("reported", "xpass"):
         properties = ElementTree.SubElement(case, "properties")
         for key in JUNIT_PROPERTIES:
             value = verdict.get(key)

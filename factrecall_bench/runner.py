@@ -141,7 +141,7 @@ def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
 
 RunHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dict[str, Any] | None]
 """Called after evaluation (e.g. the gradient trace); its return goes to result["trace"]. Its
-context holds "initial_state", "run_dir" and, with a recorder, "training_scores"."""
+context holds "initial_state", "run_dir" and, with a recorder, "training_scores_by_score"."""
 
 RecorderFor = Callable[[RunConfig, torch.nn.Module], Any]
 """A recorder that sees every backward of training (or None): see Trainer.recorder."""
@@ -332,7 +332,8 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     stage.name = "tracing"
     trace_started = time.perf_counter()
     context = {"initial_state": initial_state, "run_dir": folder,
-               "training_scores": trainer.recorder.scores() if trainer.recorder else None}
+               "training_scores_by_score": (trainer.recorder.scores_by_score()
+                                            if trainer.recorder else None)}
     trace = after_eval(config, model, data, context) if after_eval else None  # every process
     if trace is not None:
         events.emit("trace", summary=trace.get("summary", {}))

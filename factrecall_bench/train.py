@@ -140,8 +140,8 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             counts[task] = counts.get(task, 0) + count
     if clip_norm > 0:
         accelerator.clip_grad_norm_(model.parameters(), clip_norm)
-    if recorder is not None:
-        recorder.on_optimizer_step()
+    if recorder is not None:  # the rate this step applies: the trace's "update" weights by it
+        recorder.on_optimizer_step(lr=float(optimizer.param_groups[0]["lr"]))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepLosses(sums, counts)

@@ -270,15 +270,34 @@ def test_recorder_state_is_flat_on_cpu_and_loads_back() -> None:
         record(recorder, model, "qa", QA)
         recorder.on_optimizer_step()
     state = recorder.state_dict()
-    assert sorted(state) == ["qa/unused", "qa/used", "steps"]
+    assert sorted(state) == ["grad/qa/unused", "grad/qa/used", "steps"]
     assert state["steps"].dtype == torch.int64 and state["steps"].tolist() == [3]
-    torch.testing.assert_close(state["qa/used"], 3 * toy_gradient(model, QA)["used"].abs())
+    torch.testing.assert_close(state["grad/qa/used"], 3 * toy_gradient(model, QA)["used"].abs())
     fresh = TrainingTraceRecorder(model, TraceSettings(mode="training", score="grad"))
     fresh.load_state_dict({key: value.double() if key != "steps" else value
                            for key, value in state.items()})
     assert fresh.steps == 3 and list(fresh.scores()) == ["qa"]
     assert fresh.scores()["qa"]["used"].dtype == torch.float32
-    torch.testing.assert_close(fresh.scores()["qa"]["used"], state["qa/used"])
+    torch.testing.assert_close(fresh.scores()["qa"]["used"], state["grad/qa/used"])
+
+
+def test_a_state_written_before_several_scores_loads_as_the_main_score() -> None:
+    model = TwoTaskModel()
+    old_state = {"qa/used": torch.full((5,), 2.0), "qa/unused": torch.zeros(3),
+                 "steps": torch.tensor([4])}
+    fresh = TrainingTraceRecorder(model, TraceSettings(mode="training", score="grad"))
+    fresh.load_state_dict(old_state)
+    assert fresh.steps == 4
+    assert torch.equal(fresh.scores("grad")["qa"]["used"], torch.full((5,), 2.0))
+
+
+def test_a_state_missing_a_needed_score_is_refused() -> None:
+    model = TwoTaskModel()
+    state = {"grad/qa/used": torch.ones(5), "steps": torch.tensor([1])}
+    fresh = TrainingTraceRecorder(model, TraceSettings(mode="training", score="update",
+                                                       definitions=("training/grad/global",)))
+    with pytest.raises(ValueError, match="no sums for score"):
+        fresh.load_state_dict(state)
 
 
 def test_loading_replaces_the_scores_and_a_state_without_steps_starts_at_zero() -> None:
@@ -307,4 +326,5 @@ def test_loading_names_the_first_three_unknown_parameters() -> None:
     with pytest.raises(ValueError) as error:
         recorder.load_state_dict(state)
     assert str(error.value) == (
-        "recorder state for unknown parameters: ['qa/x0', 'qa/x1', 'qa/x2']")
+        "recorder state for unknown parameters or scores: "
+        "['grad_x_weight/qa/x0', 'grad_x_weight/qa/x1', 'grad_x_weight/qa/x2']")

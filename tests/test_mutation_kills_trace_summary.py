@@ -97,7 +97,9 @@ def test_the_trace_equals_its_recomputation(ranking: str) -> None:
                "qa": [batch(3), {k: v[:1] for k, v in batch(4).items()}]}
     scores = probe_scores(model, limited, settings)
     assert list(result) == ["settings", "n_parameters", "per_k", "consistency", "ablation",
-                            "summary"]
+                            "definition", "definitions", "summary"]
+    main = f"probe/grad_x_weight/{ranking}"
+    assert result["definition"] == main and list(result["definitions"]) == [main]
     assert result["settings"] == settings.to_dict()
     assert result["n_parameters"] == sum(p.numel() for p in model.parameters())
     assert result["consistency"] == gradient_consistency(model, limited)
@@ -147,8 +149,8 @@ def test_training_mode_without_both_tasks_is_refused_by_name() -> None:
     with pytest.raises(ValueError) as error:
         trace_summary(model, batches(), TraceSettings(mode="training"),
                       training_scores={"bio": scores})
-    assert str(error.value) == (
-        "trace mode 'training' needs the recorder's scores for 'bio' and 'qa'")
+    assert str(error.value) == ("trace definition training/grad_x_weight/global needs the "
+                                "recorder's 'grad_x_weight' scores for 'bio' and 'qa'")
 
 
 @pytest.mark.parametrize("given", ["reference", "evaluate"])

@@ -235,7 +235,7 @@ class RecordingRecorder:
             delta = (p.grad if p.grad is not None else torch.zeros_like(p)) - self._before[name]
             grads[name] = grads.get(name, 0) + delta
 
-    def on_optimizer_step(self) -> None:
+    def on_optimizer_step(self, lr: float | None = None) -> None:
         self.calls.append("step")
         assert all(p.grad is not None for p in self.model.parameters())  # before the step
 
@@ -478,7 +478,7 @@ class StepCounter:
     def after_backward(self, task: str) -> None:
         pass
 
-    def on_optimizer_step(self) -> None:
+    def on_optimizer_step(self, lr: float | None = None) -> None:
         self.steps += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -44,6 +44,7 @@ from factrecall_bench.verdicts import (
     verdict_status,
     verdicts_document,
 )
+from factrecall_bench.verdicts.claims import definitions_line, evaluate_claim_by_definition
 from factrecall_bench.verdicts.judging import judge_claims
 from tests.conftest import TINY_SUITE
 
@@ -735,3 +736,84 @@ def test_a_claim_reads_the_split_it_names() -> None:
         verdict = evaluate_claim(claim, results)
         assert verdict.status != "inconclusive" or metric == "id_exact_match", verdict.detail
         assert (verdict.status == "pass") == (expected == "pass"), (metric, verdict.detail)
+
+
+# ---------------------------------------------------------------------------------------------
+# at_most claims, expected failures, trace claims under every definition
+
+
+def test_at_most_over_seeds_uses_the_upper_bound_of_the_seed_values() -> None:
+    # Seeds at 0.30, 0.32, 0.28 against the paper's 0.10: mean 0.30, sd 0.02 (by hand); the t
+    # statistic for "mean <= 0.10" is (0.30 - 0.10) / (0.02 / sqrt 3) = 17.3: far from holding.
+    results = _seeds_at("two-stage", [0.30, 0.32, 0.28])
+    claim = at_least_claim(kind="at_most", strategies=["two-stage"], threshold=0.10, test="t")
+    verdict = evaluate_claim(claim, results)
+    assert (verdict.status, verdict.outcome) == ("fail", "does_not_hold")
+    assert verdict.effect == pytest.approx(0.30)
+    assert verdict.ci_low == pytest.approx(0.30 - 4.303 * 0.02 / math.sqrt(3), abs=1e-3)
+    assert "upper bound 0.334" in verdict.detail  # 0.30 + 2.920 * 0.02 / sqrt(3)
+    below = evaluate_claim(at_least_claim(kind="at_most", strategies=["two-stage"],
+                                          threshold=0.5, test="t"), results)
+    assert (below.status, below.outcome) == ("pass", "holds")
+
+
+def test_at_most_takes_the_highest_strategy_as_its_effect() -> None:
+    results = _seeds_at("mixed", [0.05, 0.06, 0.04]) + _seeds_at("two-stage", [0.2, 0.22, 0.18])
+    claim = at_least_claim(kind="at_most", strategies=["mixed", "two-stage"], threshold=0.5,
+                           test="t")
+    assert evaluate_claim(claim, results).effect == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(("seeds", "strict", "status", "label"), [
+    ([0.30, 0.32, 0.28], False, "xfail", "expected failure (does not hold)"),
+    ([0.02, 0.03, 0.01], False, "xpass", "unexpected pass (holds)"),
+    ([0.02, 0.03, 0.01], True, "fail", "fail"),
+])
+def test_a_claim_expected_to_fail_is_an_expected_failure_or_an_unexpected_pass(
+    seeds: list[float], strict: bool, status: str, label: str
+) -> None:
+    claim = at_least_claim(kind="at_most", strategies=["two-stage"], threshold=0.10, test="t",
+                           expect="fails", strict=strict)
+    verdict = evaluate_claim(claim, _seeds_at("two-stage", seeds))
+    assert verdict.status == status
+    assert status_label(verdict.to_dict()) == label
+    assert suite_exit_code([verdict]) == (1 if status == "fail" else 0)
+
+
+def test_strict_needs_an_expected_failure() -> None:
+    with pytest.raises(ValueError, match="strict applies to expect = 'fails' only"):
+        at_least_claim(strict=True)
+
+
+def _traced(strategy: str, seed: int, counts: dict[str, float]) -> dict[str, Any]:
+    """A run whose trace recorded shared_count@0.01 under each named definition; the first one
+    is the main definition (its summary is the trace's own summary)."""
+    result = make_result(strategy, seed, [1] * 10)
+    definitions = {name: {"summary": {"shared_count@0.01": value}} for name, value in counts.items()}
+    main = next(iter(counts))
+    result["trace"] = {"definition": main, "definitions": definitions,
+                       "summary": {"shared_count@0.01": counts[main], "cosine_bio_qa": 0.1}}
+    return result
+
+
+def test_a_trace_claim_is_judged_under_every_definition_with_holm_over_them() -> None:
+    # Under "u" mixed is far ahead on every seed; under "g" it is behind; "p" is a tie.
+    results = [_traced("mixed", s, {"u": 100.0 + s, "g": 10.0 + s, "p": 50.0 + s}) for s in range(4)]
+    results += [_traced("two-stage", s, {"u": 10.0 + s, "g": 100.0 + s, "p": 50.0 + s})
+                for s in range(4)]
+    claim = greater_claim(metric="trace.shared_count@0.01", min_effect=0)
+    rows = evaluate_claim_by_definition(claim, results)
+    assert [row["definition"] for row in rows] == ["u", "g", "p"]
+    assert [row["outcome"] for row in rows] == ["holds", "does_not_hold", "undecided"]
+    assert rows[0]["effect"] == pytest.approx(90.0) and rows[1]["effect"] == pytest.approx(-90.0)
+    raw = [row["p_value"] for row in rows]
+    assert [row["p_adjusted"] for row in rows] == pytest.approx(stats.holm(raw))
+    assert definitions_line(rows, "u") == (
+        "holds under 1 of 3 trace definitions (Holm over 3); under the main one (u): holds")
+
+
+def test_a_claim_on_a_key_no_definition_holds_is_judged_once() -> None:
+    results = [_traced("mixed", s, {"u": 1.0}) for s in range(2)]
+    claim = greater_claim(metric="trace.cosine_bio_qa", min_effect=0)
+    assert evaluate_claim_by_definition(claim, results) == []
+    assert evaluate_claim_by_definition(greater_claim(), results) == []

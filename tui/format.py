@@ -12,7 +12,7 @@ from factrecall_bench.tui.values import Interval
 DASH = "–"
 SHADES = " ░▒▓█"
 BARS = "▁▂▃▄▅▆▇█"
-VERDICT_ORDER = ("pass", "reported", "fail", "inconclusive")
+VERDICT_ORDER = ("pass", "reported", "xfail", "xpass", "fail", "inconclusive")
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str:

@@ -22,6 +22,8 @@ STYLES = {
     "fail": "bold red",
     "inconclusive": "yellow",
     "reported": "cyan",
+    "xfail": "magenta",
+    "xpass": "magenta",
 }
 INTERRUPTED_HINT = "rerun to resume"
 

@@ -60,15 +60,19 @@ def trace_hook_for(config: RunConfig) -> RunHook | None:
 
 
 def records_during_training(config: RunConfig) -> bool:
-    """Whether the run's trace is in training mode (scores summed over the optimizer steps)."""
-    return bool(config.trace.get("enabled", False)) and trace_settings(config).mode == "training"
+    """Whether the run's trace needs scores summed over the optimizer steps (its main definition
+    or one of its further definitions is in training mode)."""
+    if not config.trace.get("enabled", False):
+        return False
+    return any(d.mode == "training" for d in trace_settings(config).all_definitions())
 
 
 def refuse_training_mode_under_a_launcher(config: RunConfig) -> None:
     if records_during_training(config) and distributed.is_distributed():
         raise UserError(f"suite {config.suite}: trace mode 'training' runs in one process only "
                         "(it takes a backward pass per task, which DDP and FSDP do not allow): "
-                        "use mode 'probe' or launch without accelerate/torchrun")
+                        "use mode 'probe' (and only probe definitions) or launch without "
+                        "accelerate/torchrun")
 
 
 def training_recorder_for(config: RunConfig, model: torch.nn.Module
@@ -124,6 +128,7 @@ def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
                for task, task_batches in probe_batches(data, settings).items()}
     trace = trace_summary(model, batches, settings,
                           training_scores=context.get("training_scores"),
+                          training_scores_by_score=context.get("training_scores_by_score"),
                           reference_state=context.get("initial_state"),
                           evaluate=ablation_evaluator(data, config.eval.batch_size),
                           heatmap_dir=context.get("run_dir") if distributed.is_main() else None,
@@ -168,10 +173,10 @@ def retrace_run(run_folder: Path) -> dict[str, Any]:
     checkpoint.load_model(model)
     config = _with_trace_enabled(config)
     context: dict[str, Any] = {"initial_state": initial_state, "run_dir": run_folder}
-    if trace_settings(config).mode == "training":  # the scores summed during training
+    if records_during_training(config):  # the scores summed during training
         recorder = TrainingTraceRecorder(model, trace_settings(config))
         checkpoint.load_recorder(recorder)
-        context["training_scores"] = recorder.scores()
+        context["training_scores_by_score"] = recorder.scores_by_score()
     trace = run_trace(config, model, data, context)
     write_json_atomic(run_folder / "result.json", {**result, "trace": trace})
     return trace

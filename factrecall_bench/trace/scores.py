@@ -76,18 +76,35 @@ def probe_scores(
     """Per task, an fp32 score per scalar parameter: the mean over backward units (batches, or
     examples when aggregate is per_example) of |g|, times |theta| for grad_x_weight. Extra memory:
     one fp32 accumulator per task; no per-example gradient is kept. Leaves .grad cleared."""
+    return probe_scores_by_score(model, batches_by_task, settings, (settings.score,))[settings.score]
+
+
+def probe_scores_by_score(
+    model: nn.Module,
+    batches_by_task: Mapping[str, Sequence[Batch]],
+    settings: TraceSettings,
+    score_names: Sequence[str],
+) -> dict[str, dict[str, Scores]]:
+    """probe_scores under each of score_names ("grad", "grad_x_weight"), from one set of
+    backward passes: by score, then task."""
+    unknown = [name for name in score_names if name not in ("grad", "grad_x_weight")]
+    if unknown:
+        raise ValueError(f"probe scores are grad or grad_x_weight, not {unknown}")
     params = scored_parameters(model)
-    scores: dict[str, Scores] = {}
+    grads: dict[str, Scores] = {}
     with _probing(model):
         for task, batches in batches_by_task.items():
             probe = limit_examples(batches, settings.probe_examples)
             units = _single_examples(probe) if settings.aggregate == "per_example" else probe
-            scores[task] = _mean_abs_grad(model, params, units)
-    if settings.score == "grad_x_weight":
-        # theta does not move while probing, so sum_b |g_b * theta| = |theta| * sum_b |g_b|.
-        for task_scores in scores.values():
-            _times_abs_weight(task_scores, params)
-    return scores
+            grads[task] = _mean_abs_grad(model, params, units)
+    by_score: dict[str, dict[str, Scores]] = {}
+    for name in score_names:
+        if name == "grad":
+            by_score[name] = grads
+        else:  # theta does not move while probing: sum_b |g_b * theta| = |theta| * sum_b |g_b|
+            by_score[name] = {task: _times_abs_weight(task_scores, params)
+                              for task, task_scores in grads.items()}
+    return by_score
 
 
 def _mean_abs_grad(
@@ -111,26 +128,31 @@ def _mean_abs_grad(
 
 
 @torch.no_grad()
-def _times_abs_weight(scores: Scores, params: Mapping[str, nn.Parameter]) -> None:
-    for name, value in scores.items():
-        value.mul_(params[name].detach().abs())
+def _times_abs_weight(scores: Scores, params: Mapping[str, nn.Parameter]) -> Scores:
+    return {name: value * params[name].detach().abs() for name, value in scores.items()}
 
 
 class TrainingTraceRecorder:
     """Accumulates per-task scores during training. Per micro-batch: before_backward(), backward,
     after_backward(task) (the gradient added since before_backward belongs to task). Per optimizer
-    step, after the last backward and before optimizer.step(): on_optimizer_step() adds |g_task|
-    (or |g_task * theta|) of the step's summed per-task gradient, so k accumulated micro-batches
-    score as one batch of their concatenation. Gradient-scaler or DDP-reduced gradients are taken
-    as they stand in .grad. Extra memory (fp32, in parameter counts): a snapshot while a micro-batch
-    runs, one step buffer per task, one score per task."""
+    step, after the last backward and before optimizer.step(): on_optimizer_step(lr) adds, for
+    every score the settings' definitions need, the step's summed per-task gradient g: |g| for
+    "grad", |g * theta| for "grad_x_weight", lr * g (signed; its absolute value is the score) for
+    "update". So k accumulated micro-batches score as one batch of their concatenation, and all
+    definitions come from the same backward passes. Gradients are taken as they stand in .grad
+    before clipping (the gradient of the loss the optimizer minimizes). Extra memory (fp32, in
+    parameter counts): a snapshot while a micro-batch runs, one step buffer per task, one
+    accumulator per task and score."""
 
     def __init__(self, model: nn.Module, settings: TraceSettings) -> None:
         self._params = scored_parameters(model)
-        self._times_weight = settings.score == "grad_x_weight"
+        self.score_names = settings.training_scores_needed() or (settings.score,)
+        # The settings' own score, or (main definition in probe mode) the first one recorded.
+        self.main_score = settings.score if settings.score in self.score_names else \
+            self.score_names[0]
         self._snapshot: dict[str, Tensor] | None = None
         self._step_grads: dict[str, dict[str, Tensor]] = {}
-        self._scores: dict[str, Scores] = {}
+        self._sums: dict[str, dict[str, Scores]] = {score: {} for score in self.score_names}
         self.steps = 0
 
     @torch.no_grad()
@@ -162,54 +184,100 @@ class TrainingTraceRecorder:
         self._snapshot = None
 
     @torch.no_grad()
-    def on_optimizer_step(self) -> None:
+    def on_optimizer_step(self, lr: float | None = None) -> None:
+        """Add this step's per-task gradients to every accumulator; lr is the learning rate the
+        optimizer is about to apply (needed by "update")."""
         if self._snapshot is not None:
             raise RuntimeError("on_optimizer_step() between before_backward() and after_backward()")
+        if "update" in self.score_names and lr is None:
+            raise ValueError("trace score 'update' needs the step's learning rate")
         for task, buffers in self._step_grads.items():
-            task_scores = self._scores.setdefault(task, {})
             for name, grad in buffers.items():
-                step_score = grad.abs_()
-                if self._times_weight:
-                    step_score.mul_(self._params[name].detach().abs())
-                if name in task_scores:
-                    task_scores[name].add_(step_score)
-                else:
-                    task_scores[name] = step_score
+                for score in self.score_names:
+                    self._add(score, task, name, self._step_term(score, name, grad, lr))
         self._step_grads = {}
         self.steps += 1
 
+    def _step_term(self, score: str, name: str, grad: Tensor, lr: float | None) -> Tensor:
+        if score == "update":
+            return grad * float(lr)  # type: ignore[arg-type]
+        term = grad.abs()
+        if score == "grad_x_weight":
+            term.mul_(self._params[name].detach().abs())
+        return term
+
+    def _add(self, score: str, task: str, name: str, term: Tensor) -> None:
+        task_sums = self._sums[score].setdefault(task, {})
+        if name in task_sums:
+            task_sums[name].add_(term)
+        else:
+            task_sums[name] = term
+
     def state_dict(self) -> dict[str, Tensor]:
-        """The summed scores so far and the step count, flat ("task/parameter"), on CPU: what a
+        """The sums so far and the step count, flat ("score/task/parameter"), on CPU: what a
         checkpoint keeps so that a resumed run goes on summing (call between optimizer steps)."""
         if self._step_grads or self._snapshot is not None:
             raise RuntimeError("state_dict() in the middle of an optimizer step")
-        state = {f"{task}/{name}": value.detach().cpu().contiguous()
-                 for task, task_scores in self._scores.items()
-                 for name, value in task_scores.items()}
+        state = {f"{score}/{task}/{name}": value.detach().cpu().contiguous()
+                 for score, sums in self._sums.items()
+                 for task, task_sums in sums.items()
+                 for name, value in task_sums.items()}
         state["steps"] = torch.tensor([self.steps], dtype=torch.int64)
         return state
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        unknown = [key for key in state if key != "steps"
-                   and key.partition("/")[2] not in self._params]
+        """Load state_dict()'s output; keys "task/parameter" (written before the recorder held
+        several scores) are the main score's."""
+        entries = [(self._state_key(key), value) for key, value in state.items() if key != "steps"]
+        unknown = [f"{s}/{t}/{n}" for (s, t, n), _ in entries
+                   if n not in self._params or s not in self._sums]
         if unknown:
-            raise ValueError(f"recorder state for unknown parameters: {unknown[:3]}")
-        self._scores = {}
-        for key, value in state.items():
-            if key == "steps":
-                continue
-            task, _, name = key.partition("/")
+            raise ValueError(f"recorder state for unknown parameters or scores: {unknown[:3]}")
+        missing = [score for score in self.score_names
+                   if entries and not any(s == score for (s, _, _), _ in entries)]
+        if missing:
+            raise ValueError(f"recorder state holds no sums for score(s) {missing}: the "
+                             "checkpoint was written with other trace definitions")
+        self._sums = {score: {} for score in self.score_names}
+        for (score, task, name), value in entries:
             device = self._params[name].device
-            self._scores.setdefault(task, {})[name] = value.to(device=device, dtype=torch.float32)
+            self._sums[score].setdefault(task, {})[name] = value.to(device=device,
+                                                                    dtype=torch.float32)
         self.steps = int(state["steps"][0]) if "steps" in state else 0
 
-    def scores(self) -> dict[str, Scores]:
-        """Summed scores so far (live tensors: clone them to keep a snapshot), every scored
-        parameter present (zeros where the task never reached it)."""
+    def _state_key(self, key: str) -> tuple[str, str, str]:
+        parts = key.split("/", 2)
+        if len(parts) == 2:
+            return (self.main_score, parts[0], parts[1])
+        return (parts[0], parts[1], parts[2])
+
+    def scores(self, score: str | None = None) -> dict[str, Scores]:
+        """Per task, the scores so far under `score` (the settings' score by default): the sums,
+        or |sum| for "update". Every scored parameter is present (zeros where the task never
+        reached it). Live tensors except for "update": clone them to keep a snapshot."""
+        score = score or self.main_score
+        if score not in self._sums:
+            raise ValueError(f"the recorder did not accumulate score {score!r}")
         return {
             task: {
-                name: task_scores.get(name, torch.zeros_like(p, dtype=torch.float32))
+                name: self._finished(score, task_sums.get(name), p)
                 for name, p in self._params.items()
             }
-            for task, task_scores in self._scores.items()
+            for task, task_sums in self._sums[score].items()
         }
+
+    def scores_by_score(self) -> dict[str, dict[str, Scores]]:
+        """scores() of every accumulated score, by score name."""
+        return {score: self.scores(score) for score in self.score_names}
+
+    def signed_updates(self) -> dict[str, Scores]:
+        """Per task, the signed sum of lr * gradient ("update" must be accumulated)."""
+        if "update" not in self._sums:
+            raise ValueError("the recorder did not accumulate score 'update'")
+        return {task: dict(task_sums) for task, task_sums in self._sums["update"].items()}
+
+    @staticmethod
+    def _finished(score: str, value: Tensor | None, param: nn.Parameter) -> Tensor:
+        if value is None:
+            return torch.zeros_like(param, dtype=torch.float32)
+        return value.abs() if score == "update" else value

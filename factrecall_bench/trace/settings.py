@@ -14,14 +14,57 @@ Masks = dict[str, Tensor]
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
 
 TASKS = ("bio", "qa")
+ALL_DEFINITIONS = "all"
+"""`definitions = ["all"]`: every definition the trace offers (DEFINITION_NAMES)."""
 
 _CHOICES = {
     "mode": ("probe", "training"),
-    "score": ("grad", "grad_x_weight"),
+    "score": ("grad", "grad_x_weight", "update"),
     "aggregate": ("summed", "per_example"),
     "ranking": ("global", "per_matrix"),
     "bio_loss": ("values", "all"),
 }
+
+
+@dataclass(frozen=True)
+class TraceDefinition:
+    """One reading of "the parameters a task moves": where the scores come from, what is scored
+    and how the top-k is ranked. Its name, e.g. "training/update/global", labels its results."""
+
+    mode: str
+    score: str
+    ranking: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}/{self.score}/{self.ranking}"
+
+    @classmethod
+    def parse(cls, name: str) -> TraceDefinition:
+        """From "mode/score/ranking"; a ValueError naming the choices otherwise."""
+        parts = name.split("/") if isinstance(name, str) else []
+        if len(parts) != 3:
+            raise ValueError(f"trace.definitions: {name!r} is not mode/score/ranking "
+                             f"(e.g. training/update/global), or {ALL_DEFINITIONS!r}")
+        for key, value in zip(("mode", "score", "ranking"), parts, strict=True):
+            if value not in _CHOICES[key]:
+                raise ValueError(f"trace.definitions: {name!r}: {key} must be one of "
+                                 f"{', '.join(_CHOICES[key])}")
+        definition = cls(*parts)
+        if definition.score == "update" and definition.mode != "training":
+            raise ValueError(f"trace.definitions: {name!r}: score 'update' (the summed signed "
+                             "lr x gradient of training) exists in mode 'training' only")
+        return definition
+
+
+DEFINITION_NAMES = tuple(
+    f"{mode}/{score}/{ranking}"
+    for mode, scores in (("training", ("update", "grad", "grad_x_weight")),
+                         ("probe", ("grad", "grad_x_weight")))
+    for score in scores
+    for ranking in ("global", "per_matrix")
+)
+"""Every definition the trace offers: the paper's reading (training/update) first."""
 
 
 @dataclass
@@ -31,7 +74,10 @@ class TraceSettings:
     a TrainingTraceRecorder accumulated over the optimizer steps of training."""
     score: Literal["grad", "grad_x_weight"] = "grad_x_weight"
     """"grad": |g| per scalar parameter; "grad_x_weight": |g * theta|, the first-order change of the
-    loss if that parameter were zeroed."""
+    loss if that parameter were zeroed; "update" (mode "training" only; the paper's formula as a
+    third-party review gives it): |sum over optimizer steps of lr_t * g_task,t|, the signed sum of
+    the learning-rate-weighted gradients of the task's examples, so gradients that oscillate
+    cancel. Under two-stage training the BIO sum sees stage 1 only and the QA sum stage 2 only."""
     aggregate: Literal["summed", "per_example"] = "summed"
     """Probe mode only. "summed" (default): |gradient of each batch's mean loss|, averaged over the
     batches, one backward per batch. "per_example": |gradient of each example's mean loss|, averaged
@@ -54,6 +100,12 @@ class TraceSettings:
     """Write a layer x head PNG of the shared set for every k (needs an output folder)."""
     seed: int = 0
     """Seed of the ablation's random draws (draw i uses seed + i)."""
+    definitions: tuple[str, ...] = ()
+    """Further definitions judged beside the one above (mode/score/ranking names, e.g.
+    "probe/grad_x_weight/per_matrix", or ["all"] for DEFINITION_NAMES), computed from the same run:
+    probe ones after training, training ones by the same recorder in the same backward passes.
+    Each gets shared counts and centralization at every k in result["trace"]["definitions"];
+    claims on trace metrics are judged under each. The ablation and heatmap use the main one."""
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -68,10 +120,41 @@ class TraceSettings:
             raise ValueError(f"trace.top_k has a repeated fraction: {self.top_k!r}")
         if self.probe_examples < 1:
             raise ValueError(f"trace.probe_examples must be >= 1; got {self.probe_examples}")
+        if self.score == "update" and self.mode != "training":
+            raise ValueError("trace.score 'update' (the summed signed lr x gradient of training) "
+                             "needs trace.mode = 'training'")
+        self.definitions = _expanded_definitions(self.definitions)
         if self.ablation_random_draws < 0:
             raise ValueError(
                 f"trace.ablation_random_draws must be >= 0; got {self.ablation_random_draws}"
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "top_k": list(self.top_k)}
+        return {**asdict(self), "top_k": list(self.top_k), "definitions": list(self.definitions)}
+
+    @property
+    def main_definition(self) -> TraceDefinition:
+        return TraceDefinition(self.mode, self.score, self.ranking)
+
+    def all_definitions(self) -> tuple[TraceDefinition, ...]:
+        """The main definition first, then the further ones (without repeating it)."""
+        main = self.main_definition
+        others = [TraceDefinition.parse(name) for name in self.definitions if name != main.name]
+        return (main, *others)
+
+    def training_scores_needed(self) -> tuple[str, ...]:
+        """The scores a training-mode recorder must accumulate for these definitions."""
+        needed = {d.score for d in self.all_definitions() if d.mode == "training"}
+        return tuple(score for score in _CHOICES["score"] if score in needed)
+
+
+def _expanded_definitions(names: Any) -> tuple[str, ...]:
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise ValueError(f"trace.definitions must be a list of names; got {names!r}")
+    if ALL_DEFINITIONS in names:
+        return DEFINITION_NAMES
+    for name in names:
+        TraceDefinition.parse(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"trace.definitions has a repeated name: {list(names)!r}")
+    return tuple(names)

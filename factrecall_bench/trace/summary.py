@@ -17,9 +17,17 @@ from factrecall_bench.io import write_bytes_atomic
 from factrecall_bench.trace.ablation import ablate, bio_only_masks
 from factrecall_bench.trace.consistency import gradient_consistency
 from factrecall_bench.trace.location import centralization, locate
-from factrecall_bench.trace.scores import limit_examples, probe_scores
+from factrecall_bench.trace.scores import limit_examples, probe_scores_by_score
 from factrecall_bench.trace.selection import intersect, shared_stats_from_masks, top_k_masks
-from factrecall_bench.trace.settings import TASKS, Batch, Evaluate, Masks, Scores, TraceSettings
+from factrecall_bench.trace.settings import (
+    TASKS,
+    Batch,
+    Evaluate,
+    Masks,
+    Scores,
+    TraceDefinition,
+    TraceSettings,
+)
 
 TOP_NEURONS_KEPT = 20
 
@@ -30,6 +38,7 @@ def trace_summary(
     settings: TraceSettings,
     *,
     training_scores: Mapping[str, Scores] | None = None,
+    training_scores_by_score: Mapping[str, Mapping[str, Scores]] | None = None,
     reference_state: Mapping[str, Tensor] | None = None,
     evaluate: Evaluate | None = None,
     heatmap_dir: str | Path | None = None,
@@ -37,14 +46,22 @@ def trace_summary(
 ) -> dict[str, Any]:
     """The trace of a trained model as a JSON-able dict for result["trace"]: settings, per_k (shared
     stats, location, centralization), consistency, ablation (when reference_state and evaluate are
-    given; at every k), and summary, a flat dict of floats. In training mode the scores come from
-    training_scores (TrainingTraceRecorder.scores()); the probe batches still give consistency.
+    given; at every k), summary (a flat dict of floats), definition (the main definition's name)
+    and definitions (per definition, its shared stats, centralization and flat summary). In
+    training mode the scores come from training_scores_by_score (TrainingTraceRecorder.
+    scores_by_score()) or, for the settings' score alone, training_scores (.scores()); the probe
+    batches still give consistency.
     agree_on_scores, when several processes trace together, makes their scores one process's, so
     that all of them ablate the same parameters."""
     batches = {
         task: limit_examples(batches_by_task[task], settings.probe_examples) for task in TASKS
     }
-    scores = _trace_scores(model, batches, settings, training_scores)
+    by_score = dict(training_scores_by_score or {})
+    if training_scores is not None:
+        by_score.setdefault(settings.score, training_scores)
+    scores_by_definition = _scores_by_definition(model, batches, settings, by_score)
+    main = settings.main_definition
+    scores = scores_by_definition[main.name]
     if agree_on_scores is not None:
         scores = agree_on_scores(scores)
     per_k: dict[str, Any] = {}
@@ -58,7 +75,15 @@ def trace_summary(
         "per_k": per_k,
         "consistency": gradient_consistency(model, batches),
         "ablation": None,
+        "definition": main.name,
+        "definitions": {main.name: _definition_entry(main, per_k)},
     }
+    for definition in settings.all_definitions()[1:]:
+        definition_scores = scores_by_definition[definition.name]
+        if agree_on_scores is not None:
+            definition_scores = agree_on_scores(definition_scores)
+        result["definitions"][definition.name] = _definition_entry(
+            definition, _per_k_of_definition(model, definition_scores, definition, settings))
     if reference_state is not None and evaluate is not None:
         result["ablation"] = _ablation_by_k(
             model, scores["bio"], shared_by_k, settings, reference_state, evaluate
@@ -91,17 +116,61 @@ def _ablation_by_k(
     }
 
 
-def _trace_scores(
+def _scores_by_definition(
     model: nn.Module,
     batches: Mapping[str, Sequence[Batch]],
     settings: TraceSettings,
-    training_scores: Mapping[str, Scores] | None,
-) -> dict[str, Scores]:
-    if settings.mode == "probe":
-        return probe_scores(model, batches, settings)
-    if training_scores is None or any(task not in training_scores for task in TASKS):
-        raise ValueError("trace mode 'training' needs the recorder's scores for 'bio' and 'qa'")
-    return {task: dict(training_scores[task]) for task in TASKS}
+    training_by_score: Mapping[str, Mapping[str, Scores]],
+) -> dict[str, dict[str, Scores]]:
+    """Per definition name, the per-task scores: probe ones from one set of backward passes
+    after training, training ones from the recorder's sums."""
+    definitions = settings.all_definitions()
+    probe_names = tuple(dict.fromkeys(d.score for d in definitions if d.mode == "probe"))
+    probe = probe_scores_by_score(model, batches, settings, probe_names) if probe_names else {}
+    by_definition = {}
+    for definition in definitions:
+        if definition.mode == "probe":
+            by_definition[definition.name] = probe[definition.score]
+        else:
+            by_definition[definition.name] = _training_scores(definition, training_by_score)
+    return by_definition
+
+
+def _training_scores(definition: TraceDefinition,
+                     training_by_score: Mapping[str, Mapping[str, Scores]]) -> dict[str, Scores]:
+    scores = training_by_score.get(definition.score)
+    if scores is None or any(task not in scores for task in TASKS):
+        raise ValueError(f"trace definition {definition.name} needs the recorder's "
+                         f"{definition.score!r} scores for 'bio' and 'qa'")
+    return {task: dict(scores[task]) for task in TASKS}
+
+
+def _per_k_of_definition(model: nn.Module, scores: Mapping[str, Scores],
+                         definition: TraceDefinition, settings: TraceSettings) -> dict[str, Any]:
+    """Per k, the shared set's stats and centralization under one definition."""
+    per_k = {}
+    for fraction in settings.top_k:
+        masks_bio = top_k_masks(scores["bio"], fraction, definition.ranking)
+        masks_qa = top_k_masks(scores["qa"], fraction, definition.ranking)
+        location = locate(intersect(masks_bio, masks_qa), model)
+        per_k[f"{fraction:g}"] = {
+            "shared": shared_stats_from_masks(masks_bio, masks_qa, definition.ranking),
+            "centralization": centralization(location),
+        }
+    return per_k
+
+
+def _definition_entry(definition: TraceDefinition, per_k: Mapping[str, Any]) -> dict[str, Any]:
+    """result["trace"]["definitions"][name]: the definition, its per-k shared stats and
+    centralization, and their flat summary (the keys claims name, e.g. shared_count@0.01)."""
+    return {
+        "mode": definition.mode,
+        "score": definition.score,
+        "ranking": definition.ranking,
+        "per_k": {key: {"shared": entry["shared"], "centralization": entry["centralization"]}
+                  for key, entry in per_k.items()},
+        "summary": _per_k_summary(per_k),
+    }
 
 
 def _trace_at_k(
@@ -150,8 +219,17 @@ def _compact_location(location: Mapping[str, Any]) -> dict[str, Any]:
 def flat_summary(trace: Mapping[str, Any]) -> dict[str, float]:
     """The flat float dict for result["trace"]["summary"] and the trace event: per k
     (name@k) shared-set stats, centralization and ablation drops, plus cosine_bio_qa."""
-    summary = {"cosine_bio_qa": float(trace["consistency"]["cosine"])}
-    for key, entry in trace["per_k"].items():
+    summary = {"cosine_bio_qa": float(trace["consistency"]["cosine"]),
+               **_per_k_summary(trace["per_k"])}
+    for key, ablation in (trace["ablation"] or {}).items():
+        summary.update(_ablation_summary(key, ablation))
+    return summary
+
+
+def _per_k_summary(per_k: Mapping[str, Any]) -> dict[str, float]:
+    """Per k (name@k): the shared set's stats and its centralization."""
+    summary: dict[str, float] = {}
+    for key, entry in per_k.items():
         stats = entry["shared"]
         summary[f"shared_count@{key}"] = float(stats["count"])
         summary[f"k_bio@{key}"], summary[f"k_qa@{key}"] = map(float, stats["k"].values())
@@ -165,8 +243,6 @@ def flat_summary(trace: Mapping[str, Any]) -> dict[str, float]:
             summary[f"{name}@{key}"] = float(stats[name])
         for name, value in entry["centralization"].items():
             summary[f"{name}@{key}"] = float(value)
-    for key, ablation in (trace["ablation"] or {}).items():
-        summary.update(_ablation_summary(key, ablation))
     return summary
 
 

@@ -19,6 +19,7 @@ from factrecall_bench.verdicts.decision import (
     _note,
     _unmatched_note,
     _unreachable_note,
+    adjust_verdicts,
     claim_outcome,
     verdict_status,
 )
@@ -39,6 +40,7 @@ from factrecall_bench.verdicts.vocabulary import (
     CLAIM_TESTS,
     EXPECTATIONS,
     REQUIRED_CLAIM_KEYS,
+    THRESHOLD_KINDS,
     TRACE_PREFIX,
 )
 
@@ -55,6 +57,10 @@ def _check_claim_types(claim: Claim) -> None:
         isinstance(s, str) and s for s in claim.strategies
     ):
         raise ValueError(f"claim {claim.name!r}: strategies must be a list of strategy names")
+    if not isinstance(claim.strict, bool):
+        raise ValueError(f"claim {claim.name!r}: strict must be true or false")
+    if claim.strict and claim.expect != "fails":
+        raise ValueError(f"claim {claim.name!r}: strict applies to expect = 'fails' only")
     if claim.threshold is not None and not _is_number(claim.threshold):
         raise ValueError(f"claim {claim.name!r}: threshold must be a number")
     for name in ("min_effect", "alpha"):
@@ -91,8 +97,8 @@ def _check_greater_claim(claim: Claim) -> None:
         raise ValueError(f"{prefix}: min_effect must be in [0, 1), got {claim.min_effect}")
 
 
-def _check_at_least_claim(claim: Claim) -> None:
-    prefix = f"claim {claim.name!r}: kind 'at_least'"
+def _check_threshold_claim(claim: Claim) -> None:
+    prefix = f"claim {claim.name!r}: kind {claim.kind!r}"
     if not claim.strategies or len(set(claim.strategies)) != len(claim.strategies):
         raise ValueError(f"{prefix} needs a non-empty list of distinct strategies")
     if claim.a is not None or claim.b is not None or claim.min_effect != 0:
@@ -117,8 +123,8 @@ class Claim:
     """A key of result["metrics"] (e.g. "ood_exact_match"), or "trace.<key>" for
     result["trace"]["summary"][<key>]."""
     kind: str
-    """"greater": a beats b by at least min_effect; "at_least": every strategy in `strategies`
-    has metric >= threshold."""
+    """"greater": a beats b by at least min_effect; "at_least" / "at_most": every strategy in
+    `strategies` has metric >= / <= threshold."""
     test: str
     """kind greater: "welch" or "mannwhitney" (one value per seed) or "mcnemar" (paired per
     question). kind at_least: "t" (one-sample t over the seeds' values: a claim about the
@@ -134,7 +140,11 @@ class Claim:
     proportion, e.g. 0.30)."""
     alpha: float = 0.05
     expect: str = "holds"
-    """"holds", "does_not_hold", or "report" (record the outcome, never fail)."""
+    """"holds", "does_not_hold", "report" (record the outcome, never fail), or "fails" (a known
+    deviation from the paper, as pytest's xfail: expected not to hold here, for the reason the
+    why gives; not holding is an expected failure, holding an unexpected pass)."""
+    strict: bool = False
+    """expect "fails" only: an unexpected pass fails the suite (pytest's xfail strict)."""
 
     def __post_init__(self) -> None:
         _check_claim_types(self)
@@ -147,7 +157,7 @@ class Claim:
         if self.kind == "greater":
             _check_greater_claim(self)
         else:
-            _check_at_least_claim(self)
+            _check_threshold_claim(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
@@ -172,7 +182,7 @@ def check_claim_seeds(claim: Claim, n_seeds: int) -> None:
     """A ValueError when the claim's test does not fit the suite's number of seeds: an at_least
     claim with several seeds is decided on seed-level values ("t"), never by pooling their
     answers ("wilson"); "t" needs 2 or more seeds."""
-    if claim.kind != "at_least":
+    if claim.kind not in THRESHOLD_KINDS:
         return
     if claim.test == "wilson" and n_seeds > 1:
         raise ValueError(
@@ -199,20 +209,22 @@ def _claim_verdict(
 ) -> Verdict:
     outcome = claim_outcome(p_value, basis)
     return Verdict(
-        name=claim.name, kind="claim", status=verdict_status("claim", outcome, claim.expect),
+        name=claim.name, kind="claim",
+        status=verdict_status("claim", outcome, claim.expect, claim.strict),
         expect=claim.expect, outcome=outcome, test=claim.test, metric=claim.metric,
         effect=_finite_or_none(interval[0]), ci_low=_finite_or_none(interval[1]),
         ci_high=_finite_or_none(interval[2]), p_value=_finite_or_none(p_value),
-        detail=detail, basis=basis,
+        detail=detail, basis=basis, strict=claim.strict,
     )
 
 
 def _inconclusive_claim(claim: Claim, reason: str) -> Verdict:
     """The data cannot decide: inconclusive, or "reported" (undecided) for a report-only claim."""
     return Verdict(
-        name=claim.name, kind="claim", status=verdict_status("claim", "undecided", claim.expect),
-        expect=claim.expect,
-        outcome="undecided", test=claim.test, metric=claim.metric, detail=reason,
+        name=claim.name, kind="claim",
+        status=verdict_status("claim", "undecided", claim.expect, claim.strict),
+        expect=claim.expect, outcome="undecided", test=claim.test, metric=claim.metric,
+        detail=reason, strict=claim.strict,
     )
 
 
@@ -300,7 +312,7 @@ def _wilson_row(claim: Claim, label: str, runs: Sequence[Run]) -> _AtLeastRow | 
     successes, n = counts
     threshold = float(claim.threshold)  # type: ignore[arg-type]
     low, high = stats.wilson_interval(successes, n, confidence=1 - claim.alpha)
-    p_value = stats.wilson_score_p(successes, n, threshold, "greater")
+    p_value = stats.wilson_score_p(successes, n, threshold, _alternative(claim))
     text = (f"{label} {_fmt(successes / n)} [{_fmt(low)}, {_fmt(high)}] n={n} p={_fmt(p_value)}, "
             f"Wilson over the answers of one trained model (seed {runs[0].get('seed')}): "
             "conditional on that model, silent on other seeds")
@@ -317,18 +329,25 @@ def _seed_t_row(claim: Claim, label: str, runs: Sequence[Run]) -> _AtLeastRow | 
     # Each seed's value carries at least the binomial noise of its answers (at the threshold):
     # seeds that agree exactly must not make the bound infinitely tight.
     floor = math.sqrt(threshold * (1 - threshold) / min(n for _, n in pairs))
-    result = stats.one_sample_t([s / n for s, n in pairs], threshold, "greater",
+    result = stats.one_sample_t([s / n for s, n in pairs], threshold, _alternative(claim),
                                 sd_floor=floor, bounds=(0.0, 1.0))
     low, high = result.interval(1 - claim.alpha)
     low, high = max(0.0, low), min(1.0, high)  # a proportion's mean; NaN stays NaN
     reachable = result.level_reachable(claim.alpha)
     floored = f"; binomial floor {_fmt(floor)} used" if result.sd_floored else ""
+    side, bound = (("lower", result.lower_bound(1 - claim.alpha)) if claim.kind == "at_least"
+                   else ("upper", result.upper_bound(1 - claim.alpha)))
     text = (f"{label} {_fmt(result.mean)} (sd {_fmt(result.observed_sd)} over {len(pairs)} "
-            f"seeds{floored}), seed-level one-sided {1 - claim.alpha:.0%} lower bound "
-            f"{_fmt(result.lower_bound(1 - claim.alpha))}, t p={_fmt(result.p_value)}"
+            f"seeds{floored}), seed-level one-sided {1 - claim.alpha:.0%} {side} bound "
+            f"{_fmt(bound)}, t p={_fmt(result.p_value)}"
             f"{_unreachable_note(reachable, result.min_attainable_p, claim.alpha)}"
             f"{_note(result.note)}")
     return _AtLeastRow(result.mean, low, high, result.p_value, reachable, text)
+
+
+def _alternative(claim: Claim) -> Any:
+    """The one-sided alternative a threshold claim asserts: above (at_least) or below (at_most)."""
+    return "greater" if claim.kind == "at_least" else "less"
 
 
 def _at_least_rows(claim: Claim, groups: Mapping[str, Sequence[Run]]) -> list[_AtLeastRow] | str:
@@ -351,14 +370,22 @@ def _at_least(claim: Claim, groups: Mapping[str, Sequence[Run]]) -> Verdict:
     if isinstance(rows, str):
         return _inconclusive_claim(claim, rows)
     threshold = float(claim.threshold)  # type: ignore[arg-type]
-    worst = min(rows, key=lambda row: row.value)
+    below = claim.kind == "at_most"
+    worst = (max if below else min)(rows, key=lambda row: row.value)
     # Every strategy must clear the threshold: the largest p-value decides (intersection-union).
     p_values = [row.p_value for row in rows]
     p_value = max(p_values) if all(math.isfinite(p) for p in p_values) else math.nan
     basis = DecisionBasis(claim.alpha, all(row.reachable for row in rows), True,
-                          any(math.isfinite(row.high) and row.high < threshold for row in rows))
+                          any(_interval_beyond(row, threshold, below) for row in rows))
     detail = f"threshold {_fmt(threshold)}; " + "; ".join(row.text for row in rows)
     return _claim_verdict(claim, basis, (worst.value, worst.low, worst.high), p_value, detail)
+
+
+def _interval_beyond(row: _AtLeastRow, threshold: float, below: bool) -> bool:
+    """The row's interval lies wholly on the wrong side of the threshold."""
+    if below:
+        return math.isfinite(row.low) and row.low > threshold
+    return math.isfinite(row.high) and row.high < threshold
 
 
 def evaluate_claim(claim: Claim, results: Sequence[Run]) -> Verdict:
@@ -369,9 +396,62 @@ def evaluate_claim(claim: Claim, results: Sequence[Run]) -> Verdict:
         problem = _runs_problem(f"strategy {strategy!r}", groups.get(strategy, []))
         if problem:
             return _inconclusive_claim(claim, problem)
-    if claim.kind == "at_least":
+    if claim.kind in THRESHOLD_KINDS:
         return _at_least(claim, groups)
     runs_a, runs_b = groups[claim.a], groups[claim.b]
     if claim.test == "mcnemar":
         return _greater_paired(claim, runs_a, runs_b)
     return _greater_across_seeds(claim, runs_a, runs_b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trace claims under every trace definition
+
+
+def common_definitions(claim: Claim, results: Sequence[Run]) -> list[str]:
+    """The trace definitions every run recorded and whose summary holds the claim's key, the
+    runs' main definition first; empty for a claim on anything but a per-definition trace key."""
+    if not claim.metric.startswith(TRACE_PREFIX) or not results:
+        return []
+    key = claim.metric[len(TRACE_PREFIX):]
+    traces = [run.get("trace") or {} for run in results]
+    names: list[str] | None = None
+    for trace in traces:
+        held = [name for name, entry in (trace.get("definitions") or {}).items()
+                if key in (entry.get("summary") or {})]
+        names = held if names is None else [name for name in names if name in held]
+    return names or []
+
+
+def _under_definition(run: Run, name: str) -> Run:
+    trace = run.get("trace") or {}
+    summary = trace["definitions"][name]["summary"]
+    return {**run, "trace": {**trace, "summary": summary}}
+
+
+def evaluate_claim_by_definition(claim: Claim, results: Sequence[Run]) -> list[dict[str, Any]]:
+    """The claim judged under each trace definition the runs recorded, Holm-corrected over the
+    definitions (one family per claim): rows of definition, outcome, effect, p_value,
+    p_adjusted. Empty when the claim is not about a per-definition trace key."""
+    names = common_definitions(claim, results)
+    if not names:
+        return []
+    verdicts = [evaluate_claim(claim, [_under_definition(run, name) for run in results])
+                for name in names]
+    adjusted = adjust_verdicts(verdicts, "holm")
+    return [{"definition": name, "outcome": verdict.outcome, "effect": verdict.effect,
+             "p_value": verdict.p_value, "p_adjusted": verdict.p_adjusted}
+            for name, verdict in zip(names, adjusted, strict=True)]
+
+
+def definitions_line(rows: Sequence[Mapping[str, Any]], main: str | None) -> str:
+    """ "holds under 3 of 10 trace definitions (Holm over 10); under the main one
+    (training/update/global): does not hold" """
+    if not rows:
+        return ""
+    held = sum(row["outcome"] == "holds" for row in rows)
+    line = f"holds under {held} of {len(rows)} trace definitions (Holm over {len(rows)})"
+    main_row = next((row for row in rows if row["definition"] == main), None)
+    if main_row is not None:
+        line += f"; under the main one ({main}): {main_row['outcome'].replace('_', ' ')}"
+    return line

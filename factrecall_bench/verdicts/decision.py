@@ -53,7 +53,7 @@ class Verdict:
     status: str
     """"pass", "fail", "inconclusive", or "reported" (a report-only claim); see STATUSES."""
     expect: str
-    """Claims: holds / does_not_hold / report; regressions: no_change."""
+    """Claims: holds / does_not_hold / report / fails; regressions: no_change."""
     outcome: str
     """Claims: holds / does_not_hold / undecided; regressions: no_change / changed / undecided."""
     test: str
@@ -67,6 +67,11 @@ class Verdict:
     p_adjusted: float | None = None
     detail: str = ""
     basis: DecisionBasis | None = field(default=None, repr=False, compare=False)
+    strict: bool = False
+    """Claims expected to fail: an unexpected pass is a failure."""
+    definitions: tuple[dict[str, Any], ...] = ()
+    """Trace claims: the claim judged under each trace definition (definition, outcome, effect,
+    p_value, p_adjusted: Holm over the definitions), the main definition first."""
 
     def to_dict(self) -> dict[str, Any]:
         """The verdicts.json entry (non-finite numbers become null); "label" is
@@ -77,6 +82,8 @@ class Verdict:
             entry[key] = _finite_or_none(getattr(self, key))
         entry["detail"] = self.detail
         entry["label"] = status_label(entry)
+        if self.definitions:
+            entry["definitions"] = [dict(row) for row in self.definitions]
         return entry
 
 
@@ -98,20 +105,25 @@ def claim_outcome(p_value: float | None, basis: DecisionBasis) -> str:
     return "undecided"
 
 
-def claim_status(outcome: str, expect: str) -> str:
+def claim_status(outcome: str, expect: str, strict: bool = False) -> str:
     """A claim's status: a report-only claim is "reported" whatever its outcome (it never
-    passes, fails or holds up the suite); otherwise pass, fail or inconclusive."""
+    passes, fails or holds up the suite); a claim expected to fail is "xfail" when it does not
+    hold and "xpass" when it holds ("fail" if strict); otherwise pass, fail or inconclusive."""
     if expect == "report":
         return "reported"
     if outcome == "undecided":
         return "inconclusive"
+    if expect == "fails":
+        if outcome == "does_not_hold":
+            return "xfail"
+        return "fail" if strict else "xpass"
     return "pass" if outcome == expect else "fail"
 
 
-def verdict_status(kind: str, outcome: str, expect: str) -> str:
+def verdict_status(kind: str, outcome: str, expect: str, strict: bool = False) -> str:
     """The one rule from a verdict's outcome to its status (claims and regressions)."""
     if kind == "claim":
-        return claim_status(outcome, expect)
+        return claim_status(outcome, expect, strict)
     return REGRESSION_STATUS[outcome]
 
 
@@ -126,6 +138,9 @@ def status_label(verdict: Mapping[str, Any] | object) -> str:
     fields): "pass", "fail", "inconclusive", or for a report-only claim its outcome and effect,
     e.g. "reported (does not hold, effect -0.105)". It renders the status, never decides it."""
     status = str(_read(verdict, "status"))
+    if status in ("xfail", "xpass"):
+        expected = "expected failure" if status == "xfail" else "unexpected pass"
+        return f"{expected} ({str(_read(verdict, 'outcome')).replace('_', ' ')})"
     if status != "reported":
         return status
     outcome = str(_read(verdict, "outcome") or "undecided").replace("_", " ")
@@ -156,7 +171,7 @@ def _redecide(verdict: Verdict, p_adjusted: float) -> Verdict:
         outcome = claim_outcome(p_adjusted, verdict.basis)
     else:
         outcome = regression_outcome(p_adjusted, verdict.basis)
-    status = verdict_status(verdict.kind, outcome, verdict.expect)
+    status = verdict_status(verdict.kind, outcome, verdict.expect, verdict.strict)
     return replace(verdict, p_adjusted=p_adjusted, outcome=outcome, status=status)
 
 

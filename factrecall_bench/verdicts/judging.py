@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ from factrecall_bench.verdicts.baselines import (
     baseline_path,
     read_baseline,
 )
-from factrecall_bench.verdicts.claims import evaluate_claim
+from factrecall_bench.verdicts.claims import (
+    definitions_line,
+    evaluate_claim,
+    evaluate_claim_by_definition,
+)
 from factrecall_bench.verdicts.decision import Verdict, adjust_verdicts, verdict_status
 from factrecall_bench.verdicts.regressions import compare_with_baseline
 
@@ -25,7 +30,24 @@ def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
     """Every claim of the suite, Holm-corrected together as one family (report-only claims
     included: they are tested too, and counting them only makes the others stricter)."""
     verdicts = [evaluate_claim(claim, results) for claim in suite.claims]
-    return adjust_verdicts(verdicts, "holm") if verdicts else []
+    adjusted = adjust_verdicts(verdicts, "holm") if verdicts else []
+    main = _main_definition(results)
+    return [_with_definitions(verdict, evaluate_claim_by_definition(claim, results), main)
+            for claim, verdict in zip(suite.claims, adjusted, strict=True)]
+
+
+def _main_definition(results: list[dict[str, Any]]) -> str | None:
+    names = {(result.get("trace") or {}).get("definition") for result in results}
+    return names.pop() if len(names) == 1 else None
+
+
+def _with_definitions(verdict: Verdict, rows: list[dict[str, Any]], main: str | None) -> Verdict:
+    """A trace claim's verdict (decided under the main definition) with its judgment under every
+    definition, and a line saying under how many it holds."""
+    if not rows:
+        return verdict
+    return replace(verdict, definitions=tuple(rows),
+                   detail=f"{verdict.detail}; {definitions_line(rows, main)}")
 
 
 def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,

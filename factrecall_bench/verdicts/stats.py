@@ -329,6 +329,13 @@ class OneSampleResult:
             return math.nan
         return self.mean - float(scipy_stats.t.ppf(confidence, self.df)) * self.standard_error
 
+    def upper_bound(self, confidence: float = 0.95) -> float:
+        """One-sided upper t bound for the mean."""
+        _check_confidence(confidence)
+        if not math.isfinite(self.standard_error):
+            return math.nan
+        return self.mean + float(scipy_stats.t.ppf(confidence, self.df)) * self.standard_error
+
 
 def _t_p_value(statistic: float, df: float, alternative: Alternative) -> float:
     if alternative == "greater":

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 from factrecall_bench import exit_codes
 
-CLAIM_KINDS = ("greater", "at_least")
+CLAIM_KINDS = ("greater", "at_least", "at_most")
+THRESHOLD_KINDS = ("at_least", "at_most")
+"""Claims about every listed strategy against a threshold (the paper's number)."""
 CLAIM_TESTS = ("welch", "mannwhitney", "mcnemar", "wilson", "t")
 SEED_TESTS = ("welch", "mannwhitney")
 # at_least: "wilson" pools the answers of one trained model (one seed); "t" tests the seed-level
 # values of several. Neither pools seeds: a claim about a recipe has the seed as its unit.
 AT_LEAST_TESTS = ("wilson", "t")
 REGRESSION_TESTS = ("mcnemar", "welch", "mannwhitney")
-EXPECTATIONS = ("holds", "does_not_hold", "report")
+EXPECTATIONS = ("holds", "does_not_hold", "report", "fails")
+""""fails": a known deviation from the paper, as pytest's xfail: the claim keeps the paper's
+number and is expected not to hold here (the why says why); "does not hold" is then an expected
+failure ("xfail"), "holds" an unexpected pass ("xpass", a failure when the claim is strict)."""
 CORRECTIONS = ("holm", "bh", "none")
-STATUSES = ("pass", "fail", "inconclusive", "reported")
+STATUSES = ("pass", "fail", "inconclusive", "reported", "xfail", "xpass")
 """A verdict's status. "reported": a claim the suite only reports (expect "report"), neither
-passed nor failed; its outcome and effect say what the data showed."""
-STATUS_EXIT_CODES = {"pass": exit_codes.OK, "reported": exit_codes.OK,
-                     "fail": exit_codes.FAILED, "inconclusive": exit_codes.INCONCLUSIVE}
+passed nor failed; its outcome and effect say what the data showed. "xfail" / "xpass": a claim
+expected to fail (expect "fails") that failed / held (a strict one that holds is "fail")."""
+STATUS_EXIT_CODES = {"pass": exit_codes.OK, "reported": exit_codes.OK, "xfail": exit_codes.OK,
+                     "xpass": exit_codes.OK, "fail": exit_codes.FAILED,
+                     "inconclusive": exit_codes.INCONCLUSIVE}
 TRACE_PREFIX = "trace."
 PER_QUESTION_SPLITS = ("id", "ood")
 REQUIRED_CLAIM_KEYS = ("name", "metric", "kind", "test", "why")
