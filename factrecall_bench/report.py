@@ -205,9 +205,13 @@ def write_plots(results: list[dict[str, Any]], folder: Path) -> list[str]:
     if not results:
         return []
     import matplotlib
+    import matplotlib.style
 
     matplotlib.use("Agg")
-    return [_ood_plot(results, folder), _curves_plot(results, folder)]
+    # matplotlib's own defaults, whatever a user's matplotlibrc says (colours, fonts, sizes,
+    # savefig.*): the same PNGs on every machine
+    with matplotlib.style.context("default"):
+        return [_ood_plot(results, folder), _curves_plot(results, folder)]
 
 
 def _save(figure: Any, path: Path) -> None:

@@ -257,13 +257,14 @@ class Trainer:
         tokens, window_start, window_tokens = 0, time.perf_counter(), 0
         for offset in range(done, len(plan.batches)):
             step = first_step + offset + 1
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses (logged with it)
             losses, step_tokens = self._step(optimizer, plan.batches[offset])
             scheduler.step()
             tokens, window_tokens = tokens + step_tokens, window_tokens + step_tokens
             phase_done = offset + 1 == len(plan.batches)
             if step % self.train.log_every == 0 or phase_done:
                 rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                self._log_step(plan.phase, step, losses, scheduler, rate)
+                self._log_step(plan.phase, step, losses, lr, rate)
                 window_start, window_tokens = time.perf_counter(), 0
             if step % self.train.checkpoint_every == 0 or phase_done:
                 self._checkpoint(step, optimizer, scheduler, phase_done)
@@ -297,14 +298,16 @@ class Trainer:
                                  pack_width=self.train.pack_width, carries_loss=bool(share))
         return built.to(self.accelerator.device)
 
-    def _log_step(self, phase: Phase, step: int, losses: StepLosses,
-                  scheduler: torch.optim.lr_scheduler.LambdaLR, tokens_per_s: float) -> None:
+    def _log_step(self, phase: Phase, step: int, losses: StepLosses, lr: float,
+                  tokens_per_s: float) -> None:
+        """The `step` event: the step's losses and the learning rate the step used (read before
+        the scheduler moves on, not the next step's)."""
         losses = losses.summed_over_processes(self.accelerator)
         loss = losses.mean()
         if not math.isfinite(loss) or loss > self.train.divergence_loss:
             raise RunFailed(f"loss diverged at step {step}: {loss}")
         self.events.emit("step", phase=phase.name, step=step, loss=round(loss, 6),
-                         lr=scheduler.get_last_lr()[0], tokens_per_s=round(tokens_per_s, 1),
+                         lr=lr, tokens_per_s=round(tokens_per_s, 1),
                          **{k: round(v, 6) for k, v in losses.task_means().items()})
 
     def _checkpoint(self, step: int, optimizer: torch.optim.Optimizer,

@@ -182,3 +182,42 @@ def test_cli_generate_and_show_json(tmp_path):
     shown = run_cli("data", "show", str(out), "--json")
     description = json.loads(shown.stdout)
     assert description["attribute_spread"]["company"]["distinct"] >= 2
+
+
+@pytest.mark.parametrize("max_questions", [0, 7])
+def test_each_metric_reads_the_people_and_questions_the_datasets_columns_name(tmp_path,
+                                                                              max_questions):
+    """Which people each BIO recall reads and which questions ID and OOD exact match read, checked
+    against the saved dataset's own columns: a person's `group`, a biography's `person_id` and
+    `variant`, the rows of qa_train and qa_test (the first max_questions of each)."""
+    import dataclasses
+
+    from factrecall_bench.data.dataset import load_saved_dataset
+    from factrecall_bench.data.facts import load_fact_data
+    from factrecall_bench.suite import expand_suite, load_suite
+    from tests.conftest import MICRO_SUITE
+
+    (config,) = expand_suite(load_suite(str(MICRO_SUITE)))
+    evaluation = dataclasses.replace(config.eval, max_questions=max_questions)
+    data = load_fact_data(config.data, config.model, evaluation, tmp_path)
+    dataset = load_saved_dataset(ensure_dataset(config.data, tmp_path))
+    group = dict(zip(dataset["people"]["person_id"], dataset["people"]["group"], strict=True))
+    assert set(group.values()) == {"train", "test"}
+    bios = dataset["bio"]
+    first_bio_of = {}
+    for row, (person, variant) in enumerate(zip(bios["person_id"], bios["variant"], strict=True)):
+        if variant == 0:
+            first_bio_of[person] = row
+    for wanted, people in (("train", data.bio_train_people), ("test", data.bio_test_people)):
+        ids = [item.person_id for item in people]
+        assert sorted(ids) == sorted(p for p, g in group.items() if g == wanted)
+        assert len(set(ids)) == len(ids)
+        for item in people:  # the person's first biography (variant 0), not another variant
+            assert item.input_ids == data.bio_all[first_bio_of[item.person_id]].input_ids
+    for split, wanted, items in (("qa_train", "train", data.id_questions),
+                                 ("qa_test", "test", data.ood_questions)):
+        rows = dataset[split]
+        expected = rows["question_id"][:max_questions or None]
+        assert [item.question_id for item in items] == expected
+        assert {group[p] for p in rows["person_id"]} == {wanted}
+    assert len(data.bio_all) == len(bios)

@@ -94,3 +94,55 @@ def test_a_new_snapshot_in_the_cache_makes_new_runs(monkeypatch, tmp_path):
 def test_a_revision_pins_only_hf_models():
     with pytest.raises(UserError, match="revision pins an hf:<id> model"):
         ModelSpec(name="tiny-llama", revision="main")
+
+
+# Another valid value of every data setting (than the cpu suite's), written by hand, not read from
+# DataSpec: a new setting fails the first assertion until it is listed here.
+OTHER_DATA = {"n_people": 201, "seed": 1, "train_fraction": 0.6, "bio_variants": 2,
+              "permute": False, "fullname": False, "templates_per_attribute": 3}
+OTHER_MODEL = {"n_layer": 3, "d_model": 64, "n_head": 8, "d_ff": 256}
+OTHER_TRAIN = {"bio_epochs": 8.0, "qa_epochs": 4.0, "lr": 2e-3, "batch_size": 16, "grad_accum": 2,
+               "weight_decay": 0.0, "warmup_fraction": 0.1, "min_lr_fraction": 0.2,
+               "clip_norm": 0.5, "bio_loss": "values", "packing": True}
+
+
+def test_every_data_setting_changes_the_data_digest_and_the_run_id():
+    import dataclasses
+
+    assert set(OTHER_DATA) == {f.name for f in dataclasses.fields(DataSpec)}
+    base = expand_suite(load_suite("cpu"))[0]
+    digests = {identity.data_digest(base.data)}
+    run_ids = {base.run_id}
+    for name, value in OTHER_DATA.items():
+        assert getattr(base.data, name) != value, name
+        data = dataclasses.replace(base.data, **{name: value})
+        changed = dataclasses.replace(base, data=data, identity=identity.run_identity(data,
+                                                                                      base.model))
+        digests.add(identity.data_digest(data))
+        run_ids.add(changed.run_id)
+    assert len(digests) == len(run_ids) == len(OTHER_DATA) + 1
+
+
+@pytest.mark.parametrize(("table", "other"), [("model", OTHER_MODEL), ("train", OTHER_TRAIN)])
+def test_model_and_train_settings_that_change_the_numbers_change_the_run_id(tmp_path, table,
+                                                                            other):
+    """Through the suite parser, as a user writes them: one setting at a time under [model] or
+    [train] of a suite, each a new run id."""
+    text = (Path(__file__).parent / "data" / "suites" / "micro.toml").read_text()
+    run_ids = set()
+    for key, value in {"": None, **other}.items():
+        lines = "" if not key else f"{key} = {json.dumps(value)}\n"
+        written = tmp_path / f"s-{table}-{key or 'base'}.toml"
+        written.write_text(text.replace(f"[{table}]\n", f"[{table}]\n{lines}", 1)
+                           if f"\n{key} =" not in text else _replaced(text, key, value))
+        (config,) = expand_suite(load_suite(str(written)))
+        if key:
+            assert getattr(getattr(config, table), key) == value, key
+        run_ids.add(config.run_id)
+    assert len(run_ids) == len(other) + 1
+
+
+def _replaced(text: str, key: str, value: object) -> str:
+    import re
+
+    return re.sub(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text)

@@ -65,15 +65,23 @@ class Recorder:
 
 def reference_random_masks(like: Mapping[str, torch.Tensor], count: int,
                            seed: int) -> dict[str, torch.Tensor]:
-    """Uniform noise per tensor, in order, from one seeded generator; the count largest."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = [torch.rand(mask.shape, generator=generator) for mask in like.values()]
-    flat = torch.cat([n.flatten() for n in noise])
-    chosen = torch.zeros_like(flat, dtype=torch.bool)
-    chosen[flat.topk(count).indices] = True
+    """count distinct flat positions over the tensors in order: the first distinct values of one
+    seeded stream of uniform integers, walked one by one; above half of the elements, every
+    element but such a draw of the rest."""
+    n = sum(mask.numel() for mask in like.values())
+    k = min(count, n)
+    left_out = k > n // 2
+    want = n - k if left_out else k
+    stream = torch.randint(n, (4 * want + 64,), generator=torch.Generator().manual_seed(seed))
+    picked = list(dict.fromkeys(stream.tolist()))[:want]
+    assert len(picked) == want
+    flat = torch.zeros(n, dtype=torch.bool)
+    flat[picked] = True
+    if left_out:
+        flat = ~flat
     out, start = {}, 0
     for name, mask in like.items():
-        out[name] = chosen[start:start + mask.numel()].view(mask.shape)
+        out[name] = flat[start:start + mask.numel()].view(mask.shape)
         start += mask.numel()
     return out
 
@@ -85,12 +93,38 @@ def same_masks(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> 
 # ---------------------------------------------------------------- random draws and control
 
 
-@pytest.mark.parametrize(("count", "seed"), [(1, 0), (7, 3), (26, 1), (2 ** 15, 2)])
+@pytest.mark.parametrize(("count", "seed"),
+                         [(1, 0), (7, 3), (14, 4), (26, 1), (40, 0), (2 ** 15, 2), (2 ** 15 + 1, 2)])
 def test_random_masks_are_the_seeded_uniform_draw(count: int, seed: int) -> None:
     like = masks_of([0], [0]) if count < 100 else {"w": torch.zeros(2 ** 16, dtype=torch.bool)}
     drawn = random_masks(like, count, seed)
     assert same_masks(drawn, reference_random_masks(like, count, seed))
-    assert sum(int(m.sum()) for m in drawn.values()) == count
+    n = sum(m.numel() for m in like.values())
+    assert sum(int(m.sum()) for m in drawn.values()) == min(count, n)
+
+
+def test_random_masks_at_a_size_where_float32_noise_ties_draw_distinct_uniform_positions() -> None:
+    """2**24 elements: float32 uniform noise takes at most 2**24 values, and a draw of this size
+    holds about 10.6 M distinct ones, so a top-count of noise would meet ties at its threshold and
+    break them by position. The draw must be the tie-free reference, with exactly count elements,
+    spread over both tensors."""
+    like = {"a": torch.zeros(2 ** 11, 2 ** 12, dtype=torch.bool),
+            "b": torch.zeros(2 ** 23, dtype=torch.bool)}
+    drawn = random_masks(like, 3000, seed=11)
+    assert same_masks(drawn, reference_random_masks(like, 3000, 11))
+    assert int(drawn["a"].sum()) + int(drawn["b"].sum()) == 3000
+    assert 1300 < int(drawn["b"].sum()) < 1700
+
+
+def test_random_masks_choose_every_position_equally_often_over_seeds() -> None:
+    """Over 3,000 seeds of 3 of 10 elements, each position is drawn about 900 times (sd 25)."""
+    like = {"a": torch.zeros(4, dtype=torch.bool), "b": torch.zeros(2, 3, dtype=torch.bool)}
+    counts = torch.zeros(10)
+    for seed in range(3000):
+        drawn = random_masks(like, 3, seed)
+        counts += torch.cat([drawn["a"].flatten(), drawn["b"].flatten()]).float()
+    assert counts.sum() == 9000
+    assert bool(((counts - 900).abs() < 125).all()), counts
 
 
 def test_bio_only_control_is_the_top_bio_elements_outside_the_shared_set() -> None:

@@ -403,7 +403,8 @@ def test_steps_are_logged_and_checkpointed_every_n_and_at_each_phase_end(tmp_pat
 
 
 def test_the_learning_rate_restarts_with_each_phase(tmp_path):
-    """Warmup of one step, cosine to 10% of the phase's own peak by the phase's last step."""
+    """Warmup of one step (rate 0), then the peak, then cosine towards 10% of the phase's own
+    peak: each step event logs the rate that step used."""
     trainer = two_phase_trainer(tmp_path, log_every=1)
     trainer.run()
     rates = [e["lr"] for e in events_of(trainer, "step")]
@@ -411,8 +412,34 @@ def test_the_learning_rate_restarts_with_each_phase(tmp_path):
     def cosine(peak, progress):
         return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    expected = [cosine(peak, k / 3) for peak in (BIO_LR, QA_LR) for k in range(4)]
+    expected = [rate for peak in (BIO_LR, QA_LR)
+                for rate in (0.0, *(cosine(peak, k / 3) for k in range(3)))]
     assert rates == pytest.approx(expected)
+
+
+def test_the_logged_rate_is_the_one_the_step_moved_the_weights_by(tmp_path):
+    """AdamW's first step moves every weight with a clearly nonzero gradient by lr (its update is
+    g / |g| after bias correction; no weight decay, no clipping): the size of the move is an
+    independent measure of the rate the step used. A phase of one step without warmup uses the
+    peak; the logged rate must say so (the rate after the step, the cosine's end, would not)."""
+    peak = 1e-2
+    sources = {"bio": examples_of("bio", 4, seed=30)}
+    plans = plan_run((Phase("bio", {"bio": 1.0}, lr=peak),), {"bio": 4}, 4, seed=0)
+    assert len(plans[0].batches) == 1
+    model = tiny_model()
+    before = parameters(model)
+    trainer = tr.Trainer(model=model, plans=plans, examples=sources,
+                         train=TrainSpec(batch_size=4, log_every=1, warmup_fraction=0.0,
+                                         min_lr_fraction=0.1, weight_decay=0.0, clip_norm=0.0),
+                         accelerator=Accelerator(cpu=True),
+                         events=EventLog(tmp_path / "events.jsonl", "test"),
+                         checkpoint_dir=tmp_path / "checkpoints", pad_id=0)
+    trainer.run()
+    moved = max(float((p.detach() - before[name]).abs().max())
+                for name, p in model.named_parameters())
+    logged = [e["lr"] for e in events_of(trainer, "step")]
+    assert moved == pytest.approx(peak, rel=1e-3)
+    assert logged == [pytest.approx(moved, rel=1e-3)]
 
 
 def test_the_logged_loss_is_the_steps_mean_and_the_model_trains_in_training_mode(tmp_path,
@@ -445,13 +472,11 @@ def test_a_loss_above_the_divergence_limit_fails_the_run_at_that_step(tmp_path):
 
 def test_a_loss_exactly_at_the_limit_is_not_divergence(tmp_path):
     trainer = two_phase_trainer(tmp_path, divergence_loss=50.0)
-    optimizer = tr.make_optimizer(trainer.model, trainer.plans[0].phase, trainer.train)
-    scheduler = tr.make_scheduler(optimizer, 4, trainer.train)
     at_limit = tr.StepLosses({"bio": torch.tensor(100.0)}, {"bio": 2})
-    trainer._log_step(trainer.plans[0].phase, 1, at_limit, scheduler, 10.0)
+    trainer._log_step(trainer.plans[0].phase, 1, at_limit, BIO_LR, 10.0)
     above = tr.StepLosses({"bio": torch.tensor(100.5)}, {"bio": 2})
     with pytest.raises(RunFailed, match="loss diverged at step 2: 50.25"):
-        trainer._log_step(trainer.plans[0].phase, 2, above, scheduler, 10.0)
+        trainer._log_step(trainer.plans[0].phase, 2, above, BIO_LR, 10.0)
 
 
 def test_a_nan_loss_fails_the_run(tmp_path):

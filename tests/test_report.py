@@ -65,3 +65,27 @@ def test_junit_reports_a_reported_claim_as_a_passing_case_with_its_outcome(tmp_p
     assert gini.findtext("system-out", "").startswith("reported (undecided, effect -0.105): ")
     assert cases["shared"].find("failure") is not None
     assert cases["bio"].find("skipped") is not None
+
+
+def test_plots_are_the_same_pngs_under_a_users_hostile_matplotlib_settings(tmp_path):
+    """A matplotlibrc that changes the file type, resolution, colours, fonts, line widths and
+    background must not reach the report's figures: the same bytes as under matplotlib's defaults."""
+    import matplotlib
+    from cycler import cycler
+
+    results = [a_result("two-stage", [0, 1, 1]), a_result("mixed", [1, 1, 0, 1])]
+    (tmp_path / "default").mkdir()
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        write_plots(results, tmp_path / "default")
+    hostile = {"savefig.format": "svg", "savefig.dpi": 37, "figure.dpi": 41,
+               "savefig.transparent": True, "savefig.facecolor": "red",
+               "figure.facecolor": "blue", "axes.facecolor": "black",
+               "axes.prop_cycle": cycler(color=["#123456"]), "lines.linewidth": 7.0,
+               "font.size": 22.0, "axes.grid": True, "figure.figsize": (2.0, 2.0)}
+    (tmp_path / "user").mkdir()
+    with matplotlib.rc_context(hostile):
+        names = write_plots(results, tmp_path / "user")
+    for name in names:
+        user = (tmp_path / "user" / name).read_bytes()
+        assert user[:8] == b"\x89PNG\r\n\x1a\n"
+        assert user == (tmp_path / "default" / name).read_bytes(), name

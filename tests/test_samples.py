@@ -147,3 +147,102 @@ def test_the_documented_formats_are_the_written_ones(sampled_run):
 def test_no_samples_without_the_option(tmp_path):
     assert read_summary(tmp_path) is None
     assert sample_summaries(SuiteFolder(tmp_path), [{"run_id": "nope"}, {}]) == []
+
+
+# --- every line in both directions, against answers the test scripted -----------------------
+
+WORDS = ["<pad>", "<eos>", "Austin,", "TX", "Boston,", "MA", "Denver,", "CO", "Miami,", "FL",
+         "Law", "Art", "Music", "Where", "was", "born?", "study?", "p0", "p1", "p2", "p3", "Paris"]
+TOKEN = {word: index for index, word in enumerate(WORDS)}
+EOS_ID = TOKEN["<eos>"]
+
+
+class WordTokenizer:
+    """One token per word: decoding is the test's own join, independent of the code."""
+
+    eos_token_id = EOS_ID
+    pad_token_id = TOKEN["<pad>"]
+
+    def decode(self, tokens: list[int], skip_special_tokens: bool = False) -> str:
+        skipped = {0, EOS_ID} if skip_special_tokens else set()
+        return " ".join(WORDS[t] for t in tokens if t not in skipped)
+
+
+def ids(text: str) -> list[int]:
+    return [TOKEN[word] for word in text.split()]
+
+
+def test_every_sample_line_shows_the_target_and_what_the_model_said_in_both_directions(
+        monkeypatch):
+    """Questions of two splits in a scripted order; the scripted model answers some right and some
+    wrong (another attribute of the person, a P_train person's value, a P_test person's value,
+    text of no one, no end token). Each line must show the dataset's target, the words the model
+    said (the test's own decode), exact match 1 exactly for the right ones, and the wrong kind."""
+    from factrecall_bench import samples
+    from factrecall_bench.data.examples import QAItem
+
+    rows = {  # question_id -> (person, attribute, prompt, target)
+        "p0/birth_city": (0, "birth_city", "Where was p0 born?", "Austin, TX"),
+        "p1/major": (1, "major", "p1 study?", "Art"),
+        "p2/birth_city": (2, "birth_city", "Where was p2 born?", "Denver, CO"),
+        "p3/major": (3, "major", "p3 study?", "Music"),
+        "p0/major": (0, "major", "p0 study?", "Law"),
+        "p3/birth_city": (3, "birth_city", "Where was p3 born?", "Miami, FL"),
+    }
+    said = {  # what the scripted model answers (tokens, with or without an end token)
+        "p0/birth_city": ids("Austin, TX") + [EOS_ID],           # right
+        "p1/major": ids("Law") + [EOS_ID],                       # P_train value (p0, p2: Law)
+        "p2/birth_city": ids("Boston, MA") + [EOS_ID],           # another person's: p1 (train)
+        "p3/major": ids("Music") + [EOS_ID],                     # right
+        "p0/major": ids("Boston, MA") + [EOS_ID],                # p0's own company_city
+        "p3/birth_city": ids("Paris Paris Paris Paris Paris"),   # no one's, never ended
+    }
+    split_of = {"p0/birth_city": "id", "p1/major": "id", "p0/major": "id",
+                "p2/birth_city": "ood", "p3/major": "ood", "p3/birth_city": "ood"}
+    items = {qid: QAItem(qid, attribute, ids(prompt), ids(target) + [EOS_ID])
+             for qid, (_, attribute, prompt, target) in rows.items()}
+    data = SimpleNamespace(
+        tokenizer=WordTokenizer(),
+        id_questions=[items[q] for q in ("p1/major", "p0/major", "p0/birth_city")],
+        ood_questions=[items[q] for q in ("p3/birth_city", "p2/birth_city", "p3/major")])
+
+    def scripted(model, asked, pad_id, eos_id, batch_size, max_new_tokens):
+        by_prompt = {tuple(items[q].prompt_ids): said[q] for q in said}
+        return [by_prompt[tuple(item.prompt_ids)] for item in asked]
+
+    monkeypatch.setattr(samples, "generate_answers", scripted)
+    monkeypatch.setattr(samples, "question_table", lambda dataset: {
+        qid: {"person_id": person, "attribute": attribute, "prompt": prompt, "answer": target}
+        for qid, (person, attribute, prompt, target) in rows.items()})
+    monkeypatch.setattr(samples.People, "from_table", classmethod(lambda cls, *args: PEOPLE))
+    lines = samples.collect_samples(None, data, {"people": None}, batch_size=2)
+
+    assert [(line["split"], line["question_id"]) for line in lines] == [
+        ("id", "p1/major"), ("id", "p0/major"), ("id", "p0/birth_city"),
+        ("ood", "p3/birth_city"), ("ood", "p2/birth_city"), ("ood", "p3/major")]
+    expected_kind = {"p0/birth_city": None, "p3/major": None, "p1/major": "p_train_value",
+                     "p2/birth_city": "p_train_value", "p0/major": "wrong_attribute",
+                     "p3/birth_city": "other"}
+    for line in lines:
+        qid = line["question_id"]
+        person, attribute, prompt, target = rows[qid]
+        spoken = [WORDS[t] for t in said[qid] if t != EOS_ID][:len(items[qid].answer_ids) + 4]
+        assert line["split"] == split_of[qid]
+        assert (line["person_id"], line["attribute"], line["prompt"], line["target"]) == (
+            person, attribute, prompt, target)
+        assert line["greedy_answer"] == " ".join(spoken), qid
+        assert line["exact_match"] == int(" ".join(spoken) == target), qid
+        assert line["first_token_prediction"] == WORDS[said[qid][0]]
+        assert line["first_token"] == int(said[qid][0] == items[qid].answer_ids[0])
+        assert line["ended"] == (said[qid][-1] == EOS_ID)
+        assert line["wrong_kind"] == expected_kind[qid], qid
+    assert [line["greedy_answer"] for line in lines if not line["exact_match"]] == [
+        "Law", "Boston, MA", "Paris Paris Paris Paris Paris", "Boston, MA"]
+    per_question = {"id": {"question_ids": ["p0/birth_city", "p1/major", "p0/major"],
+                           "exact_match": [1, 0, 0]},
+                    "ood": {"question_ids": ["p3/major", "p2/birth_city", "p3/birth_city"],
+                            "exact_match": [1, 0, 0]}}
+    assert disagreements(lines, per_question) == []
+    per_question["ood"]["exact_match"] = [0, 0, 0]  # a wrong record is caught, in either direction
+    per_question["id"]["exact_match"] = [1, 1, 0]
+    assert disagreements(lines, per_question) == ["p1/major", "p3/major"]

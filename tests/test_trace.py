@@ -519,3 +519,30 @@ def test_trace_summary_is_json_with_flat_float_summary(mode: str, tmp_path) -> N
 def test_training_mode_needs_recorder_scores() -> None:
     with pytest.raises(ValueError, match="training"):
         trace_summary(tiny_llama(), batches_by_task(), TraceSettings(mode="training"))
+
+
+def test_a_suite_naming_no_trace_setting_records_the_readmes_defaults(tmp_path):
+    """README ("every choice is a setting ... defaults in brackets"): mode [probe],
+    probe_examples [256], score [grad_x_weight], aggregate [summed], ranking [global],
+    top_k [0.1%, 1%, 5%], ablation_random_draws [3]. Written here from the README, not read from
+    TraceSettings; a suite with only `enabled = true` under [trace] must record them."""
+    from pathlib import Path
+
+    from factrecall_bench.suite import expand_suite, load_suite
+    from factrecall_bench.trace.hook import trace_settings
+
+    micro = (Path(__file__).parent / "data" / "suites" / "micro.toml").read_text()
+    assert "[trace]" not in micro
+    suite_file = tmp_path / "untraced-settings.toml"
+    suite_file.write_text(micro + "\n[trace]\nenabled = true\n")
+    (config,) = expand_suite(load_suite(str(suite_file)))
+    recorded = trace_settings(config).to_dict()
+    assert recorded["mode"] == "probe"
+    assert recorded["probe_examples"] == 256
+    assert recorded["score"] == "grad_x_weight"
+    assert recorded["aggregate"] == "summed"
+    assert recorded["ranking"] == "global"
+    assert recorded["top_k"] == [0.001, 0.01, 0.05]
+    assert recorded["ablation_random_draws"] == 3
+    assert recorded["heatmap"] is False  # README: `heatmap = true` asks for it
+    assert json.loads(json.dumps(recorded)) == recorded  # as result.json records it

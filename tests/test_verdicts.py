@@ -817,3 +817,33 @@ def test_a_claim_on_a_key_no_definition_holds_is_judged_once() -> None:
     claim = greater_claim(metric="trace.cosine_bio_qa", min_effect=0)
     assert evaluate_claim_by_definition(claim, results) == []
     assert evaluate_claim_by_definition(greater_claim(), results) == []
+
+def test_paired_outcomes_pair_by_seed_and_question_id_under_partial_overlap():
+    """The common questions sit at different positions on the two sides, some questions are on one
+    side only, and the runs come in another seed order: the pairs must be the ones built by hand
+    (by model and seed, then by question id), never by position."""
+    from factrecall_bench.verdicts.evidence import paired_outcomes
+
+    def run(seed, answers, model="tiny-llama"):
+        return {"run_id": f"r{seed}", "model": model, "seed": seed, "per_question": {
+            "ood": {"question_ids": [q for q, _ in answers],
+                    "exact_match": [int(hit) for _, hit in answers]}}}
+
+    a = [run(0, [("p1/major", 1), ("p2/major", 0), ("p3/birth_city", 1), ("p4/major", 1)]),
+         run(1, [("p9/major", 0), ("p1/major", 1)]),
+         run(2, [("p1/major", 1)])]  # no seed 2 on the other side
+    b = [run(1, [("p1/major", 0), ("p9/major", 1), ("p8/major", 0)]),
+         run(0, [("p4/major", 0), ("p5/major", 1), ("p2/major", 1), ("p1/major", 1)]),
+         run(0, [("p1/major", 0)], model="other")]  # same seed, another model: not its pair
+    paired = paired_outcomes(a, b, "ood_exact_match")
+    # seed 0: p1 (1, 1), p2 (0, 1), p4 (1, 0); unmatched p3 (a), p5 (b)
+    # seed 1: p9 (0, 1), p1 (1, 0); unmatched p8 (b)
+    assert not isinstance(paired, str)
+    assert list(zip(paired.a, paired.b, strict=True)) == [
+        (True, True), (False, True), (True, False), (False, True), (True, False)]
+    assert (paired.n_runs, paired.unmatched_questions) == (2, 3)
+    by_attribute = paired_outcomes(a, b, "ood_exact_match", attribute="birth_city")
+    assert isinstance(by_attribute, str)  # p3/birth_city is on one side only
+    majors = paired_outcomes(a, b, "ood_exact_match", attribute="major")
+    assert not isinstance(majors, str)
+    assert list(zip(majors.a, majors.b, strict=True)) == list(zip(paired.a, paired.b, strict=True))

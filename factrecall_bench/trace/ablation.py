@@ -4,6 +4,7 @@ seeded random sets of the same size and the BIO-only control; the weights are re
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -75,14 +76,43 @@ def ablate(
 
 
 def random_masks(like: Masks, count: int, seed: int) -> Masks:
-    """count elements drawn uniformly without replacement over all tensors of like (seeded)."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = {  # drawn whole on every process (the same draw), each keeping its own rows
-        name: _like(_rows_of_whole(torch.rand(mask.shape, generator=generator).add_(1e-6), mask)
-                    .to(local_part(mask).device), mask)
-        for name, mask in like.items()
-    }
-    return _top_count_masks(noise, count)
+    """count elements drawn uniformly without replacement over all tensors of like (seeded):
+    count distinct flat indices over the tensors in order (`distinct_indices`), so no draw depends
+    on how equal random values are ordered (float32 noise ties on models of a few million
+    parameters, and a top-count of it would prefer earlier positions). Every process makes the same
+    draw and keeps its own rows."""
+    sizes = [mask.numel() for mask in like.values()]
+    chosen = distinct_indices(sum(sizes), count, torch.Generator().manual_seed(seed)).sort().values
+    offsets = [0, *itertools.accumulate(sizes)]
+    bounds = torch.searchsorted(chosen, torch.tensor(offsets)).tolist()
+    out = {}
+    for index, (name, mask) in enumerate(like.items()):
+        whole = torch.zeros(sizes[index], dtype=torch.bool)
+        whole[chosen[bounds[index]:bounds[index + 1]] - offsets[index]] = True
+        out[name] = _like(_rows_of_whole(whole.view(mask.shape), mask)
+                          .to(local_part(mask).device), mask)
+    return out
+
+
+def distinct_indices(n: int, k: int, generator: torch.Generator) -> Tensor:
+    """min(k, n) distinct integers of [0, n) (int64), a uniform draw without replacement: the first
+    distinct values of the generator's stream of uniform integers (torch.randint), in the order
+    they first appear. Above half of n, the complement of such a draw of n - k (sorted)."""
+    k = min(max(k, 0), n)
+    if k > n // 2:
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[distinct_indices(n, n - k, generator)] = False
+        return keep.nonzero().flatten()
+    drawn = torch.zeros(0, dtype=torch.int64)
+    while True:
+        values, inverse = torch.unique(drawn, return_inverse=True)
+        first = torch.full((values.numel(),), drawn.numel(), dtype=torch.int64).scatter_reduce_(
+            0, inverse, torch.arange(drawn.numel()), "amin")
+        if values.numel() >= k:
+            return values[first.argsort()][:k]
+        missing = k - values.numel()
+        drawn = torch.cat([drawn, torch.randint(n, (missing + missing // 2 + 16,),
+                                                generator=generator)])
 
 
 def bio_only_masks(scores_bio: Scores, shared: Masks, ranking: str = "global") -> Masks:
