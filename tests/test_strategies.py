@@ -11,7 +11,7 @@ from factrecall_bench.batching import example_counts, plan_run, split_micro_batc
 from factrecall_bench.config import TrainSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.strategies import STRATEGIES, resolve_strategy, resolve_value
-from factrecall_bench.suite import expand_suite, parse_suite
+from factrecall_bench.suite import expand_suite, load_suite, parse_suite
 from tests.conftest import run_cli
 
 SIZES = {"bio": 1000, "qa_train": 600}
@@ -72,6 +72,29 @@ def test_bad_strategies_are_user_errors(custom, message):
 def test_unknown_strategy():
     with pytest.raises(UserError, match="unknown strategy"):
         resolve_strategy("three-stage", TrainSpec())
+
+
+def _steps(name: str, sizes: dict[str, int], train: TrainSpec) -> int:
+    return sum(len(plan.batches)
+               for plan in plan_run(resolve_strategy(name, train), sizes, train.batch_size, 0))
+
+
+def test_each_phase_ends_with_its_partial_batch():
+    """The same examples, but a step more per phase that does not fill whole batches: two-stage
+    takes ceil(1000 / 32) + ceil(600 / 32) = 32 + 19 steps, mixed ceil(1600 / 32) = 50."""
+    train = TrainSpec(bio_epochs=1, qa_epochs=1, batch_size=32)
+    assert _steps("two-stage", SIZES, train) == 51
+    assert _steps("mixed", SIZES, train) == 50
+
+
+def test_the_cpu_suite_phases_fill_whole_batches():
+    """200 people x 5 biographies and 100 P_train people x 6 questions, 16 + 16 epochs, batch
+    32: 16,000 / 32 = 500 and 9,600 / 32 = 300 steps, 800 for both strategies (the README's)."""
+    config = next(c for c in expand_suite(load_suite("cpu")) if c.strategy == "two-stage")
+    sizes = {"bio": 200 * 5, "qa_train": 100 * 6}
+    assert (config.data.n_people, config.data.bio_variants, config.data.train_fraction) == (
+        200, 5, 0.5)
+    assert _steps("two-stage", sizes, config.train) == _steps("mixed", sizes, config.train) == 800
 
 
 def test_bio_variants_of_a_person_do_not_cluster():
