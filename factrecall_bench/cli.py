@@ -298,6 +298,20 @@ def baseline_update(
         lambda: baseline_update_command(suite, runs_dir, baselines_dir)))
 
 
+@baseline_app.command("inspect")
+def baseline_inspect(
+    baseline: Annotated[str, typer.Argument(help="A baseline file (.json), or a suite name: "
+                                                 "BASELINES_DIR/NAME.json.")],
+    baselines_dir: Annotated[Path, typer.Option(help="Where baselines are.")] = DEFAULT_BASELINES,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a stored baseline holds: suite, hardware class, git revision, versions, and each
+    run's strategy, model, seed and metrics (validated as `check` reads it)."""
+    from factrecall_bench.baseline_inspect import inspection_text
+
+    typer.echo(inspection_text(baseline, baselines_dir, as_json))
+
+
 @app.command("trace")
 def trace(
     run_folder: Annotated[Path, typer.Argument(help="A finished run's folder.")],

@@ -183,18 +183,36 @@ def wrong_answers_section(summaries: list[dict[str, Any]]) -> list[str]:
         grouped[group_key(summary)].append(summary)
     lines = ["", "## Wrong OOD answers (samples)", "",
              "Greedy answers from each run's samples.jsonl; a wrong answer is counted under the "
-             "first kind it matches, left to right.", "",
+             "first kind it matches, left to right. The last column: of the wrong answers that "
+             "are another person's value, the share that is a P_train person's, and the share "
+             "expected by chance (each a random other person's value): with few distinct values "
+             "most are some P_train person's anyway.", "",
              "| group | runs | OOD questions | wrong | "
-             + " | ".join(WRONG_KIND_HEADERS[kind] for kind in WRONG_KINDS) + " |",
-             "|---|---|---|---|" + "---|" * len(WRONG_KINDS)]
+             + " | ".join(WRONG_KIND_HEADERS[kind] for kind in WRONG_KINDS)
+             + " | P_train among people's values (chance) |",
+             "|---|---|---|---|" + "---|" * (len(WRONG_KINDS) + 1)]
     for key, members in sorted(grouped.items()):
         questions = sum(m["ood"]["questions"] for m in members)
         wrong = sum(m["ood"]["wrong"] for m in members)
         counts = [sum(m["ood"]["wrong_kinds"][kind] for m in members) for kind in WRONG_KINDS]
         cells = [f"{count} ({count / wrong:.0%})" if wrong else "0" for count in counts]
         lines.append(f"| {key} | {len(members)} | {questions} | {wrong} | " + " | ".join(cells)
-                     + " |")
+                     + f" | {p_train_share_cell(members)} |")
     return lines
+
+
+def p_train_share_cell(members: list[dict[str, Any]]) -> str:
+    """`observed% (chance%)` over the OOD wrong answers that are another person's value; `-`
+    with none, or when a run's summary predates the chance count."""
+    if not all("p_train_value_by_chance" in m["ood"] for m in members):
+        return "-"
+    people_values = sum(m["ood"]["wrong_kinds"][kind] for m in members
+                        for kind in ("p_train_value", "p_test_value"))
+    if not people_values:
+        return "-"
+    observed = sum(m["ood"]["wrong_kinds"]["p_train_value"] for m in members) / people_values
+    chance = sum(m["ood"]["p_train_value_by_chance"] for m in members) / people_values
+    return f"{observed:.0%} ({chance:.0%})"
 
 
 def _num(value: float | None) -> str:

@@ -59,6 +59,40 @@ class People:
         return [pid for pid, person in self.values.items() if person.get(attribute) == value]
 
 
+@dataclass(frozen=True)
+class ValueFrequencies:
+    """How many people hold each value of one attribute, and which values P_train people hold:
+    enough to say how often a random other person's value is "a P_train person's value"."""
+
+    held_by: Counter[str]
+    """value -> how many people hold it."""
+    held_in_train: frozenset[str]
+    """The values some P_train person holds."""
+    people_with_train_values: int
+    """How many people hold a value in `held_in_train` (P_train people and others)."""
+    people: int
+    """How many people there are."""
+
+    @classmethod
+    def of(cls, people: People, attribute: str) -> ValueFrequencies:
+        held_by = Counter(person[attribute] for person in people.values.values())
+        in_train = frozenset(person[attribute] for pid, person in people.values.items()
+                             if people.in_train[pid])
+        return cls(held_by, in_train, sum(held_by[value] for value in in_train),
+                   len(people.values))
+
+    def p_train_chance(self, own_value: str) -> float | None:
+        """The chance that a wrong answer drawn from the other people's values (each person
+        once, only values that differ from `own_value`) is a value some P_train person holds;
+        None when every person holds `own_value`."""
+        own_count = self.held_by[own_value]
+        others = self.people - own_count
+        if others == 0:
+            return None
+        own_in_train = own_count if own_value in self.held_in_train else 0
+        return (self.people_with_train_values - own_in_train) / others
+
+
 def classify_wrong_answer(answer: str, person_id: int, attribute: str, people: People) -> str:
     """One of WRONG_KINDS for a wrong answer (compared as text, surrounding spaces ignored)."""
     answer = answer.strip()
@@ -82,9 +116,12 @@ def sample_lines(split: str, items: list[QAItem], answers: list[list[int]],
                  people: People) -> list[dict[str, Any]]:
     """One line per question: the question, the target, the greedy answer and what it was."""
     eos = tokenizer.eos_token_id
+    frequencies = {attribute: ValueFrequencies.of(people, attribute)
+                   for attribute in {item.attribute for item in items}}
     lines = []
     for item, answer in zip(items, answers):
         row = questions[item.question_id]
+        own_value = people.values[int(row["person_id"])][item.attribute]
         exact = int(answer == item.answer_ids)
         text = _text(tokenizer, [t for t in answer if t != eos])
         lines.append({
@@ -95,6 +132,7 @@ def sample_lines(split: str, items: list[QAItem], answers: list[list[int]],
             "exact_match": exact, "first_token": int(answer[:1] == item.answer_ids[:1]),
             "wrong_kind": None if exact else classify_wrong_answer(
                 text, int(row["person_id"]), item.attribute, people),
+            "p_train_chance": frequencies[item.attribute].p_train_chance(own_value),
         })
     return lines
 
@@ -134,15 +172,28 @@ def collect_samples(model: torch.nn.Module, data: FactData, dataset: datasets.Da
     return lines
 
 
+PEOPLE_VALUE_KINDS = ("p_train_value", "p_test_value")
+"""Wrong answers that are another person's value of the asked attribute."""
+
+
 def summarize(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per split: questions, wrong answers, and wrong answers by kind (every kind listed)."""
+    """Per split: questions, wrong answers, wrong answers by kind (every kind listed), and how
+    many of those that are another person's value would be a P_train person's by chance."""
     summary = {}
     for split in ("id", "ood"):
         members = [line for line in lines if line["split"] == split]
         kinds = Counter(line["wrong_kind"] for line in members if not line["exact_match"])
         summary[split] = {"questions": len(members), "wrong": sum(kinds.values()),
-                          "wrong_kinds": {kind: kinds.get(kind, 0) for kind in WRONG_KINDS}}
+                          "wrong_kinds": {kind: kinds.get(kind, 0) for kind in WRONG_KINDS},
+                          "p_train_value_by_chance": _p_train_value_by_chance(members)}
     return summary
+
+
+def _p_train_value_by_chance(lines: list[dict[str, Any]]) -> float:
+    """The expected count of `p_train_value` among the wrong answers that are some other
+    person's value, were each a random other person's value (the sum of their chances)."""
+    return sum((line.get("p_train_chance") or 0.0 for line in lines
+                if line["wrong_kind"] in PEOPLE_VALUE_KINDS), 0.0)
 
 
 def summary_document(result_keys: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """Strategies as data: each is an ordered list of phases, each phase a mixture of sources.
 
-Values in a phase may be numbers or names of `TrainSpec` fields, optionally scaled
-("0.5*qa_epochs"), so a suite can add an order without new code:
+A suite adds its own without new code (see `custom_strategy_phases` for both spellings):
 
-    [strategies.my-order]
-    phases = [{name = "qa", epochs = {qa_train = "qa_epochs"}, lr = "lr"}, ...]
+    [custom_strategies.my-order]
+    phases = [
+      {name = "qa", epochs = {qa_train = "0.5*qa_epochs"}, lr = "lr"},
+      {name = "bio", epochs = {bio = "bio_epochs"}, lr = "0.1*stage2_lr"},
+    ]
+
+A value (an epoch count, `lr`, a share in `mix`) is one of VALUE_FORMS: a number (`3e-4`), the
+name of a numeric `TrainSpec` field (`"stage2_lr"`), or a factor times one (`"0.1*stage2_lr"`).
 
 Compute rule (documented in the README): every strategy spends the same number of training
 examples, hence the same optimizer steps, as the reference two-stage budget:
@@ -13,6 +18,8 @@ bio_epochs passes over all biographies plus qa_epochs passes over QA of P_train.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from typing import Any
 
@@ -49,23 +56,39 @@ STRATEGIES: dict[str, list[dict[str, Any]]] = {
 gives QA that share of a mixed phase (0 = keep the natural share), `replay_share` gives BIO
 that share of a QA phase."""
 
+PHASE_KEYS = ("name", "epochs", "mix", "lr")
+PHASE_EXAMPLE = '{name = "qa", epochs = {qa_train = "qa_epochs"}, lr = "0.1*stage2_lr"}'
+VALUE_FORMS = ('a number (3e-4), a train setting ("stage2_lr") or FACTOR*SETTING '
+               '("0.1*stage2_lr")')
+NUMERIC_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainSpec)
+                         if f.type in ("float", "int", float, int))
+"""The `TrainSpec` fields a phase value may name (numbers only: not `packing`, `bio_loss`)."""
+STRATEGY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,47}$")
+"""A strategy's name is part of its runs' folder names: no separators, nothing hidden."""
+
 _SCALED = re.compile(r"^\s*(?:(?P<factor>[0-9.eE+-]+)\s*\*\s*)?(?P<name>[a-z_0-9]+)\s*$")
 
 
 def resolve_value(value: Any, train: TrainSpec, where: str) -> float:
-    """A number, a TrainSpec field name, or "factor*field" -> a float."""
-    if isinstance(value, bool):
-        raise UserError(f"{where}: expected a number or a setting name, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
+    """One of VALUE_FORMS -> a finite float >= 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _non_negative(float(value), value, where)
     match = _SCALED.match(value) if isinstance(value, str) else None
-    if match is None or not hasattr(train, match["name"]):
-        raise UserError(f"{where}: expected a number or a train setting name, got {value!r}")
+    if match is None or match["name"] not in NUMERIC_SETTINGS:
+        raise UserError(f"{where}: expected {VALUE_FORMS}, got {value!r} (settings: "
+                        f"{', '.join(NUMERIC_SETTINGS)})")
     try:
         factor = float(match["factor"]) if match["factor"] else 1.0
     except ValueError as error:
-        raise UserError(f"{where}: bad factor in {value!r}") from error
-    return factor * float(getattr(train, match["name"]))
+        raise UserError(f"{where}: bad factor in {value!r}; expected {VALUE_FORMS}") from error
+    return _non_negative(factor * float(getattr(train, match["name"])), value, where)
+
+
+def _non_negative(number: float, value: Any, where: str) -> float:
+    if not math.isfinite(number) or number < 0:
+        raise UserError(f"{where}: {value!r} gives {number}; epochs, learning rates and shares "
+                        "must be finite and >= 0")
+    return number
 
 
 def _resolve_mix(mix: Any, epochs: dict[str, float], train: TrainSpec, where: str
@@ -83,9 +106,7 @@ def _resolve_mix(mix: Any, epochs: dict[str, float], train: TrainSpec, where: st
 
 
 def resolve_phase(spec: dict[str, Any], train: TrainSpec, where: str) -> Phase:
-    unknown = set(spec) - {"name", "epochs", "mix", "lr"}
-    if unknown or "epochs" not in spec or not isinstance(spec["epochs"], dict):
-        raise UserError(f"{where}: a phase needs 'epochs' (a table) and may have name, mix, lr")
+    _check_phase_keys(spec, where)
     epochs = {source: resolve_value(v, train, where) for source, v in spec["epochs"].items()}
     mix = _resolve_mix(spec.get("mix"), epochs, train, where)
     for source in [*epochs, *mix]:
@@ -95,6 +116,44 @@ def resolve_phase(spec: dict[str, Any], train: TrainSpec, where: str) -> Phase:
         raise UserError(f"{where}: mix shares must be >= 0 and not all zero")
     lr = resolve_value(spec.get("lr", "lr"), train, where)
     return Phase(name=str(spec.get("name", "phase")), epochs=epochs, mix=mix, lr=lr)
+
+
+def _check_phase_keys(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise UserError(f"{where}: a phase is a table like {PHASE_EXAMPLE}, got {spec!r}")
+    unknown = sorted(set(spec) - set(PHASE_KEYS))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (a phase has "
+                        f"{', '.join(PHASE_KEYS)}, e.g. {PHASE_EXAMPLE})")
+    if not isinstance(spec.get("epochs"), dict) or not spec["epochs"]:
+        raise UserError(f"{where}: a phase needs epochs, a table of passes per source, e.g. "
+                        f"epochs = {{bio = \"bio_epochs\", qa_train = 2}} (sources: "
+                        f"{', '.join(SOURCES)})")
+
+
+def custom_strategy_phases(table: dict[str, Any], where: str) -> dict[str, list[dict[str, Any]]]:
+    """A suite's `[custom_strategies]` -> each new strategy's phase tables. Either spelling:
+    `[custom_strategies.NAME]` with `phases = [...]` (or `[[custom_strategies.NAME.phases]]`),
+    or `NAME = [...]` inside `[custom_strategies]`. The phases are checked when a run resolves
+    them (`resolve_strategy`, on load)."""
+    return {name: _phase_tables(name, entry, f"{where}: custom strategy {name!r}")
+            for name, entry in table.items()}
+
+
+def _phase_tables(name: str, entry: Any, where: str) -> list[dict[str, Any]]:
+    if not STRATEGY_NAME.match(name):
+        raise UserError(f"{where}: a strategy name is letters, digits and _.+- (it names run "
+                        "folders)")
+    if name in STRATEGIES:
+        raise UserError(f"{where}: {name} is a shipped strategy; give yours another name")
+    if isinstance(entry, dict):
+        if set(entry) != {"phases"}:
+            raise UserError(f"{where}: expected only phases = [...], got key(s) "
+                            f"{', '.join(sorted(entry)) or 'none'}")
+        entry = entry["phases"]
+    if not isinstance(entry, list) or not entry or not all(isinstance(p, dict) for p in entry):
+        raise UserError(f"{where}: phases must be a non-empty list of tables like {PHASE_EXAMPLE}")
+    return entry
 
 
 def resolve_strategy(name: str, train: TrainSpec,

@@ -30,7 +30,7 @@ from factrecall_bench.config import (
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity
 from factrecall_bench.models import check_model_name
-from factrecall_bench.strategies import resolve_strategy
+from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
 from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
@@ -195,6 +195,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
     if not isinstance(raw.get("name"), str) or not raw["name"]:
         raise UserError(f"{where}: the suite needs a name")
     _check_safe_name(raw["name"], "suite name", where)
+    _refuse_strategy_table(raw, where)
     base = {key: _table(raw, key, where) for key in ("data", "model", "train", "eval")}
     grid = _grid(raw, where)
     suite = Suite(
@@ -205,11 +206,19 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         models=_typed_list(raw, "models", str, ["tiny-llama"], where),
         jobs=_jobs(raw, where), base=base, variants=_crossed(_variants(raw, where), grid, where),
         trace=_table(raw, "trace", where),
-        custom_strategies=_table(raw, "custom_strategies", where),
+        custom_strategies=custom_strategy_phases(_table(raw, "custom_strategies", where), where),
         claims=_claims(raw, where), regression=_regression(raw, where),
         source=where, grid=grid, log_with=_log_with(raw, where))
     expand_suite(suite)  # validates every run's config now, not mid-suite
     return suite
+
+
+def _refuse_strategy_table(raw: dict[str, Any], where: str) -> None:
+    """`[strategies.NAME]` is how one might guess a new strategy is written; say where it goes."""
+    if isinstance(raw.get("strategies"), dict):
+        raise UserError(f"{where}: strategies is the list of strategies to run, e.g. "
+                        "[\"two-stage\", \"my-recipe\"]; write a new one's phases under "
+                        "[custom_strategies.my-recipe]")
 
 
 def _jobs(raw: dict[str, Any], where: str) -> int:

@@ -134,12 +134,16 @@ def test_wrong_answers_lines():
     assert lines == [
         "", "## Wrong OOD answers (samples)", "",
         "Greedy answers from each run's samples.jsonl; a wrong answer is counted under the "
-        "first kind it matches, left to right.", "",
+        "first kind it matches, left to right. The last column: of the wrong answers that "
+        "are another person's value, the share that is a P_train person's, and the share "
+        "expected by chance (each a random other person's value): with few distinct values "
+        "most are some P_train person's anyway.", "",
         "| group | runs | OOD questions | wrong | same person, another attribute | a P_train "
-        "person's value | another P_test person's value | other |",
-        "|---|---|---|---|---|---|---|---|",
-        "| a / m | 1 | 10 | 3 | 1 (33%) | 0 (0%) | 2 (67%) | 0 (0%) |",
-        "| z / m | 1 | 10 | 0 | 0 | 0 | 0 | 0 |"]
+        "person's value | another P_test person's value | other "
+        "| P_train among people's values (chance) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| a / m | 1 | 10 | 3 | 1 (33%) | 0 (0%) | 2 (67%) | 0 (0%) | - |",
+        "| z / m | 1 | 10 | 0 | 0 | 0 | 0 | 0 | - |"]
 
 
 def _samples_summary(strategy: str) -> dict:

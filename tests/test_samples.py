@@ -19,6 +19,7 @@ from factrecall_bench.samples import (
     SUMMARY_FILE,
     WRONG_KINDS,
     People,
+    ValueFrequencies,
     classify_wrong_answer,
     disagreements,
     read_samples,
@@ -64,7 +65,8 @@ def test_summary_counts_every_kind_per_split():
              line("ood", "p2/b", 0, "p_train_value"), line("ood", "p3/a", 0, "other"),
              line("ood", "p3/b", 1)]
     summary = summarize(lines)
-    assert summary["id"] == {"questions": 1, "wrong": 0, "wrong_kinds": dict.fromkeys(WRONG_KINDS, 0)}
+    assert summary["id"] == {"questions": 1, "wrong": 0, "wrong_kinds": dict.fromkeys(WRONG_KINDS, 0),
+                             "p_train_value_by_chance": 0.0}
     assert summary["ood"]["questions"] == 4 and summary["ood"]["wrong"] == 3
     assert summary["ood"]["wrong_kinds"] == {"wrong_attribute": 0, "p_train_value": 2,
                                              "p_test_value": 0, "other": 1}
@@ -82,7 +84,50 @@ def test_report_section_only_with_samples():
     assert wrong_answers_section([]) == []
     table = "\n".join(wrong_answers_section([summary, summary]))
     assert "## Wrong OOD answers" in table
-    assert "| mixed / tiny-llama | 2 | 20 | 8 | 2 (25%) | 4 (50%) | 0 (0%) | 2 (25%) |" in table
+    # a summary written before the chance count: its cell says nothing rather than 0%
+    assert "| mixed / tiny-llama | 2 | 20 | 8 | 2 (25%) | 4 (50%) | 0 (0%) | 2 (25%) | - |" in table
+
+
+@pytest.mark.parametrize(("person", "attribute", "chance"), [
+    # person 2 (P_test, Law): the others with another major are 1 (Art, P_train's) and
+    # 3 (Music, only P_test's): 1 of 2
+    (2, "major", 1 / 2),
+    # person 3 (Music): 0 (Law), 1 (Art), 2 (Law): Law and Art are P_train people's: 3 of 3
+    (3, "major", 1.0),
+    # person 3 (Miami): Austin (0, P_train), Boston (1, P_train), Denver (2, P_test): 2 of 3
+    (3, "birth_city", 2 / 3),
+    # person 2 (Austin, TX as company city, with 3): Boston (0, P_train), Denver (1, P_train)
+    (2, "company_city", 1.0),
+])
+def test_the_chance_that_another_persons_value_is_a_p_train_persons(person, attribute, chance):
+    own_value = PEOPLE.values[person][attribute]
+    assert ValueFrequencies.of(PEOPLE, attribute).p_train_chance(own_value) == pytest.approx(chance)
+
+
+def test_no_chance_when_everyone_holds_the_value():
+    same = People({0: {"major": "Law"}, 1: {"major": "Law"}}, {0: True, 1: False})
+    assert ValueFrequencies.of(same, "major").p_train_chance("Law") is None
+
+
+def test_chance_is_summed_over_wrong_answers_that_are_a_persons_value():
+    def wrong(kind: str, chance: float) -> dict:
+        return {**line("ood", f"q{chance}", 0, kind), "p_train_chance": chance}
+    lines = [wrong("p_train_value", 0.5), wrong("p_test_value", 0.25), wrong("other", 0.9),
+             wrong("wrong_attribute", 0.8), {**line("ood", "r", 1), "p_train_chance": 0.7}]
+    assert summarize(lines)["ood"]["p_train_value_by_chance"] == pytest.approx(0.75)
+
+
+def test_report_puts_the_chance_beside_the_observed_share():
+    def summary(p_train: int, p_test: int, by_chance: float) -> dict:
+        kinds = {"wrong_attribute": 0, "p_train_value": p_train, "p_test_value": p_test,
+                 "other": 1}
+        return {"strategy": "two-stage", "model": "tiny-llama", "variant": "base",
+                "ood": {"questions": 50, "wrong": p_train + p_test + 1, "wrong_kinds": kinds,
+                        "p_train_value_by_chance": by_chance}}
+    table = "\n".join(wrong_answers_section([summary(18, 2, 12.0), summary(9, 1, 6.0)]))
+    # 27 of the 30 answers that are a person's value are P_train's (90%); chance 18 / 30 = 60%
+    assert table.splitlines()[-1].endswith("| 90% (60%) |")
+    assert "P_train among people's values (chance)" in table
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +166,10 @@ def test_samples_summary_is_stored_and_reaches_the_report(sampled_run):
     assert summary is not None and summary["run_id"] == result["run_id"]
     assert {k: summary[k] for k in ("id", "ood")} == summarize(read_samples(folder))
     assert sum(summary["ood"]["wrong_kinds"].values()) == summary["ood"]["wrong"] > 0
+    people_values = summary["ood"]["wrong_kinds"]["p_train_value"] + summary["ood"]["wrong_kinds"][
+        "p_test_value"]
+    assert 0 < summary["ood"]["p_train_value_by_chance"] <= people_values
+    print("micro OOD:", summary["ood"])
     suite_folder = SuiteFolder(folder.parent)
     assert sample_summaries(suite_folder, [result]) == [summary]
     document = {"summary": [], "verdicts": [], "runs": []}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pytest
 
 from factrecall_bench.batching import example_counts, plan_run, split_micro_batches
 from factrecall_bench.config import TrainSpec
 from factrecall_bench.errors import UserError
-from factrecall_bench.strategies import STRATEGIES, resolve_strategy
+from factrecall_bench.strategies import STRATEGIES, resolve_strategy, resolve_value
+from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from tests.conftest import run_cli
 
 SIZES = {"bio": 1000, "qa_train": 600}
 
@@ -57,7 +61,7 @@ def test_suite_defined_order_needs_no_code():
 @pytest.mark.parametrize("custom, message", [
     ({"x": [{"epochs": {"people": 1}}]}, "unknown source"),
     ({"x": [{"epochs": {"bio": "no_such_setting"}}]}, "train setting"),
-    ({"x": [{"epochs": {"bio": 1}, "mix": {"bio": -1}}]}, "mix shares"),
+    ({"x": [{"epochs": {"bio": 1}, "mix": {"bio": -1}}]}, "shares must be"),
     ({"x": []}, "no phases"),
 ])
 def test_bad_strategies_are_user_errors(custom, message):
@@ -68,6 +72,29 @@ def test_bad_strategies_are_user_errors(custom, message):
 def test_unknown_strategy():
     with pytest.raises(UserError, match="unknown strategy"):
         resolve_strategy("three-stage", TrainSpec())
+
+
+def _steps(name: str, sizes: dict[str, int], train: TrainSpec) -> int:
+    return sum(len(plan.batches)
+               for plan in plan_run(resolve_strategy(name, train), sizes, train.batch_size, 0))
+
+
+def test_each_phase_ends_with_its_partial_batch():
+    """The same examples, but a step more per phase that does not fill whole batches: two-stage
+    takes ceil(1000 / 32) + ceil(600 / 32) = 32 + 19 steps, mixed ceil(1600 / 32) = 50."""
+    train = TrainSpec(bio_epochs=1, qa_epochs=1, batch_size=32)
+    assert _steps("two-stage", SIZES, train) == 51
+    assert _steps("mixed", SIZES, train) == 50
+
+
+def test_the_cpu_suite_phases_fill_whole_batches():
+    """200 people x 5 biographies and 100 P_train people x 6 questions, 16 + 16 epochs, batch
+    32: 16,000 / 32 = 500 and 9,600 / 32 = 300 steps, 800 for both strategies (the README's)."""
+    config = next(c for c in expand_suite(load_suite("cpu")) if c.strategy == "two-stage")
+    sizes = {"bio": 200 * 5, "qa_train": 100 * 6}
+    assert (config.data.n_people, config.data.bio_variants, config.data.train_fraction) == (
+        200, 5, 0.5)
+    assert _steps("two-stage", sizes, config.train) == _steps("mixed", sizes, config.train) == 800
 
 
 def test_bio_variants_of_a_person_do_not_cluster():
@@ -91,3 +118,90 @@ def test_micro_batches_keep_sources_apart_and_cover_the_batch():
     micro = split_micro_batches(batch, grad_accum=1)
     assert sorted(item for mb in micro for item in mb) == sorted(batch)
     assert all(len({source for source, _ in mb}) == 1 for mb in micro)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (3e-4, 3e-4), (8, 8.0), ("stage2_lr", 2e-3), ("qa_epochs", 6.0),
+    ("0.1*stage2_lr", 2e-4), (" 0.5 * qa_epochs ", 3.0), ("2e-1*lr", 1e-4)])
+def test_the_documented_value_forms(value, expected):
+    train = TrainSpec(lr=5e-4, stage2_lr=2e-3, qa_epochs=6)
+    assert resolve_value(value, train, "here") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("mixed_precision", "expected a number"),  # a setting, but not a number
+    ("packing", "expected a number"), ("stage_2_lr", "expected a number"),
+    ("lr*0.1", "expected a number"), ("1..0*lr", "bad factor"), (True, "expected a number"),
+    ("-0.1*lr", "must be finite and >= 0"), (-1, "must be finite and >= 0"),
+    ("1e999*lr", "must be finite"), ({"lr": 1}, "expected a number")])
+def test_a_bad_value_is_one_user_error(value, message):
+    with pytest.raises(UserError, match=message) as caught:
+        resolve_value(value, TrainSpec(), "here")
+    assert "\n" not in str(caught.value)
+
+
+LOW2_PHASES = """
+  {name = "bio", epochs = {bio = "bio_epochs"}},
+  {name = "qa", epochs = {qa_train = "qa_epochs"}, lr = "0.1*stage2_lr"},
+"""
+SPELLINGS = {
+    "table with phases": f"[custom_strategies.low2]\nphases = [{LOW2_PHASES}]\n",
+    "array of phase tables": (
+        '[[custom_strategies.low2.phases]]\nname = "bio"\nepochs = {bio = "bio_epochs"}\n'
+        '[[custom_strategies.low2.phases]]\nname = "qa"\nepochs = {qa_train = "qa_epochs"}\n'
+        'lr = "0.1*stage2_lr"\n'),
+    "compact (suites/gpu.toml)": f"[custom_strategies]\nlow2 = [{LOW2_PHASES}]\n",
+}
+SUITE_HEAD = 'name = "s"\nstrategies = ["low2"]\n[train]\nlr = 1e-3\nstage2_lr = 3e-3\nqa_epochs = 4\n'
+
+
+def _suite(text: str):
+    return parse_suite(tomllib.loads(SUITE_HEAD + text), "s.toml")
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_every_spelling_of_a_custom_strategy_gives_the_same_runs(spelling):
+    (config,) = expand_suite(_suite(SPELLINGS[spelling]))
+    bio, qa = config.phases
+    assert (bio.name, bio.epochs, bio.lr) == ("bio", {"bio": 16.0}, 1e-3)  # defaults: lr = "lr"
+    assert (qa.name, qa.epochs, qa.mix) == ("qa", {"qa_train": 4.0}, {})
+    assert qa.lr == pytest.approx(3e-4)
+    (compact,) = expand_suite(_suite(SPELLINGS["compact (suites/gpu.toml)"]))
+    assert config.run_id == compact.run_id
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[custom_strategies.low2]\nphase = []\n', "expected only phases"),
+    ('[custom_strategies.low2]\nphases = []\n', "non-empty list of tables"),
+    ('[custom_strategies]\nlow2 = ["bio"]\n', "non-empty list of tables"),
+    ('[custom_strategies]\nlow2 = 3\n', "non-empty list of tables"),
+    ('[custom_strategies.low2]\nphases = [{epochs = {bio = 1}, lr = "lr2"}]\n', "lr2"),
+    ('[custom_strategies.low2]\nphases = [{epochs = {bio = 1}, rate = 1}]\n', "unknown key"),
+    ('[custom_strategies.low2]\nphases = [{lr = 1}]\n', "needs epochs"),
+    ('[custom_strategies.low2]\nphases = [{epochs = {}}]\n', "needs epochs"),
+    ('[custom_strategies.low2]\nphases = [{epochs = 16}]\n', "needs epochs"),
+    ('[custom_strategies.low2]\nphases = [{epochs = {qa_test = 1}}]\n', "unknown source"),
+    ('[custom_strategies.mixed]\nphases = [{epochs = {bio = 1}}]\n', "shipped strategy"),
+    ('[custom_strategies."../low2"]\nphases = [{epochs = {bio = 1}}]\n', "strategy name"),
+])
+def test_a_bad_custom_strategy_is_one_user_error(text, message):
+    with pytest.raises(UserError, match=message) as caught:
+        _suite(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_strategies_table_says_where_a_new_strategy_goes():
+    raw = tomllib.loads('name = "s"\n[strategies.low2]\nphases = [{epochs = {bio = 1}}]\n')
+    with pytest.raises(UserError, match=r"\[custom_strategies.my-recipe\]"):
+        parse_suite(raw, "s.toml")
+
+
+def test_a_bad_custom_strategy_exits_2_with_one_line(tmp_path):
+    suite = tmp_path / "low2.toml"
+    suite.write_text(SUITE_HEAD + SPELLINGS["table with phases"].replace("0.1*stage2_lr",
+                                                                         "0.1*stage_2_lr"))
+    completed = run_cli("run", "--suite", str(suite), "--runs-dir", str(tmp_path / "runs"))
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        completed.stderr.strip()]  # one line
+    assert "strategy low2 phase 1" in completed.stderr and "'0.1*stage_2_lr'" in completed.stderr
