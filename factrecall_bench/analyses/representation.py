@@ -136,8 +136,9 @@ def cka_per_layer(storage: Tensor, query: Tensor, attributes: Sequence[str],
     if settings.cka_over == "facts":
         return [linear_cka(s, q) for s, q in zip(storage, query, strict=True)]
     labels = np.array(attributes)
-    per_attribute = [[linear_cka(s[torch.from_numpy(labels == a)], q[torch.from_numpy(labels == a)])
-                      for a in settings.attributes] for s, q in zip(storage, query, strict=True)]
+    rows = [torch.from_numpy(labels == a) for a in dict.fromkeys(attributes)]
+    per_attribute = [[linear_cka(s[r], q[r]) for r in rows]
+                     for s, q in zip(storage, query, strict=True)]
     return [float(np.mean(values)) for values in per_attribute]
 
 
