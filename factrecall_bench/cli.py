@@ -317,31 +317,16 @@ def trace(
 @app.command("analyze")
 def analyze(
     run_folder: Annotated[Path, typer.Argument(help="A finished run's folder.")],
-    what: Annotated[str, typer.Option(
-        "--what", help="Comma-separated: grafting, representation, reads.")
-    ] = "grafting,representation,reads",
-    settings: Annotated[list[str] | None, typer.Option(
-        "--set", help="ANALYSIS.SETTING=VALUE (JSON value), e.g. grafting.share=0.8; repeatable "
-        "(docs/analyses.md lists the settings).")] = None,
+    what: Annotated[str, typer.Option(help="Comma-separated: grafting, representation, reads.")
+                    ] = "grafting,representation,reads",
+    settings: Annotated[list[str] | None, typer.Option("--set", help="ANALYSIS.SETTING=VALUE (a "
+                        "JSON value), repeatable; docs/analyses.md lists them.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the mechanism analyses (grafting, representation consistency, what the model reads) on
-    a finished run; results go to analyses.json in the run folder."""
-    from factrecall_bench.analyses.run import (
-        analyze_run,
-        parse_overrides,
-        parse_what,
-        summary_lines,
-    )
+    """Run the mechanism analyses on a finished run; results go to its analyses.json."""
+    from factrecall_bench.analyses.run import analyze_command
 
-    names = parse_what(what)
-    document = analyze_run(run_folder, names, parse_overrides(settings or []))
-    if as_json:
-        print_json(document)
-        return
-    for line in summary_lines(document, names):
-        print(line)
-    print(f"wrote {run_folder / 'analyses.json'}")
+    analyze_command(run_folder, what, settings or [], as_json)
 
 
 @app.command("export")

@@ -334,6 +334,19 @@ def _existing(run_folder: Path) -> dict[str, Any]:
     return old
 
 
+def analyze_command(run_folder: Path, what: str, overrides: Sequence[str], as_json: bool
+                    ) -> None:
+    """The `analyze` command: run, write analyses.json, print the document or a summary."""
+    names = parse_what(what)
+    document = analyze_run(run_folder, names, parse_overrides(overrides))
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return
+    for line in summary_lines(document, names):
+        print(line)
+    print(f"wrote {RunFolder(run_folder).analyses}")
+
+
 def summary_lines(document: Mapping[str, Any], what: Sequence[str]) -> list[str]:
     """A few readable lines per analysis run."""
     lines: list[str] = []
