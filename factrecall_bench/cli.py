@@ -328,6 +328,21 @@ def trace(
             stderr.print(f"{key:40s} {value:.4g}")
 
 
+@app.command("analyze")
+def analyze(
+    run_folder: Annotated[Path, typer.Argument(help="A finished run's folder.")],
+    what: Annotated[str, typer.Option(help="Comma-separated: grafting, representation, reads.")
+                    ] = "grafting,representation,reads",
+    settings: Annotated[list[str] | None, typer.Option("--set", help="ANALYSIS.SETTING=VALUE (a "
+                        "JSON value), repeatable; docs/analyses.md lists them.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the mechanism analyses on a finished run; results go to its analyses.json."""
+    from factrecall_bench.analyses.run import analyze_command
+
+    analyze_command(run_folder, what, settings or [], as_json)
+
+
 @app.command("export")
 def export(
     run_folder: Annotated[Path, typer.Argument(help="A finished run's folder.")],

@@ -4,7 +4,7 @@ here; docs/formats.md describes the same contract and tests/test_formats.py chec
 
     RUNS_DIR/<suite>/             SuiteFolder: verdicts.json, report.md, *.png, tui-launch.log
     RUNS_DIR/<suite>/<run_id>/    RunFolder: config.json, events.jsonl, result.json, trace.json,
-                                  checkpoints/step-<N>/, .lock
+                                  analyses.json, checkpoints/step-<N>/, .lock
     RUNS_DIR/data/                the cached datasets (biosdata-<data digest>)
 
 Every JSON document carries `schema_version`; a reader refuses (returns None for) any other.
@@ -21,6 +21,7 @@ from factrecall_bench.io import write_json_atomic, write_text_atomic
 
 RESULT_SCHEMA_VERSION = 1
 VERDICTS_SCHEMA_VERSION = 1
+ANALYSES_SCHEMA_VERSION = 1
 DATA_FOLDER = "data"
 
 
@@ -99,6 +100,7 @@ class RunFolder:
     EVENTS = "events.jsonl"
     RESULT = "result.json"
     TRACE = "trace.json"
+    ANALYSES = "analyses.json"
     CHECKPOINTS = "checkpoints"
     LOCK = ".lock"
 
@@ -117,6 +119,10 @@ class RunFolder:
     @property
     def trace(self) -> Path:
         return self.path / self.TRACE
+
+    @property
+    def analyses(self) -> Path:
+        return self.path / self.ANALYSES
 
     @property
     def checkpoints(self) -> Path:
@@ -144,6 +150,13 @@ class RunFolder:
 
     def write_trace(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.trace, summary)
+
+    def read_analyses(self) -> dict[str, Any] | None:
+        """analyses.json (`factrecall-bench analyze`), or None."""
+        return _read_json(self.analyses, ANALYSES_SCHEMA_VERSION)
+
+    def write_analyses(self, document: dict[str, Any]) -> None:
+        write_json_atomic(self.analyses, document)
 
 
 @dataclass(frozen=True)

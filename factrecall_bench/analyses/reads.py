@@ -1,0 +1,236 @@
+"""What the model reads: the share of each predicted value's attribution that falls on the subject
+(the person's name, and in the value's sentence the pronoun standing for it), on the relation (the
+rest of the value's sentence before the value, or of the question) and on the rest of the context,
+by occlusion of token groups or by gradient x input embedding. Storage (BIO) and query (QA) formats
+are measured the same way. Special prefix tokens (BOS) are in no group and never occluded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+GROUPS = ("subject", "relation", "rest")
+PRONOUN = re.compile(r"\b(he|she|his|her|him)\b", re.IGNORECASE)
+
+
+@dataclass
+class ReadsSettings:
+    method: Literal["occlusion", "grad_x_input"] = "occlusion"
+    """"occlusion": the drop in log p(value's first token) when a group is occluded, negative drops
+    counted as 0; "grad_x_input": sum over the group's tokens of |grad . embedding| of that log p."""
+    occlusion: Literal["replace", "attention"] = "replace"
+    """How a group is occluded: "replace" its tokens by the pad token, or "attention": remove them
+    from the attention mask (positions kept; an occluded predicting position still sees itself)."""
+    subject_pronouns: bool = True
+    """Count the pronoun of the value's sentence (he, she, his, her, him) as subject."""
+    only_correct: bool = True
+    """Only values whose first token the model predicts (argmax at the predicting position)."""
+    max_items: int = 96
+    """Values per format (BIO, QA of P_train, QA of P_test), a seeded sample; 0: all."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    seed: int = 0
+    """Seeds the sample of values."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ("occlusion", "grad_x_input"):
+            raise ValueError(f"reads.method must be occlusion or grad_x_input; got {self.method!r}")
+        if self.occlusion not in ("replace", "attention"):
+            raise ValueError(f"reads.occlusion must be replace or attention; got "
+                             f"{self.occlusion!r}")
+        if self.max_items < 0 or self.batch_size < 1:
+            raise ValueError("reads.max_items must be >= 0 and batch_size >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReadItem:
+    """One value to predict: the context up to the predicting position, the value's first token,
+    and the context's token indices per group."""
+
+    input_ids: list[int]
+    target: int
+    groups: dict[str, list[int]]
+
+
+Span = tuple[int, int]
+
+
+def _overlaps(token: Span, spans: Sequence[Span]) -> bool:
+    return any(token[0] < end and token[1] > start for start, end in spans)
+
+
+def token_groups(offsets: Sequence[Span], n_context: int, subject: Sequence[Span],
+                 relation: Sequence[Span], shift: int = 0) -> dict[str, list[int]]:
+    """Token indices per group for the first n_context tokens: a token overlapping a subject span
+    is subject, else one overlapping a relation span is relation, else rest. Token i has character
+    offsets offsets[i - shift] (shift = special prefix tokens, which are in no group)."""
+    groups: dict[str, list[int]] = {group: [] for group in GROUPS}
+    for index in range(shift, n_context):
+        token = offsets[index - shift]
+        group = ("subject" if _overlaps(token, subject)
+                 else "relation" if _overlaps(token, relation) else "rest")
+        groups[group].append(index)
+    return groups
+
+
+def occurrences(text: str, word: str, end: int) -> list[Span]:
+    """Character spans of `word` in text[:end]."""
+    return [(m.start(), m.end()) for m in re.finditer(re.escape(word), text[:end])]
+
+
+def sentence_start(text: str, value_start: int, value_ends: Sequence[int]) -> int:
+    """Start of the sentence holding a value: after the first ". " that follows the previous
+    value's end (biographies are sentences joined by spaces, one value each)."""
+    before = [end for end in value_ends if end <= value_start]
+    if not before:
+        return 0
+    stop = text.find(". ", max(before))
+    return stop + 2 if 0 <= stop < value_start else max(before)
+
+
+def bio_character_groups(text: str, name: str, value: Span, value_ends: Sequence[int],
+                         subject_pronouns: bool) -> tuple[list[Span], list[Span]]:
+    """(subject spans, relation spans) of the context of one value of a biography."""
+    start = sentence_start(text, value[0], value_ends)
+    subject = occurrences(text, name, value[0])
+    if subject_pronouns:
+        subject += [(start + m.start(), start + m.end())
+                    for m in PRONOUN.finditer(text[start:value[0]])]
+    return subject, [(start, value[0])]
+
+
+def qa_character_groups(prompt: str, name: str) -> tuple[list[Span], list[Span]]:
+    """(subject, relation) spans of a question: the name; the question's other words up to "?"
+    (the " Answer:" cue is rest)."""
+    end = prompt.find("?") + 1 or len(prompt)
+    return occurrences(prompt, name, len(prompt)), [(0, end)]
+
+
+def sample(items: Sequence[ReadItem], max_items: int, seed: int, salt: int) -> list[ReadItem]:
+    if not max_items or len(items) <= max_items:
+        return list(items)
+    rng = np.random.default_rng([seed, 5, salt])
+    return [items[i] for i in sorted(rng.choice(len(items), max_items, replace=False).tolist())]
+
+
+def _padded(sequences: Sequence[list[int]], masks: Sequence[list[int]], pad_id: int
+            ) -> tuple[Tensor, Tensor]:
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, (sequence, keep) in enumerate(zip(sequences, masks, strict=True)):
+        ids[row, :len(sequence)] = torch.tensor(sequence)
+        mask[row, :len(sequence)] = torch.tensor(keep)
+    return ids, mask
+
+
+@torch.no_grad()
+def last_log_probs(model: nn.Module, sequences: Sequence[list[int]], masks: Sequence[list[int]],
+                   targets: Sequence[int], pad_id: int, batch_size: int
+                   ) -> tuple[list[float], list[bool]]:
+    """log p(target) at each sequence's last position, and whether the target is the argmax."""
+    device = next(model.parameters()).device
+    log_probs, argmax = [], []
+    for start in range(0, len(sequences), batch_size):
+        ids, mask = _padded(sequences[start:start + batch_size], masks[start:start + batch_size],
+                            pad_id)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        last = torch.tensor([len(s) - 1 for s in sequences[start:start + batch_size]])
+        at = logits[torch.arange(len(last)), last.to(device)].log_softmax(-1).cpu()
+        wanted = torch.tensor(targets[start:start + batch_size])
+        log_probs += at[torch.arange(len(last)), wanted].tolist()
+        argmax += (at.argmax(-1) == wanted).tolist()
+    return log_probs, argmax
+
+
+def occluded(item: ReadItem, group: str, mode: str, pad_id: int) -> tuple[list[int], list[int]]:
+    """The item's ids and attention mask with one group occluded."""
+    ids, mask = list(item.input_ids), [1] * len(item.input_ids)
+    for index in item.groups[group]:
+        if mode == "replace":
+            ids[index] = pad_id
+        else:
+            mask[index] = 0
+    return ids, mask
+
+
+def occlusion_scores(model: nn.Module, items: Sequence[ReadItem], pad_id: int,
+                     settings: ReadsSettings) -> list[dict[str, float]]:
+    """Per item and group, max(0, log p(target) - log p(target | group occluded))."""
+    variants = [occluded(item, group, settings.occlusion, pad_id)
+                for item in items for group in GROUPS]
+    occluded_lp, _ = last_log_probs(model, [v[0] for v in variants], [v[1] for v in variants],
+                                    [item.target for item in items for _ in GROUPS], pad_id,
+                                    settings.batch_size)
+    full_lp, _ = last_log_probs(model, [item.input_ids for item in items],
+                                [[1] * len(item.input_ids) for item in items],
+                                [item.target for item in items], pad_id, settings.batch_size)
+    per_item = np.array(occluded_lp).reshape(len(items), len(GROUPS))
+    return [{group: max(0.0, full - float(row[g])) for g, group in enumerate(GROUPS)}
+            for full, row in zip(full_lp, per_item, strict=True)]
+
+
+def grad_x_input_scores(model: nn.Module, items: Sequence[ReadItem], pad_id: int,
+                        settings: ReadsSettings) -> list[dict[str, float]]:
+    """Per item and group, sum over its tokens of |d log p(target) / d e_t . e_t|."""
+    device = next(model.parameters()).device
+    embed = model.get_input_embeddings()  # type: ignore[operator]
+    scores = []
+    for item in items:
+        ids = torch.tensor([item.input_ids], device=device)
+        vectors = embed(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=vectors).logits[0, -1].float()
+        logits.log_softmax(-1)[item.target].backward()
+        assert vectors.grad is not None
+        per_token = (vectors.grad * vectors).sum(-1)[0].abs().detach().cpu()
+        scores.append({group: float(per_token[item.groups[group]].sum()) for group in GROUPS})
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def shares_of(scores: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """Mean over items of each group's share of the item's total (items with total 0 skipped)."""
+    totals = [sum(score.values()) for score in scores]
+    informative = [(s, t) for s, t in zip(scores, totals, strict=True) if t > 0]
+    share = {group: float(np.mean([s[group] / t for s, t in informative])) if informative else None
+             for group in GROUPS}
+    raw = {group: float(np.mean([s[group] for s in scores])) if scores else None
+           for group in GROUPS}
+    return {"share": share, "mean_score": raw, "n_informative": len(informative)}
+
+
+def reads_of(model: nn.Module, items: Sequence[ReadItem], pad_id: int, settings: ReadsSettings
+             ) -> dict[str, Any]:
+    """Attribution shares per group for one format's items."""
+    model.eval()
+    _, correct = last_log_probs(model, [i.input_ids for i in items],
+                                [[1] * len(i.input_ids) for i in items],
+                                [i.target for i in items], pad_id, settings.batch_size)
+    kept = [item for item, ok in zip(items, correct, strict=True)
+            if ok or not settings.only_correct]
+    scorer = occlusion_scores if settings.method == "occlusion" else grad_x_input_scores
+    scores = scorer(model, kept, pad_id, settings) if kept else []
+    tokens = {group: float(np.mean([len(i.groups[group]) for i in kept])) if kept else None
+              for group in GROUPS}
+    return {"n_items": len(items), "n_scored": len(kept),
+            "first_token_accuracy": float(np.mean(correct)) if items else None,
+            "mean_tokens": tokens, **shares_of(scores)}
+
+
+def reads_analysis(model: nn.Module, items_by_format: Mapping[str, Sequence[ReadItem]],
+                   pad_id: int, settings: ReadsSettings) -> dict[str, Any]:
+    """Per format (e.g. bio, qa_id, qa_ood): reads_of a seeded sample of its items."""
+    return {"settings": settings.to_dict(), "groups": list(GROUPS),
+            "formats": {name: reads_of(model, sample(items, settings.max_items, settings.seed, i),
+                                       pad_id, settings)
+                        for i, (name, items) in enumerate(items_by_format.items())}}
