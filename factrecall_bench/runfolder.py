@@ -78,6 +78,7 @@ class VerdictsDocument(TypedDict):
     verdicts: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     runs: list[RunRow]
+    trace: list[dict[str, Any]]
     written: dict[str, str]
 
 

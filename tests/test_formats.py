@@ -76,3 +76,40 @@ def test_a_real_run_writes_what_is_documented(micro_uninterrupted, tmp_path):
     assert set(result["environment"]["versions"]) == set(documented["environment"]["versions"])
     assert set(result["timings"]) == set(documented["timings"])
     assert set(result["per_question"]["ood"]) == set(documented["per_question"]["ood"])
+
+
+def _keys(value, depth: int = 0):
+    """The nested key structure of a trace, with the keys that vary (k fractions, definition
+    names, module kinds, metric names) collapsed to '*'."""
+    if not isinstance(value, dict) or depth > 6:
+        return None
+    varying = set(value) and all(re.fullmatch(r"[0-9.e-]+|[a-z_]+/[a-z_]+/[a-z_]+", k)
+                                 for k in value)
+    if varying:
+        return {"*": _keys(next(iter(value.values())), depth + 1)}
+    return {k: _keys(v, depth + 1) for k, v in value.items()
+            if k not in ("by_kind", "by_kind_bio", "by_kind_qa", "summary", "baseline", "shared",
+                         "drop", "random_drop_mean", "random_drop_sd", "bio_only",
+                         "bio_only_drop") or not isinstance(v, dict)}
+
+
+def test_the_documented_trace_has_the_keys_a_real_trace_has():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from factrecall_bench.trace import TraceSettings, trace_summary
+
+    documented = _json_example("result.json: trace")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=4))
+    import torch
+    ids = torch.randint(0, 32, (4, 6), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    settings = TraceSettings(top_k=(0.01,), ablation_random_draws=1,
+                             definitions=("probe/grad/global",))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    real = trace_summary(model, {"bio": [batch], "qa": [batch]}, settings, reference_state=state,
+                         evaluate=lambda m: {"id_exact_match": 1.0})
+    real = json.loads(json.dumps(real))
+    assert _keys(real) == _keys(documented)
+    assert set(real["summary"]) >= set(documented["summary"])
