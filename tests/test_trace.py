@@ -545,4 +545,5 @@ def test_a_suite_naming_no_trace_setting_records_the_readmes_defaults(tmp_path):
     assert recorded["top_k"] == [0.001, 0.01, 0.05]
     assert recorded["ablation_random_draws"] == 3
     assert recorded["heatmap"] is False  # README: `heatmap = true` asks for it
+    assert recorded["definitions"] == []  # README: `definitions` [none besides the main one]
     assert json.loads(json.dumps(recorded)) == recorded  # as result.json records it
