@@ -4,6 +4,7 @@ result, so a changed generator or model never silently reuses old runs or cached
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -94,3 +95,25 @@ def test_a_new_snapshot_in_the_cache_makes_new_runs(monkeypatch, tmp_path):
 def test_a_revision_pins_only_hf_models():
     with pytest.raises(UserError, match="revision pins an hf:<id> model"):
         ModelSpec(name="tiny-llama", revision="main")
+
+
+def test_the_training_identity_is_what_trains_not_the_suite_or_its_trace():
+    """Issue 29: a baseline entry speaks for the runs trained as it was, whatever suite listed
+    them, whatever the trace; a setting the strategy never reads leaves its identity alone."""
+    plain = {(c.strategy, c.seed): identity.training_identity(c)
+             for c in expand_suite(load_suite("cpu"))}
+    lower_stage2 = {(c.strategy, c.seed): identity.training_identity(c)
+                    for c in expand_suite(load_suite("cpu", ["train.stage2_lr=3e-4"]))}
+    assert lower_stage2[("mixed", 0)] == plain[("mixed", 0)]  # mixed never reads stage2_lr
+    assert lower_stage2[("two-stage", 0)] != plain[("two-stage", 0)]
+    assert plain[("mixed", 0)] != plain[("mixed", 1)]  # the seed is part of it
+    config = expand_suite(load_suite("cpu"))[0]
+    renamed = dataclasses.replace(config, suite="mine", variant="v", trace={"enabled": False})
+    assert identity.training_identity(renamed) == identity.training_identity(config)
+    bookkeeping = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, log_every=1, checkpoint_every=7))
+    assert identity.training_identity(bookkeeping) == identity.training_identity(config)
+    batch = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=8))
+    assert identity.training_identity(batch) != identity.training_identity(config)
+    stored = json.loads(json.dumps(run_config_dict(config)))  # as result.json holds it
+    assert identity.training_identity(stored) == identity.training_identity(config)
