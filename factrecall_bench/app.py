@@ -136,13 +136,16 @@ def single_run_suite(base: Suite, strategy: str, model: str, seed: int) -> Suite
 
 
 def selected_suites(names: list[str], run_all: bool, strategy: str | None, model: str,
-                    seed: int, overrides: Sequence[str] = ()) -> list[Suite]:
+                    seed: int, overrides: Sequence[str] = (),
+                    variation_name: str | None = None) -> list[Suite]:
     if run_all:
-        if names or strategy or overrides:
-            raise UserError("--all runs every CI suite as shipped: give no --suite, --strategy "
-                            "or --set with it")
+        if names or strategy or overrides or variation_name is not None:
+            raise UserError("--all runs every CI suite as shipped: give no --suite, --strategy, "
+                            "--set or --name with it")
         return ci_suites_this_machine_runs()
-    suites = [load_suite(name, overrides) for name in (names or ["cpu"])]
+    if variation_name is not None and len(names) > 1:
+        raise UserError("--name names one variation: give it with one --suite")
+    suites = [load_suite(name, overrides, variation_name) for name in (names or ["cpu"])]
     if strategy is not None:
         if len(suites) != 1:
             raise UserError("a single run (--strategy) takes at most one --suite as its base")
@@ -173,6 +176,10 @@ class RunRequest:
     seed: int = 0
     overrides: tuple[str, ...] = ()
     """`--set TABLE.KEY=VALUE`, applied to every chosen suite before it is validated."""
+    variation_name: str | None = None
+    """`--name`: the variation's report folder (default: the suite's name and the overrides)."""
+    dry_run: bool = False
+    """`--dry-run`: list what would train and what is reused; train and write nothing."""
     jobs: int | None = None
     runs_dir: Path = Path("runs")
     baselines_dir: Path = Path("baselines")
@@ -194,7 +201,9 @@ def run_command(request: RunRequest) -> int:
     from factrecall_bench.report import print_summary, write_junit, write_suite_report
 
     chosen = selected_suites(request.suites, request.run_all, request.strategy, request.model,
-                             request.seed, request.overrides)
+                             request.seed, request.overrides, request.variation_name)
+    if request.dry_run:
+        return dry_run_command(chosen, request.runs_dir, request.as_json)
     baselines_dir = request.baselines_dir if request.check else None
     check_before_any_work(chosen, request.runs_dir, baselines_dir, request.junit_xml,
                           trains_here=request.cluster is None)
@@ -236,6 +245,36 @@ def run_command(request: RunRequest) -> int:
         print_json({"suites": documents})
     return exit_codes.combined([exit_code_for_ci(documents, request.inconclusive_claims_ok),
                                *shard_codes])
+
+
+def dry_run_command(suites: list[Suite], runs_dir: Path, as_json: bool) -> int:
+    """`run --dry-run`: each suite's runs, to train or reused (finished with the same config),
+    and where its report would go; nothing is trained or written."""
+    for suite in suites:
+        check_suite_settings(suite)
+    plans = [dry_run_plan(suite, runs_dir) for suite in suites]
+    if as_json:
+        print_json({"suites": plans})
+        return exit_codes.OK
+    for plan in plans:
+        print(f"suite {plan['suite']}: {plan['to_train']} of {len(plan['runs'])} runs to train, "
+              f"{len(plan['runs']) - plan['to_train']} reused; report: {plan['report']}")
+        for run in plan["runs"]:
+            print(f"  {run['action']:6s} {run['run_id']}")
+    return exit_codes.OK
+
+
+def dry_run_plan(suite: Suite, runs_dir: Path) -> dict[str, Any]:
+    from factrecall_bench.cluster import is_finished
+    from factrecall_bench.runfolder import suite_folder
+    from factrecall_bench.runner import run_dir
+
+    runs = [{"run_id": config.run_id,
+             "action": "reuse" if is_finished(config, runs_dir) else "train",
+             "folder": str(run_dir(runs_dir, config))} for config in expand_suite(suite)]
+    return {"suite": suite.report_name, "overrides": list(suite.overrides),
+            "report": str(suite_folder(runs_dir, suite.report_name).report),
+            "to_train": sum(run["action"] == "train" for run in runs), "runs": runs}
 
 
 def listed_run_ids(run_ids: list[str], at_most: int = 5) -> str:
@@ -399,12 +438,14 @@ def finished_results(suite: Suite, runs_dir: Path) -> list[dict[str, Any]]:
 
 def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json: bool,
                   baseline_file: Path | None = None, run_missing: bool = False,
-                  inconclusive_claims_ok: bool = False) -> int:
-    """Judge the suite's finished runs. A run not finished is not trained here (that is `run`'s
-    job, or `run_missing`'s): the claims that need it are inconclusive."""
+                  inconclusive_claims_ok: bool = False, overrides: Sequence[str] = (),
+                  variation_name: str | None = None) -> int:
+    """Judge the suite's (or, with `overrides`, its variation's) finished runs. A run not
+    finished is not trained here (that is `run`'s job, or `run_missing`'s): the claims that need
+    it are inconclusive."""
     from factrecall_bench.report import print_summary, write_suite_report
 
-    suite = load_suite(suite_name)
+    suite = load_suite(suite_name, overrides, variation_name)
     check_before_any_work([suite], runs_dir, None if baseline_file else baselines_dir)
     if run_missing:
         results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json,
