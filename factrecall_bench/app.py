@@ -1,8 +1,9 @@
-"""The use cases the CLI calls, as plain functions: generate and describe data, run and check
-suites, update a baseline, retrace a run. The CLI parses flags, calls these and prints what they
-return; this module never imports the CLI. What it still shows itself: progress and notes on
-stderr; `run` and `check` print each suite's summary (report.print_summary) or the --json document
-as suites finish, and `baseline update` its "wrote" line.
+"""The use cases the CLI calls, as plain functions: run and check suites (and list what a run
+would do), update a baseline, retrace a run (data generate and show: data/commands.py). The CLI
+parses flags, calls these and prints what they return; this module never imports the CLI. What
+it still shows itself: progress and notes on stderr; `run` and `check` print each suite's summary
+(report.print_summary) or the --json document as suites finish, and `baseline update` its
+"wrote" line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Any
 
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
-from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.runfolder import RunFolder
 from factrecall_bench.runner import RunOptions
@@ -27,95 +26,6 @@ from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
 from factrecall_bench.tracking import check_trackers
 from factrecall_bench.verdicts import RegressionSettings
-
-# --- data -------------------------------------------------------------------------------------
-
-
-def generate_data(out: Path, people: int, seed: int, train_fraction: float, variants: int,
-                  permute: bool, fullname: bool, templates: int, show_progress: bool
-                  ) -> dict[str, Any]:
-    from factrecall_bench.data.dataset import generate_dataset, save_dataset
-    from factrecall_bench.data.generate import check_spec_fits
-    from factrecall_bench.data.pools import load_pools
-
-    if distributed.is_distributed():
-        raise UserError("data generate runs in one process: run it without a launcher")
-    spec = DataSpec(n_people=people, seed=seed, train_fraction=train_fraction,
-                    bio_variants=variants, permute=permute, fullname=fullname,
-                    templates_per_attribute=templates)
-    check_spec_fits(spec, load_pools())
-    _check_writable(out)
-    with PeopleProgress(show_progress and people >= 20_000) as progress:
-        dataset = generate_dataset(spec, progress)
-    save_dataset(dataset, spec, out)
-    return {"out": str(out), "spec": dataclasses.asdict(spec), "sha256": _digest(out),
-            "counts": {split: len(rows) for split, rows in dataset.items()}}
-
-
-def _check_writable(out: Path) -> None:
-    """Before any work: `out` must be a place save_dataset may write (new, empty, or ours)."""
-    from factrecall_bench.data.dataset import check_output_folder
-
-    check_output_folder(out)
-    # An existing folder is refilled in place; a new one is made in its nearest existing parent.
-    target = out.resolve()
-    while not target.exists():
-        target = target.parent
-    if not target.is_dir():
-        raise UserError(f"output folder {out} would be inside {target}, which is a file")
-    if not os.access(target, os.W_OK):
-        raise UserError(f"output folder {out} is not writable")
-
-
-def _digest(folder: Path) -> str:
-    import json
-
-    return json.loads((folder / "digest.json").read_text("utf-8"))["sha256"]
-
-
-class PeopleProgress:
-    """A rich progress bar over people generated (stderr), or nothing."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._progress = Progress(console=Console(stderr=True))
-        self._progress.start()
-        task = self._progress.add_task("people", total=None)
-        return lambda done, total: self._progress.update(task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._progress.stop()
-
-
-def describe_data(folder: Path, samples: int) -> dict[str, Any]:
-    from factrecall_bench.data.dataset import load_saved_dataset
-    from factrecall_bench.data.pools import ATTRIBUTES
-
-    if not (folder / "dataset").is_dir():
-        raise UserError(f"{folder} holds no dataset (expected {folder / 'dataset'})")
-    dataset = load_saved_dataset(folder)
-    people = dataset["people"]
-    spread = {attribute: _spread(list(people[attribute])) for attribute in ATTRIBUTES}
-    return {"folder": str(folder), "counts": {split: len(rows) for split, rows in dataset.items()},
-            "samples": {split: [dataset[split][i] for i in range(min(samples, len(dataset[split])))]
-                        for split in ("bio", "qa_train", "qa_test")},
-            "attribute_spread": spread}
-
-
-def _spread(values: list[str]) -> dict[str, Any]:
-    counts = Counter(values)
-    top_value, top_count = counts.most_common(1)[0]
-    return {"distinct": len(counts), "most_common": top_value,
-            "most_common_share": round(top_count / len(values), 4)}
-
 
 # --- runs and verdicts ------------------------------------------------------------------------
 
@@ -248,33 +158,17 @@ def run_command(request: RunRequest) -> int:
 
 
 def dry_run_command(suites: list[Suite], runs_dir: Path, as_json: bool) -> int:
-    """`run --dry-run`: each suite's runs, to train or reused (finished with the same config),
-    and where its report would go; nothing is trained or written."""
+    """`run --dry-run`: what would train and what is reused; nothing is trained or written."""
+    from factrecall_bench.dry_run import dry_run_lines, dry_run_plan
+
     for suite in suites:
         check_suite_settings(suite)
     plans = [dry_run_plan(suite, runs_dir) for suite in suites]
     if as_json:
         print_json({"suites": plans})
-        return exit_codes.OK
-    for plan in plans:
-        print(f"suite {plan['suite']}: {plan['to_train']} of {len(plan['runs'])} runs to train, "
-              f"{len(plan['runs']) - plan['to_train']} reused; report: {plan['report']}")
-        for run in plan["runs"]:
-            print(f"  {run['action']:6s} {run['run_id']}")
+    else:
+        sys.stdout.write("".join(f"{line}\n" for line in dry_run_lines(plans)))
     return exit_codes.OK
-
-
-def dry_run_plan(suite: Suite, runs_dir: Path) -> dict[str, Any]:
-    from factrecall_bench.cluster import is_finished
-    from factrecall_bench.runfolder import suite_folder
-    from factrecall_bench.runner import run_dir
-
-    runs = [{"run_id": config.run_id,
-             "action": "reuse" if is_finished(config, runs_dir) else "train",
-             "folder": str(run_dir(runs_dir, config))} for config in expand_suite(suite)]
-    return {"suite": suite.report_name, "overrides": list(suite.overrides),
-            "report": str(suite_folder(runs_dir, suite.report_name).report),
-            "to_train": sum(run["action"] == "train" for run in runs), "runs": runs}
 
 
 def listed_run_ids(run_ids: list[str], at_most: int = 5) -> str:

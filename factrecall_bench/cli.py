@@ -122,7 +122,7 @@ def data_generate(
     as_json: JsonFlag = False,
 ) -> None:
     """Generate a dataset and save it (loadable with datasets.load_from_disk(OUT/dataset))."""
-    from factrecall_bench.app import generate_data
+    from factrecall_bench.data.commands import generate_data
 
     with errors_in_flag_terms(DATA_GENERATE_FLAGS):
         summary = generate_data(out, people, seed, train_fraction, variants, permute, fullname,
@@ -155,7 +155,7 @@ def data_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Counts, a few samples and the spread of each attribute's values."""
-    from factrecall_bench.app import describe_data
+    from factrecall_bench.data.commands import describe_data
 
     description = describe_data(folder, samples)
     if as_json:

@@ -270,9 +270,7 @@ def compare_with_baseline(
     """
     _check_regression_arguments(metrics, min_effect, alpha, test, correction)
     matched = match_baseline_runs(results, baseline["runs"], own_identities)
-    pairs = _group_by(matched.pairs, lambda pair: _strategy_and_model(pair[0]))
-    groups = {key: ([pair[0] for pair in members], [pair[1] for pair in members])
-              for key, members in pairs.items()}
+    groups = _paired_groups(matched.pairs)
     if own_identities is None:  # the suite's own runs: a group it did not run is a doubt
         unrun = _group_by(matched.unmatched_entries, _strategy_and_model)
         untried = set(unrun) - {_strategy_and_model(run) for run in results}
@@ -298,6 +296,18 @@ class BaselineMatch:
     """Runs of other settings (a variation's) that the baseline holds no entry for."""
     unmatched_entries: list[Run]
     """Baseline entries no fresh run was paired with."""
+
+
+def _paired_groups(
+    pairs: Sequence[tuple[Run, Run]]
+) -> dict[tuple[str, str], tuple[list[Run], list[Run]]]:
+    """(strategy, model) of the fresh run -> its fresh runs and their entries, in step."""
+    groups: dict[tuple[str, str], tuple[list[Run], list[Run]]] = {}
+    for fresh, entry in pairs:
+        fresh_runs, entries = groups.setdefault(_strategy_and_model(fresh), ([], []))
+        fresh_runs.append(fresh)
+        entries.append(entry)
+    return groups
 
 
 def _legacy_key(run: Run) -> tuple[str, str, Any]:
