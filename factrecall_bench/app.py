@@ -1,8 +1,9 @@
-"""The use cases the CLI calls, as plain functions: generate and describe data, run and check
-suites, update a baseline, retrace a run. The CLI parses flags, calls these and prints what they
-return; this module never imports the CLI. What it still shows itself: progress and notes on
-stderr; `run` and `check` print each suite's summary (report.print_summary) or the --json document
-as suites finish, and `baseline update` its "wrote" line.
+"""The use cases the CLI calls, as plain functions: run and check suites (and list what a run
+would do), update a baseline, retrace a run (data generate and show: data/commands.py). The CLI
+parses flags, calls these and prints what they return; this module never imports the CLI. What
+it still shows itself: progress and notes on stderr; `run` and `check` print each suite's summary
+(report.print_summary) or the --json document as suites finish, and `baseline update` its
+"wrote" line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Any
 
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
-from factrecall_bench.config import DataSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.runfolder import RunFolder
 from factrecall_bench.runner import RunOptions
@@ -27,95 +26,6 @@ from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
 from factrecall_bench.tracking import check_trackers
 from factrecall_bench.verdicts import RegressionSettings
-
-# --- data -------------------------------------------------------------------------------------
-
-
-def generate_data(out: Path, people: int, seed: int, train_fraction: float, variants: int,
-                  permute: bool, fullname: bool, templates: int, show_progress: bool
-                  ) -> dict[str, Any]:
-    from factrecall_bench.data.dataset import generate_dataset, save_dataset
-    from factrecall_bench.data.generate import check_spec_fits
-    from factrecall_bench.data.pools import load_pools
-
-    if distributed.is_distributed():
-        raise UserError("data generate runs in one process: run it without a launcher")
-    spec = DataSpec(n_people=people, seed=seed, train_fraction=train_fraction,
-                    bio_variants=variants, permute=permute, fullname=fullname,
-                    templates_per_attribute=templates)
-    check_spec_fits(spec, load_pools())
-    _check_writable(out)
-    with PeopleProgress(show_progress and people >= 20_000) as progress:
-        dataset = generate_dataset(spec, progress)
-    save_dataset(dataset, spec, out)
-    return {"out": str(out), "spec": dataclasses.asdict(spec), "sha256": _digest(out),
-            "counts": {split: len(rows) for split, rows in dataset.items()}}
-
-
-def _check_writable(out: Path) -> None:
-    """Before any work: `out` must be a place save_dataset may write (new, empty, or ours)."""
-    from factrecall_bench.data.dataset import check_output_folder
-
-    check_output_folder(out)
-    # An existing folder is refilled in place; a new one is made in its nearest existing parent.
-    target = out.resolve()
-    while not target.exists():
-        target = target.parent
-    if not target.is_dir():
-        raise UserError(f"output folder {out} would be inside {target}, which is a file")
-    if not os.access(target, os.W_OK):
-        raise UserError(f"output folder {out} is not writable")
-
-
-def _digest(folder: Path) -> str:
-    import json
-
-    return json.loads((folder / "digest.json").read_text("utf-8"))["sha256"]
-
-
-class PeopleProgress:
-    """A rich progress bar over people generated (stderr), or nothing."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._progress = Progress(console=Console(stderr=True))
-        self._progress.start()
-        task = self._progress.add_task("people", total=None)
-        return lambda done, total: self._progress.update(task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._progress.stop()
-
-
-def describe_data(folder: Path, samples: int) -> dict[str, Any]:
-    from factrecall_bench.data.dataset import load_saved_dataset
-    from factrecall_bench.data.pools import ATTRIBUTES
-
-    if not (folder / "dataset").is_dir():
-        raise UserError(f"{folder} holds no dataset (expected {folder / 'dataset'})")
-    dataset = load_saved_dataset(folder)
-    people = dataset["people"]
-    spread = {attribute: _spread(list(people[attribute])) for attribute in ATTRIBUTES}
-    return {"folder": str(folder), "counts": {split: len(rows) for split, rows in dataset.items()},
-            "samples": {split: [dataset[split][i] for i in range(min(samples, len(dataset[split])))]
-                        for split in ("bio", "qa_train", "qa_test")},
-            "attribute_spread": spread}
-
-
-def _spread(values: list[str]) -> dict[str, Any]:
-    counts = Counter(values)
-    top_value, top_count = counts.most_common(1)[0]
-    return {"distinct": len(counts), "most_common": top_value,
-            "most_common_share": round(top_count / len(values), 4)}
-
 
 # --- runs and verdicts ------------------------------------------------------------------------
 
@@ -136,13 +46,16 @@ def single_run_suite(base: Suite, strategy: str, model: str, seed: int) -> Suite
 
 
 def selected_suites(names: list[str], run_all: bool, strategy: str | None, model: str,
-                    seed: int, overrides: Sequence[str] = ()) -> list[Suite]:
+                    seed: int, overrides: Sequence[str] = (),
+                    variation_name: str | None = None) -> list[Suite]:
     if run_all:
-        if names or strategy or overrides:
-            raise UserError("--all runs every CI suite as shipped: give no --suite, --strategy "
-                            "or --set with it")
+        if names or strategy or overrides or variation_name is not None:
+            raise UserError("--all runs every CI suite as shipped: give no --suite, --strategy, "
+                            "--set or --name with it")
         return ci_suites_this_machine_runs()
-    suites = [load_suite(name, overrides) for name in (names or ["cpu"])]
+    if variation_name is not None and len(names) > 1:
+        raise UserError("--name names one variation: give it with one --suite")
+    suites = [load_suite(name, overrides, variation_name) for name in (names or ["cpu"])]
     if strategy is not None:
         if len(suites) != 1:
             raise UserError("a single run (--strategy) takes at most one --suite as its base")
@@ -173,6 +86,10 @@ class RunRequest:
     seed: int = 0
     overrides: tuple[str, ...] = ()
     """`--set TABLE.KEY=VALUE`, applied to every chosen suite before it is validated."""
+    variation_name: str | None = None
+    """`--name`: the variation's report folder (default: the suite's name and the overrides)."""
+    dry_run: bool = False
+    """`--dry-run`: list what would train and what is reused; train and write nothing."""
     jobs: int | None = None
     runs_dir: Path = Path("runs")
     baselines_dir: Path = Path("baselines")
@@ -194,7 +111,9 @@ def run_command(request: RunRequest) -> int:
     from factrecall_bench.report import print_summary, write_junit, write_suite_report
 
     chosen = selected_suites(request.suites, request.run_all, request.strategy, request.model,
-                             request.seed, request.overrides)
+                             request.seed, request.overrides, request.variation_name)
+    if request.dry_run:
+        return dry_run_command(chosen, request.runs_dir, request.as_json)
     baselines_dir = request.baselines_dir if request.check else None
     check_before_any_work(chosen, request.runs_dir, baselines_dir, request.junit_xml,
                           trains_here=request.cluster is None)
@@ -236,6 +155,20 @@ def run_command(request: RunRequest) -> int:
         print_json({"suites": documents})
     return exit_codes.combined([exit_code_for_ci(documents, request.inconclusive_claims_ok),
                                *shard_codes])
+
+
+def dry_run_command(suites: list[Suite], runs_dir: Path, as_json: bool) -> int:
+    """`run --dry-run`: what would train and what is reused; nothing is trained or written."""
+    from factrecall_bench.dry_run import dry_run_lines, dry_run_plan
+
+    for suite in suites:
+        check_suite_settings(suite)
+    plans = [dry_run_plan(suite, runs_dir) for suite in suites]
+    if as_json:
+        print_json({"suites": plans})
+    else:
+        sys.stdout.write("".join(f"{line}\n" for line in dry_run_lines(plans)))
+    return exit_codes.OK
 
 
 def listed_run_ids(run_ids: list[str], at_most: int = 5) -> str:
@@ -399,12 +332,14 @@ def finished_results(suite: Suite, runs_dir: Path) -> list[dict[str, Any]]:
 
 def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json: bool,
                   baseline_file: Path | None = None, run_missing: bool = False,
-                  inconclusive_claims_ok: bool = False) -> int:
-    """Judge the suite's finished runs. A run not finished is not trained here (that is `run`'s
-    job, or `run_missing`'s): the claims that need it are inconclusive."""
+                  inconclusive_claims_ok: bool = False, overrides: Sequence[str] = (),
+                  variation_name: str | None = None) -> int:
+    """Judge the suite's (or, with `overrides`, its variation's) finished runs. A run not
+    finished is not trained here (that is `run`'s job, or `run_missing`'s): the claims that need
+    it are inconclusive."""
     from factrecall_bench.report import print_summary, write_suite_report
 
-    suite = load_suite(suite_name)
+    suite = load_suite(suite_name, overrides, variation_name)
     check_before_any_work([suite], runs_dir, None if baseline_file else baselines_dir)
     if run_missing:
         results, rows = run_suite(suite, runs_dir, None, show_progress=not as_json,

@@ -72,6 +72,14 @@ SuiteName = Annotated[str, typer.Option("--suite", help="Suite name or .toml pat
                                         autocompletion=complete_suite)]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are kept.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="TABLE.KEY=VALUE",
+    help="Override a suite setting, e.g. --set train.stage2_lr=3e-4 (repeatable): a variation, "
+         "reported under its own name and compared only with a baseline of its own settings.")]
+VariationName = Annotated[str | None, typer.Option(
+    "--name", metavar="NAME",
+    help="With --set: the variation's name, the folder of its report.md and verdicts.json "
+         "(default: the suite's name and the overrides, e.g. cpu+train.stage2_lr=3e-4).")]
 InconclusiveClaimsOk = Annotated[bool, typer.Option(
     "--inconclusive-claims-ok",
     help="Exit 0, not 3, when the only undecided verdicts are claims (CI gates on regressions).")]
@@ -114,7 +122,7 @@ def data_generate(
     as_json: JsonFlag = False,
 ) -> None:
     """Generate a dataset and save it (loadable with datasets.load_from_disk(OUT/dataset))."""
-    from factrecall_bench.app import generate_data
+    from factrecall_bench.data.commands import generate_data
 
     with errors_in_flag_terms(DATA_GENERATE_FLAGS):
         summary = generate_data(out, people, seed, train_fraction, variants, permute, fullname,
@@ -147,7 +155,7 @@ def data_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Counts, a few samples and the spread of each attribute's values."""
-    from factrecall_bench.app import describe_data
+    from factrecall_bench.data.commands import describe_data
 
     description = describe_data(folder, samples)
     if as_json:
@@ -172,9 +180,11 @@ def run(
     check: Annotated[bool, typer.Option(help="Judge claims and baselines after the runs.")] = True,
     junit_xml: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report.")] = None,
     inconclusive_claims_ok: InconclusiveClaimsOk = False,
-    overrides: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="TABLE.KEY=VALUE",
-        help="Override a suite setting, e.g. --set train.stage2_lr=3e-4 (repeatable).")] = None,
+    overrides: Overrides = None,
+    variation_name: VariationName = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the runs that would train and those reused; train nothing.")
+    ] = False,
     log_with: Annotated[str | None, typer.Option(
         "--log-with", metavar="TRACKERS",
         help="Also send each run's curves and metrics to accelerate trackers, e.g. tensorboard "
@@ -233,7 +243,8 @@ def run(
 
     request = RunRequest(cluster=cluster, shard=parse_shard(shard) if shard else None,
         suites=suite or [], run_all=run_all, strategy=strategy, model=model, seed=seed,
-        overrides=tuple(overrides or ()), jobs=jobs, runs_dir=runs_dir,
+        overrides=tuple(overrides or ()), variation_name=variation_name, dry_run=dry_run,
+        jobs=jobs, runs_dir=runs_dir,
         baselines_dir=baselines_dir, check=check, junit_xml=junit_xml, as_json=as_json,
         inconclusive_claims_ok=inconclusive_claims_ok,
         options=RunOptions(log_with=log_with, log_samples=log_samples))
@@ -273,15 +284,18 @@ def check(
     run_missing: Annotated[bool, typer.Option(
         "--run-missing", help="Train the runs that are not finished first (as `run` does).")] = False,
     inconclusive_claims_ok: InconclusiveClaimsOk = False,
+    overrides: Overrides = None,
+    variation_name: VariationName = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Judge the suite's finished runs: its claims and the baseline comparison (trains nothing
-    unless --run-missing)."""
+    """Judge the suite's (or a --set variation's) finished runs: its claims and the baseline
+    comparison (trains nothing unless --run-missing)."""
     from factrecall_bench.app import check_command
 
     raise typer.Exit(_until_interrupted(lambda: check_command(
         suite, runs_dir, baselines_dir, as_json, run_missing=run_missing,
-        inconclusive_claims_ok=inconclusive_claims_ok)))
+        inconclusive_claims_ok=inconclusive_claims_ok, overrides=tuple(overrides or ()),
+        variation_name=variation_name)))
 
 
 @baseline_app.command("update")

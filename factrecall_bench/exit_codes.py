@@ -4,13 +4,18 @@ CI reads these, so they are a contract (documented in the README's CLI section):
 
 | code | meaning |
 |---|---|
-| 0 | every verdict passed (report-only claims never fail) |
+| 0 | every verdict passed (report-only claims and `no baseline` checks never fail) |
 | 1 | a regression against the baseline, or a claim that failed |
 | 2 | bad input or usage: nothing was started |
 | 3 | inconclusive: a verdict the data cannot decide |
 | 4 | some runs failed (each with a one-line reason); the others finished |
 | 5 | an internal error (a bug): rerun with `--debug` for the traceback |
 | 130 | interrupted (Ctrl-C, SIGINT or SIGTERM): finished runs are kept |
+
+`no baseline`: a regression check of a `--set` variation's runs, trained with settings no baseline
+entry was made with. Nothing was compared, so it is no regression (not 1); it is not a doubt
+about one either (not 3): a variation without a baseline of its own is a researcher's usual case.
+The suite's own runs missing from its baseline stay inconclusive (3), so CI notices.
 """
 
 from __future__ import annotations

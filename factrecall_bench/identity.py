@@ -8,13 +8,25 @@ generator or its pools makes new run ids and a new cached dataset, never a silen
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+from collections.abc import Mapping
 from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
-from factrecall_bench.config import DataSpec, ModelSpec, RunIdentity, config_hash, to_dict
+from factrecall_bench.config import (
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    RunConfig,
+    RunIdentity,
+    TrainSpec,
+    config_hash,
+    to_dict,
+)
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same settings and pools (a fix, a new way of
@@ -75,3 +87,52 @@ def _package_version(package: str) -> str:
 
 def run_identity(data: DataSpec, model: ModelSpec) -> RunIdentity:
     return RunIdentity(data=data_digest(data), model_revision=model_revision(model))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training identity: what a baseline entry speaks for
+
+STRATEGY_SETTINGS = ("bio_epochs", "qa_epochs", "qa_share", "replay_share", "lr", "stage2_lr")
+"""Train settings a strategy reads through its phases: the resolved phases stand for them, so a
+setting the strategy never reads (two-stage's `stage2_lr` for mixed) leaves its identity alone."""
+BOOKKEEPING_SETTINGS = ("log_every", "checkpoint_every", "divergence_loss")
+"""Train settings that never change a trained weight or an answer (a diverged run has none)."""
+ANSWER_EVAL_SETTINGS = ("max_questions", "batch_size")
+"""Eval settings that change which questions are answered, or (padding) how."""
+
+
+def training_identity(config: RunConfig | Mapping[str, Any]) -> str:
+    """sha256 of what decides a run's trained model and its answers: the data digest, the model
+    (settings and resolved revision), the strategy's resolved phases, the other train settings,
+    the eval settings that change answers, and the seed. Not the suite's or variant's name, the
+    strategy's name, the trace, claims or regression settings. A setting at its default is left
+    out, so adding a setting with a default keeps every identity. `config` is a RunConfig or its
+    dict (result.json's `config`)."""
+    return config_hash(training_settings(config))
+
+
+def training_settings(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """What `training_identity` hashes, readable (missing tables read as their defaults)."""
+    values = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
+    revision = dict(values.get("identity") or {})
+    train = _changed(values.get("train"), TrainSpec(), STRATEGY_SETTINGS + BOOKKEEPING_SETTINGS)
+    evaluation = _changed(values.get("eval"), EvalSpec(), ())
+    return {
+        "data": revision.get("data") or _changed(values.get("data"), DataSpec(), ()),
+        "model": _changed(values.get("model"), ModelSpec(), ()),
+        "model_revision": revision.get("model_revision", ""),
+        "phases": list(values.get("phases") or []),
+        "train": train,
+        "eval": {key: evaluation[key] for key in ANSWER_EVAL_SETTINGS if key in evaluation},
+        "seed": values.get("seed"),
+    }
+
+
+def _changed(table: Any, defaults: Any, left_out: tuple[str, ...]) -> dict[str, Any]:
+    """The table's settings that differ from their defaults, less `left_out`."""
+    default_values = to_dict(defaults)
+    return {key: value for key, value in dict(table or {}).items()
+            if key not in left_out and default_values.get(key, _MISSING) != value}
+
+
+_MISSING = object()

@@ -46,10 +46,11 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows: list[dict],
                        verdicts: list[Verdict], runs_dir: Path) -> dict[str, Any]:
-    """Write verdicts.json and report.md (+ plots) into RUNS_DIR/<suite>/; return the document."""
-    folder = suite_folder(runs_dir, suite.name)
+    """Write verdicts.json and report.md (+ plots) into RUNS_DIR/<suite>/ (a `--set` variation's
+    into RUNS_DIR/<variation>/, never over the suite's); return the document."""
+    folder = suite_folder(runs_dir, suite.report_name)
     failed = [row for row in outcome_rows if row["status"] in ("failed", "busy")]
-    document = verdicts_document(suite.name, verdicts)
+    document = verdicts_document(suite.report_name, verdicts)
     document["exit_code"] = _exit_code(verdicts, failed)
     document.update({"summary": summary_rows(results), "runs": outcome_rows,
                      "trace": trace_rows(results)})
@@ -58,7 +59,7 @@ def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows
                            "plots": ", ".join(str(folder.path / plot) for plot in plots),
                            "verdicts": str(folder.verdicts)}
     folder.write_verdicts(document)  # type: ignore[arg-type]
-    samples = sample_summaries(folder, results)
+    samples = sample_summaries(suite_folder(runs_dir, suite.name), results)
     folder.write_report(markdown_report(suite, document, plots, samples))
     return document
 
@@ -79,7 +80,7 @@ def _exit_code(verdicts: list[Verdict], failed_runs: list[dict]) -> int:
 
 def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
                     samples: list[dict[str, Any]] | None = None) -> str:
-    lines = [f"# Suite `{suite.name}`", "", suite.description, "",
+    lines = [f"# Suite `{suite.name}`", "", suite.description, "", *_variation_lines(suite),
              "| group | seeds | ID exact match | OOD exact match | BIO recall (P_test) | s/run |",
              "|---|---|---|---|---|---|"]
     for row in document["summary"]:
@@ -166,6 +167,14 @@ def definitions_section(verdicts: list[dict[str, Any]]) -> list[str]:
                          f"p {_num(row['p_adjusted'])}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _variation_lines(suite: Suite) -> list[str]:
+    if not suite.overrides:
+        return []
+    settings = ", ".join(f"`{item}`" for item in suite.overrides)
+    return [f"Variation `{suite.variation}`: the suite with {settings}. Its regression checks "
+            "compare a run only with a baseline entry trained with the same settings.", ""]
 
 
 WRONG_KIND_HEADERS = {"wrong_attribute": "same person, another attribute",
@@ -312,22 +321,24 @@ def _style(status: str) -> str:
 
 
 def write_junit(path: Path, documents: list[dict[str, Any]]) -> None:
-    """One testsuite per suite, one testcase per verdict: fail = failure, inconclusive and
-    xfail (an expected failure) = skipped, as pytest writes them; pass = a plain passing case; a
-    reported claim or an unexpected pass (xpass) is a passing case that carries its status,
-    outcome and numbers as properties and its label and detail in system-out."""
+    """One testsuite per suite, one testcase per verdict: fail = failure; inconclusive, no
+    baseline and xfail (an expected failure, as pytest writes it) = skipped; pass = a plain
+    passing case; a reported claim or an unexpected pass (xpass) is a passing case that carries
+    its status, outcome and numbers as properties and its label and detail in system-out."""
     root = ElementTree.Element("testsuites", name="factrecall-bench")
     for document in documents:
         verdicts = document["verdicts"]
         node = ElementTree.SubElement(
             root, "testsuite", name=document["suite"], tests=str(len(verdicts)),
             failures=str(sum(v["status"] == "fail" for v in verdicts)),
-            skipped=str(sum(v["status"] in ("inconclusive", "xfail") for v in verdicts)))
+            skipped=str(sum(v["status"] in SKIPPED_STATUSES for v in verdicts)))
         for verdict in verdicts:
             _junit_case(node, document["suite"], verdict)
     write_bytes_atomic(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
+SKIPPED_STATUSES = ("inconclusive", "no_baseline", "xfail")
+"""Verdicts JUnit shows as skipped: undecided, or nothing to compare with."""
 JUNIT_PROPERTIES = ("status", "outcome", "expect", "test", "metric", "effect", "ci_low",
                     "ci_high", "p_value", "p_adjusted")
 
@@ -336,7 +347,7 @@ def _junit_case(node: ElementTree.Element, suite: str, verdict: dict[str, Any]) 
     case = ElementTree.SubElement(node, "testcase", classname=suite, name=verdict["name"])
     if verdict["status"] == "fail":
         ElementTree.SubElement(case, "failure", message=verdict["detail"])
-    elif verdict["status"] == "inconclusive":
+    elif verdict["status"] in SKIPPED_STATUSES:
         ElementTree.SubElement(case, "skipped", message=verdict["detail"])
     elif verdict["status"] == "xfail":
         ElementTree.SubElement(case, "skipped", type="pytest.xfail",

@@ -7,6 +7,8 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import itertools
 import re
 import tomllib
@@ -28,7 +30,7 @@ from factrecall_bench.config import (
     to_dict,
 )
 from factrecall_bench.errors import UserError
-from factrecall_bench.identity import run_identity
+from factrecall_bench.identity import run_identity, training_identity
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
 from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
@@ -90,6 +92,19 @@ class Suite:
     log_with: str | None = None
     """`log_with = ["tensorboard"]`: the trackers its runs report to, comma-joined as
     `RunOptions.log_with` takes them; None when the suite names none."""
+    overrides: tuple[str, ...] = ()
+    """The `--set TABLE.KEY=VALUE` items applied to the file: a variation of the suite when any."""
+    variation: str = ""
+    """A variation's name (`--name`, or one made from the overrides): its report.md and
+    verdicts.json go to RUNS_DIR/<variation>/, never over the suite's; "" for the suite itself."""
+    unvaried_identities: frozenset[str] | None = None
+    """A variation's: the training identities of the suite's runs as its file says, which its
+    baseline speaks for (None: not a variation, every run is the suite's own)."""
+
+    @property
+    def report_name(self) -> str:
+        """The folder under the runs folder that holds this suite's (or variation's) report."""
+        return self.variation or self.name
 
     def trackers(self, command_line: str | None) -> str | None:
         """The trackers a run of this suite reports to: `--log-with` when given (the command
@@ -120,8 +135,10 @@ def find_suite(name_or_path: str) -> Path:
                     "or a path to a .toml file)")
 
 
-def load_suite(name_or_path: str, overrides: Sequence[str] = ()) -> Suite:
-    """A suite by name or path, with `--set` overrides applied before it is validated."""
+def load_suite(name_or_path: str, overrides: Sequence[str] = (),
+               variation_name: str | None = None) -> Suite:
+    """A suite by name or path, with `--set` overrides applied before it is validated; with
+    overrides it is a variation, named `variation_name` (`--name`) or after the overrides."""
     path = find_suite(name_or_path)
     try:
         raw = tomllib.loads(path.read_text("utf-8"))
@@ -129,8 +146,53 @@ def load_suite(name_or_path: str, overrides: Sequence[str] = ()) -> Suite:
         raise UserError(f"cannot read suite {path}: {error}") from error
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"suite {path} is not valid TOML: {error}") from error
-    where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
-    return parse_suite(apply_overrides(raw, overrides), where)
+    if not overrides:
+        if variation_name is not None:
+            raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
+                            "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
+        return parse_suite(raw, str(path))
+    suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
+    name = variation_name if variation_name is not None else default_variation_name(
+        suite.name, overrides)
+    check_variation_name(name, suite.name)
+    return dataclasses.replace(suite, overrides=tuple(overrides), variation=name,
+                               unvaried_identities=_unvaried_identities(raw, path))
+
+
+def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:
+    """`cpu+train.stage2_lr=3e-4`: the suite's name and its overrides, other characters as `_`;
+    a name too long for a folder is cut and ends in a digest of the overrides."""
+    text = "+".join([suite_name, *(item.replace(" ", "") for item in overrides)])
+    name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", text).replace("..", "_")
+    if len(name) <= 64:
+        return name
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    return f"{name[:55]}-{digest}"
+
+
+RESERVED_FOLDERS = ("data",)
+"""Names under the runs folder that are not a suite's (the cached datasets)."""
+
+
+def check_variation_name(name: str, suite_name: str) -> None:
+    """A variation's name becomes a folder beside the suite's: safe, and never the suite's own or
+    another shipped suite's (its report would be overwritten)."""
+    if not SAFE_NAME.match(name) or ".." in name:
+        raise UserError(f"--name {name!r}: must be 1 to 64 letters, digits and _.=+- (it names a "
+                        "folder inside the runs folder)")
+    if name == suite_name or name in shipped_suites() or name in RESERVED_FOLDERS:
+        raise UserError(f"--name {name!r} is a suite's own folder: a variation's report never "
+                        "replaces a suite's; choose another name")
+
+
+def _unvaried_identities(raw: dict[str, Any], path: Path) -> frozenset[str]:
+    """The training identities of the suite's runs as its file says (none if the file is valid
+    only with the overrides)."""
+    try:
+        unvaried = parse_suite(raw, str(path))
+    except UserError:
+        return frozenset()
+    return frozenset(training_identity(config) for config in expand_suite(unvaried))
 
 
 OVERRIDABLE_TABLES = ("data", "model", "train", "eval", "trace", "regression")

@@ -4,6 +4,7 @@ writes, and regression checks against a baseline read from disk."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from factrecall_bench import io as atomic_io
-from factrecall_bench.verdicts import compare_with_baseline, suite_exit_code
+from factrecall_bench.identity import training_identity
+from factrecall_bench.verdicts import compare_with_baseline, status_label, suite_exit_code
 from factrecall_bench.verdicts.baselines import (
     BaselineError,
     baseline_from_results,
@@ -218,3 +220,111 @@ def test_regressions_against_a_baseline_read_from_disk(tmp_path: Path) -> None:
     failed = sorted(v.name for v in verdicts if v.status == "fail")
     assert failed == ["mixed/tiny-llama ood_exact_match"]  # only OOD got worse
     assert suite_exit_code(verdicts) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# A baseline speaks only for the settings it was made with (issue 29)
+
+TWO_STAGE_PHASES = [{"name": "bio", "epochs": {"bio": 16.0}, "mix": {}, "lr": 0.001},
+                    {"name": "qa", "epochs": {"qa_train": 16.0}, "mix": {}, "lr": 0.001}]
+
+
+def _trained_as(result: dict[str, Any], stage2_lr: float = 0.001) -> dict[str, Any]:
+    """The result with a config (as result.json has it): two-stage phases at this stage-2 rate,
+    a lower batch size than the default, and the result's seed."""
+    phases = copy.deepcopy(TWO_STAGE_PHASES)
+    phases[1]["lr"] = stage2_lr
+    config = {"suite": "cpu", "variant": "base", "seed": result["seed"], "phases": phases,
+              "train": {"batch_size": 8, "stage2_lr": stage2_lr, "log_every": 3},
+              "trace": {"enabled": True}}
+    return {**result, "config": config}
+
+
+def _two_stage(accuracy: float, rng_seed: int, stage2_lr: float = 0.001) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(rng_seed)
+    return [_trained_as(_result("two-stage", seed,
+                                (rng.random(150) < accuracy).astype(int).tolist()), stage2_lr)
+            for seed in range(3)]
+
+
+def _regressions(fresh: list[dict[str, Any]], baseline: dict[str, Any],
+                 own_identities: frozenset[str] | None = None) -> list[Any]:
+    return compare_with_baseline(fresh, baseline, baseline["metrics"], baseline["min_effect"],
+                                 baseline["alpha"], own_identities=own_identities)
+
+
+def test_a_baseline_entry_stores_the_runs_training_identity() -> None:
+    baseline = _baseline(_two_stage(0.7, 1))
+    # What decides the trained model, by hand: no data digest or model set (defaults), the
+    # phases, the train settings other than the strategy's (stage2_lr) and bookkeeping
+    # (log_every), the seed; never the suite, variant or trace.
+    settings = {"data": {}, "model": {}, "model_revision": "", "phases": TWO_STAGE_PHASES,
+                "train": {"batch_size": 8}, "eval": {}, "seed": 0}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    expected = hashlib.sha256(text.encode()).hexdigest()
+    assert baseline["runs"][0]["seed"] == 0
+    assert baseline["runs"][0]["training_identity"] == expected
+
+
+def test_a_variation_with_another_identity_gets_no_baseline_not_a_failure() -> None:
+    baseline = _baseline(_two_stage(0.7, 1))
+    variation = _two_stage(0.2, 2, stage2_lr=3e-4)  # much worse: other settings, not a regression
+    verdicts = _regressions(variation, baseline, own_identities=frozenset())
+    assert [(v.name, v.status, v.outcome) for v in verdicts] == [
+        ("two-stage/tiny-llama baseline", "no_baseline", "no_baseline")]
+    assert verdicts[0].detail.startswith("no baseline for these settings: the cpu baseline holds "
+                                         "no run trained as seed(s) 0, 1, 2 were")
+    assert status_label(verdicts[0].to_dict()) == "no baseline"
+    assert suite_exit_code(verdicts) == 0
+
+
+def test_an_entry_of_the_same_identity_is_compared_even_in_a_variation() -> None:
+    baseline = _baseline(_two_stage(0.7, 1))
+    worse = _two_stage(0.2, 2)  # same settings as the baseline's, much worse answers
+    verdicts = _regressions(worse, baseline, own_identities=frozenset())
+    assert sorted((v.name, v.status) for v in verdicts) == [
+        ("two-stage/tiny-llama id_exact_match", "pass"),
+        ("two-stage/tiny-llama ood_exact_match", "fail")]
+
+
+def test_an_old_entry_without_identity_matches_only_the_suites_own_settings() -> None:
+    old = _baseline(_two_stage(0.7, 1))
+    for run in old["runs"]:
+        del run["training_identity"]  # as baselines/cpu.json was written
+    worse = _two_stage(0.2, 2)
+    unmodified = _regressions(worse, old)  # no --set: matched by strategy, model, seed
+    assert [v.status for v in unmodified if "ood" in v.name] == ["fail"]
+    own = frozenset({"0" * 64})  # a variation whose runs are not the suite's own settings
+    varied = _regressions(worse, old, own_identities=own)
+    assert [(v.name, v.status) for v in varied] == [("two-stage/tiny-llama baseline",
+                                                     "no_baseline")]
+    # A variation that leaves these runs' training alone (e.g. --set trace.*) is the suite's own.
+    same_training = frozenset(training_identity(run["config"]) for run in worse)
+    kept = _regressions(worse, old, own_identities=same_training)
+    assert [v.status for v in kept if "ood" in v.name] == ["fail"]
+
+
+def test_a_suites_own_run_missing_from_its_baseline_is_inconclusive() -> None:
+    baseline = _baseline(_two_stage(0.7, 1))
+    changed = _two_stage(0.7, 1, stage2_lr=3e-4)  # the suite file changed, no --set
+    verdicts = _regressions(changed, baseline)
+    assert [(v.name, v.status) for v in verdicts] == [("two-stage/tiny-llama baseline",
+                                                       "inconclusive")]
+    assert "baseline update --suite cpu" in verdicts[0].detail
+    assert suite_exit_code(verdicts) == 3
+
+
+def test_a_variation_without_any_baseline_file_is_no_baseline(tmp_path: Path) -> None:
+    from factrecall_bench.suite import load_suite
+    from factrecall_bench.verdicts.judging import judge_baseline
+    from tests.conftest import TINY_SUITE
+
+    results = [{**result, "environment": {"hardware": "cpu:x86_64"}} for result in _results()]
+    suite = load_suite(str(TINY_SUITE))
+    [own] = judge_baseline(suite, results, tmp_path)
+    assert (own.status, own.name) == ("inconclusive", "tiny baseline")
+    variation = load_suite(str(TINY_SUITE), ["train.stage2_lr=3e-4"])
+    [varied] = judge_baseline(variation, results, tmp_path)
+    assert varied.status == "no_baseline"
+    assert varied.detail == f"no baseline for these settings: no baseline at {tmp_path}/tiny.json: " \
+        "create one with `factrecall-bench baseline update --suite tiny`"

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factrecall_bench.cli import app
-from tests.conftest import TINY_SUITE, run_cli
+from tests.conftest import MICRO_SUITE, TINY_SUITE, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,19 @@ def test_unchanged_code_passes_its_own_baseline(tiny_with_baseline, tmp_path):
 
 
 def test_planted_regression_fails_the_check_and_names_the_metric(tiny_with_baseline, tmp_path):
+    """A regression is the same settings giving other answers (a code change): planted in the
+    baseline, since changed settings are other runs, never judged against this baseline."""
     runs, baselines = tiny_with_baseline
-    planted = tmp_path / "tiny-planted.toml"
-    text = TINY_SUITE.read_text()
-    assert "stage2_lr = 3e-3" in text
-    planted.write_text(text.replace("stage2_lr = 3e-3", "stage2_lr = 0.0"))
-    checked = run_cli("check", "--suite", str(planted), "--runs-dir", str(runs),
-                      "--baselines-dir", str(baselines), "--json", "--run-missing")
+    baseline = json.loads((baselines / "tiny.json").read_text())
+    for entry in baseline["runs"]:
+        if entry["strategy"] == "two-stage":
+            answers = entry["per_question"]["id"]["exact_match"]
+            planted = 1 if entry["metrics"]["id_exact_match"] < 0.5 else 0
+            entry["per_question"]["id"]["exact_match"] = [planted] * len(answers)
+            entry["metrics"]["id_exact_match"] = float(planted)
+    (tmp_path / "tiny.json").write_text(json.dumps(baseline))
+    checked = run_cli("check", "--suite", str(TINY_SUITE), "--runs-dir", str(runs),
+                      "--baselines-dir", str(tmp_path), "--json")
     assert checked.returncode == 1, checked.stderr
     failed = [v for v in json.loads(checked.stdout)["verdicts"] if v["status"] == "fail"]
     assert any(v["metric"] == "id_exact_match" and "two-stage" in v["name"] for v in failed)
@@ -121,3 +127,59 @@ def test_suites_listing_through_cli_runner():
     assert result.exit_code == 0
     names = {entry["name"] for entry in json.loads(result.stdout)}
     assert "cpu" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Variations (issue 29): judged only against a baseline of their own settings, reported apart
+
+
+def _micro_with_regression(folder: Path) -> Path:
+    path = folder / "micro.toml"
+    path.write_text(MICRO_SUITE.read_text() + '\n[regression]\nmetrics = ["id_exact_match"]\n')
+    return path
+
+
+def _run_folders(runs: Path) -> list[str]:
+    return sorted(path.name for path in (runs / "micro").iterdir() if path.is_dir())
+
+
+def test_a_variation_is_reported_apart_and_never_judged_against_the_suites_baseline(tmp_path):
+    suite, runs, baselines = _micro_with_regression(tmp_path), tmp_path / "runs", tmp_path / "b"
+    common = ["--suite", str(suite), "--runs-dir", str(runs), "--baselines-dir", str(baselines)]
+    made = run_cli("baseline", "update", *common)
+    assert made.returncode == 0, made.stderr
+    own = run_cli("run", *common, "--json")
+    assert own.returncode == 0, own.stderr
+    [regression] = [v for v in json.loads(own.stdout)["suites"][0]["verdicts"]
+                    if v["kind"] == "regression"]
+    assert regression["status"] == "pass"  # the suite's own run, compared with its entry
+    report = (runs / "micro" / "report.md").read_bytes()
+    trained = _run_folders(runs)
+
+    planned = run_cli("run", *common, "--set", "train.stage2_lr=1e-3", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.startswith("suite micro+train.stage2_lr=1e-3: 1 of 1 runs to train, "
+                                     "0 reused; report: ")
+    assert _run_folders(runs) == trained  # nothing trained
+    assert not (runs / "micro+train.stage2_lr=1e-3").exists()
+
+    varied = run_cli("run", *common, "--set", "train.stage2_lr=1e-3", "--json")
+    assert varied.returncode == 0, varied.stderr
+    document = json.loads(varied.stdout)["suites"][0]
+    assert document["suite"] == "micro+train.stage2_lr=1e-3"
+    [regression] = [v for v in document["verdicts"] if v["kind"] == "regression"]
+    assert (regression["name"], regression["status"], regression["label"]) == (
+        "two-stage/tiny-llama baseline", "no_baseline", "no baseline")
+    assert regression["detail"].startswith("no baseline for these settings: ")
+    variation_report = runs / "micro+train.stage2_lr=1e-3" / "report.md"
+    assert document["written"]["report"] == str(variation_report)
+    assert "Variation `micro+train.stage2_lr=1e-3`" in variation_report.read_text()
+    assert (runs / "micro" / "report.md").read_bytes() == report  # the suite's is untouched
+
+    reused = run_cli("run", *common, "--set", "train.stage2_lr=1e-3", "--dry-run")
+    assert "0 of 1 runs to train, 1 reused" in reused.stdout and "  reuse  two-stage" in reused.stdout
+
+    judged = run_cli("check", *common, "--set", "train.stage2_lr=1e-3", "--name", "low-lr", "--json")
+    assert judged.returncode == 0, judged.stderr
+    assert json.loads(judged.stdout)["written"]["report"] == str(runs / "low-lr" / "report.md")
+    assert (runs / "micro" / "report.md").read_bytes() == report

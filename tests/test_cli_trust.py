@@ -238,6 +238,28 @@ def test_set_refuses_a_key_a_variant_would_shadow():
         load_suite("sensitivity", ["train.stage2_lr=1e-4"])
 
 
+def test_a_variation_is_named_after_its_overrides_or_its_name():
+    varied = load_suite("cpu", ["train.stage2_lr=3e-4"])
+    assert (varied.name, varied.report_name) == ("cpu", "cpu+train.stage2_lr=3e-4")
+    assert load_suite("cpu").report_name == "cpu"  # the suite's own report keeps its name
+    assert load_suite("cpu", ["seeds=[0, 1]"]).report_name == "cpu+seeds=_0_1_"
+    assert load_suite("cpu", ["train.lr=1e-3"], "my-lr").report_name == "my-lr"
+    long_name = load_suite("cpu", ["train.stage2_lr=3e-4"] * 6).report_name
+    assert len(long_name) == 64 and long_name.startswith("cpu+train.stage2_lr=3e-4+")
+
+
+@pytest.mark.parametrize(("overrides", "name", "message"), [
+    ([], "mine", "--name 'mine' names a variation: give it with --set"),
+    (["train.lr=1e-3"], "cpu", "--name 'cpu' is a suite's own folder"),
+    (["train.lr=1e-3"], "paper", "--name 'paper' is a suite's own folder"),
+    (["train.lr=1e-3"], "data", "--name 'data' is a suite's own folder"),
+    (["train.lr=1e-3"], "../up", "--name '../up': must be 1 to 64 letters"),
+])
+def test_a_variation_name_that_could_overwrite_a_report_is_refused(overrides, name, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_suite("cpu", overrides, name)
+
+
 def test_set_on_the_command_line_is_one_line_exit_2(tmp_path):
     result = run_cli("run", "--suite", str(TINY_SUITE), "--set", "train.lr=fast",
                      "--runs-dir", str(tmp_path / "runs"), timeout=60)

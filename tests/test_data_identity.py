@@ -4,6 +4,7 @@ result, so a changed generator or model never silently reuses old runs or cached
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -146,3 +147,25 @@ def _replaced(text: str, key: str, value: object) -> str:
     import re
 
     return re.sub(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text)
+
+
+def test_the_training_identity_is_what_trains_not_the_suite_or_its_trace():
+    """Issue 29: a baseline entry speaks for the runs trained as it was, whatever suite listed
+    them, whatever the trace; a setting the strategy never reads leaves its identity alone."""
+    plain = {(c.strategy, c.seed): identity.training_identity(c)
+             for c in expand_suite(load_suite("cpu"))}
+    lower_stage2 = {(c.strategy, c.seed): identity.training_identity(c)
+                    for c in expand_suite(load_suite("cpu", ["train.stage2_lr=3e-4"]))}
+    assert lower_stage2[("mixed", 0)] == plain[("mixed", 0)]  # mixed never reads stage2_lr
+    assert lower_stage2[("two-stage", 0)] != plain[("two-stage", 0)]
+    assert plain[("mixed", 0)] != plain[("mixed", 1)]  # the seed is part of it
+    config = expand_suite(load_suite("cpu"))[0]
+    renamed = dataclasses.replace(config, suite="mine", variant="v", trace={"enabled": False})
+    assert identity.training_identity(renamed) == identity.training_identity(config)
+    bookkeeping = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, log_every=1, checkpoint_every=7))
+    assert identity.training_identity(bookkeeping) == identity.training_identity(config)
+    batch = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=8))
+    assert identity.training_identity(batch) != identity.training_identity(config)
+    stored = json.loads(json.dumps(run_config_dict(config)))  # as result.json holds it
+    assert identity.training_identity(stored) == identity.training_identity(config)

@@ -152,10 +152,11 @@ def test_seed_level_regression_without_matching_seeds_or_values_is_undecided():
     baseline = {"runs": [_run(0, 0.5), _run(1, 0.5)]}
     [verdict] = compare_with_baseline(fresh, baseline, ["bio_first_token_test"], 0.1, 0.05,
                                       "welch")
-    assert (verdict.status, verdict.outcome, verdict.test) == ("inconclusive", "undecided",
-                                                               "welch")
-    assert verdict.detail == "no fresh run matches a baseline run by model and seed"
-    assert verdict.name == "mixed/m bio_first_token_test" and verdict.p_value is None
+    assert (verdict.status, verdict.outcome, verdict.test) == ("inconclusive", "undecided", "-")
+    assert verdict.detail.startswith("no baseline for these settings: the stored baseline holds "
+                                     "no run trained as seed(s) 7, 8 were (training identity "
+                                     "unknown)")
+    assert verdict.name == "mixed/m baseline" and verdict.p_value is None
     fresh = [_run(0, 0.5), {**_run(1, 0.5), "metrics": {}}]
     [verdict] = compare_with_baseline(fresh, baseline, ["bio_first_token_test"], 0.1, 0.05,
                                       "mannwhitney")
@@ -308,9 +309,10 @@ def test_a_group_on_one_side_only_is_undecided_also_per_attribute():
                          for s in range(3)]}
     verdicts = compare_with_baseline(fresh, baseline, ["bio_first_token_test"], 0.1, 0.05,
                                      "welch", per_attribute=True)
-    assert [(v.name, v.detail) for v in verdicts] == [
-        ("mixed/m bio_first_token_test", "no results for baseline mixed/m"),
-        ("two-stage/m bio_first_token_test", "no results for fresh two-stage/m")]
+    assert [(v.name, v.detail[:38]) for v in verdicts] == [
+        ("two-stage/m bio_first_token_test", "no results for fresh two-stage/m"),
+        ("mixed/m baseline", "no baseline for these settings: the st")]
+    assert [v.status for v in verdicts] == ["inconclusive", "inconclusive"]
 
 
 def test_the_chosen_correction_is_applied():

@@ -31,7 +31,8 @@ from factrecall_bench.runfolder import suite_folder
 from factrecall_bench.samples import SUMMARY_FILE, SUMMARY_SCHEMA_VERSION
 from factrecall_bench.verdicts import Verdict, verdicts_document
 
-SUITE = SimpleNamespace(name="cpu", description="A suite for the report tests")
+SUITE = SimpleNamespace(name="cpu", description="A suite for the report tests", report_name="cpu",
+                        overrides=(), variation="")
 
 
 def _result(strategy: str, seed: int, ood: float, idm: float = 1.0, bio: float = 0.5,

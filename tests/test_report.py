@@ -44,7 +44,7 @@ def test_a_report_only_claim_is_reported_in_verdicts_json_and_report_md():
     gini = document["verdicts"][0]
     assert (gini["status"], gini["label"]) == ("reported", "reported (undecided, effect -0.105)")
     assert document["exit_code"] == 1  # from the fail; "reported" adds nothing
-    suite = SimpleNamespace(name="cpu", description="d")
+    suite = SimpleNamespace(name="cpu", description="d", report_name="cpu", overrides=())
     text = markdown_report(suite, document, [])  # type: ignore[arg-type]
     row = next(line for line in text.splitlines() if line.startswith("| gini |"))
     assert "**reported (undecided, effect -0.105)**" in row and "pass" not in row
@@ -89,3 +89,23 @@ def test_plots_are_the_same_pngs_under_a_users_hostile_matplotlib_settings(tmp_p
         user = (tmp_path / "user" / name).read_bytes()
         assert user[:8] == b"\x89PNG\r\n\x1a\n"
         assert user == (tmp_path / "default" / name).read_bytes(), name
+
+
+def test_no_baseline_is_shown_as_such_skipped_in_junit_and_exits_0(tmp_path):
+    verdict = Verdict(name="two-stage/tiny-llama baseline", kind="regression",
+                      status="no_baseline", expect="no_change", outcome="no_baseline", test="-",
+                      metric="-", detail="no baseline for these settings: none")
+    document = {**verdicts_document("cpu+train.stage2_lr=3e-4", [verdict]), "summary": [],
+                "runs": []}
+    assert document["exit_code"] == 0
+    assert document["verdicts"][0]["label"] == "no baseline"
+    suite = SimpleNamespace(name="cpu", description="d", report_name="cpu+train.stage2_lr=3e-4",
+                            overrides=("train.stage2_lr=3e-4",), variation="cpu+train.stage2_lr=3e-4")
+    text = markdown_report(suite, document, [])  # type: ignore[arg-type]
+    assert "Variation `cpu+train.stage2_lr=3e-4`: the suite with `train.stage2_lr=3e-4`." in text
+    assert "| two-stage/tiny-llama baseline | **no baseline** |" in text
+    path = tmp_path / "junit.xml"
+    write_junit(path, [document])
+    junit_suite = ElementTree.parse(path).getroot().find("testsuite")
+    assert junit_suite is not None and junit_suite.get("skipped") == "1"
+    assert junit_suite.find("testcase/skipped") is not None

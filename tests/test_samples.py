@@ -173,7 +173,7 @@ def test_samples_summary_is_stored_and_reaches_the_report(sampled_run):
     suite_folder = SuiteFolder(folder.parent)
     assert sample_summaries(suite_folder, [result]) == [summary]
     document = {"summary": [], "verdicts": [], "runs": []}
-    suite = SimpleNamespace(name="micro", description="d")
+    suite = SimpleNamespace(name="micro", description="d", report_name="micro", overrides=())
     text = markdown_report(suite, document, [], sample_summaries(suite_folder, [result]))  # type: ignore[arg-type]
     assert "## Wrong OOD answers" in text and "two-stage / tiny-llama | 1 |" in text
     json.loads((folder / SUMMARY_FILE).read_text())

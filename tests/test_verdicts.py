@@ -602,7 +602,8 @@ def test_unmatched_strategies_are_inconclusive() -> None:
     assert [v.status for v in verdicts] == ["inconclusive", "inconclusive"]
     details = " | ".join(v.detail for v in verdicts)
     assert "no results for fresh mixed" in details
-    assert "no results for baseline two-stage" in details
+    assert verdicts[1].name == "two-stage/tiny-llama baseline"
+    assert verdicts[1].detail.startswith("no baseline for these settings: ")
 
 
 def test_per_attribute_regression_is_found_where_the_total_hides_it() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench.io import write_text_atomic
-from factrecall_bench.verdicts.evidence import metric_value, run_failure
+from factrecall_bench.verdicts.evidence import metric_value, run_failure, run_training_identity
 
 SCHEMA_VERSION = 1
 TOP_LEVEL_TYPES: dict[str, type] = {
@@ -29,7 +29,10 @@ RUN_TYPES: dict[str, type] = {
     "run_id": str, "strategy": str, "model": str, "seed": int, "config_hash": str,
     "metrics": dict, "per_question": dict,
 }
-OPTIONAL_RUN_TYPES: dict[str, type] = {"per_attribute": dict}
+OPTIONAL_RUN_TYPES: dict[str, type] = {"per_attribute": dict, "training_identity": str}
+"""`training_identity` (identity.training_identity): what the entry's model was trained with; a
+run is compared only with the entry of its own. Entries written before it was stored have none
+and are matched by strategy, model and seed, for the suite's own settings only."""
 VERSION_KEYS = ("python", "torch", "transformers")
 
 
@@ -99,6 +102,9 @@ def _baseline_run(result: Mapping[str, Any], metrics: Sequence[str]) -> dict[str
             raise BaselineError(f"cannot make a baseline: {label} has no value for {metric}")
         values[metric] = value
     run = {key: result.get(key) for key in ("run_id", "strategy", "model", "seed", "config_hash")}
+    identity = run_training_identity(result)
+    if identity is not None:
+        run["training_identity"] = identity
     run.update(metrics=values, per_question=result.get("per_question") or {})
     per_attribute = result.get("per_attribute") or {}
     kept = {metric: per_attribute[metric] for metric in metrics if metric in per_attribute}

@@ -51,11 +51,13 @@ class Verdict:
     kind: str
     """"claim" or "regression"."""
     status: str
-    """"pass", "fail", "inconclusive", or "reported" (a report-only claim); see STATUSES."""
+    """"pass", "fail", "inconclusive", "reported" (a report-only claim) or "no_baseline" (a
+    regression check of settings no baseline holds); see STATUSES."""
     expect: str
     """Claims: holds / does_not_hold / report / fails; regressions: no_change."""
     outcome: str
-    """Claims: holds / does_not_hold / undecided; regressions: no_change / changed / undecided."""
+    """Claims: holds / does_not_hold / undecided; regressions: no_change / changed / undecided /
+    no_baseline."""
     test: str
     metric: str
     effect: float | None = None
@@ -135,14 +137,15 @@ def _read(verdict: Mapping[str, Any] | object, key: str) -> Any:
 
 def status_label(verdict: Mapping[str, Any] | object) -> str:
     """What people see for a verdict's status (a verdicts.json entry or an object with the same
-    fields): "pass", "fail", "inconclusive", or for a report-only claim its outcome and effect,
-    e.g. "reported (does not hold, effect -0.105)". It renders the status, never decides it."""
+    fields): "pass", "fail", "inconclusive", "no baseline", or for a report-only claim its outcome
+    and effect, e.g. "reported (does not hold, effect -0.105)". It renders the status, never
+    decides it."""
     status = str(_read(verdict, "status"))
     if status in ("xfail", "xpass"):
         expected = "expected failure" if status == "xfail" else "unexpected pass"
         return f"{expected} ({str(_read(verdict, 'outcome')).replace('_', ' ')})"
     if status != "reported":
-        return status
+        return status.replace("_", " ")
     outcome = str(_read(verdict, "outcome") or "undecided").replace("_", " ")
     effect = _read(verdict, "effect")
     if not (_is_number(effect) and math.isfinite(effect)):
@@ -194,8 +197,8 @@ def adjust_verdicts(verdicts: Sequence[Verdict], method: str = "holm") -> list[V
 
 
 def suite_exit_code(verdicts: Iterable[Verdict]) -> int:
-    """OK when every verdict passed or was reported, FAILED on any fail, else INCONCLUSIVE on any
-    inconclusive (exit_codes.combined's precedence)."""
+    """OK when every verdict passed, was reported or had no baseline for its settings, FAILED on
+    any fail, else INCONCLUSIVE on any inconclusive (exit_codes.combined's precedence)."""
     codes = []
     for verdict in verdicts:
         if verdict.status not in STATUS_EXIT_CODES:

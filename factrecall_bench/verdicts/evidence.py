@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from factrecall_bench.identity import training_identity
 from factrecall_bench.verdicts.vocabulary import PER_QUESTION_SPLITS, TRACE_PREFIX
 
 Run = Mapping[str, Any]
@@ -64,6 +65,17 @@ def question_outcomes(
         for qid, value in zip(question_ids, values, strict=True)
         if attribute is None or str(qid).rsplit("/", 1)[-1] == attribute
     }
+
+
+def run_training_identity(run: Run) -> str | None:
+    """What the run's model was trained with (identity.training_identity): a baseline entry's
+    stored `training_identity`, else computed from a result's `config`; None with neither (a
+    baseline entry written before entries stored it)."""
+    stored = run.get("training_identity")
+    if isinstance(stored, str):
+        return stored
+    config = run.get("config")
+    return training_identity(config) if isinstance(config, Mapping) else None
 
 
 def run_failure(run: Run) -> str | None:

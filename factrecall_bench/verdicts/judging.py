@@ -103,9 +103,14 @@ def _read(path: Path, suite_name: str | None) -> dict[str, Any]:
 
 
 def _no_baseline(suite: Suite, detail: str) -> Verdict:
+    """No baseline to read: a doubt for the suite itself (CI must notice), nothing to compare for
+    a variation (its settings have no baseline of their own either way)."""
+    outcome = "no_baseline" if suite.overrides else "undecided"
+    if suite.overrides:
+        detail = f"no baseline for these settings: {detail}"
     return Verdict(name=f"{suite.name} baseline", kind="regression",
-                   status=verdict_status("regression", "undecided", "no_change"),
-                   expect="no_change", outcome="undecided", test="-", metric="-", detail=detail)
+                   status=verdict_status("regression", outcome, "no_change"),
+                   expect="no_change", outcome=outcome, test="-", metric="-", detail=detail)
 
 
 def _compare(suite: Suite, results: list[dict[str, Any]], baseline: dict[str, Any]
@@ -115,11 +120,12 @@ def _compare(suite: Suite, results: list[dict[str, Any]], baseline: dict[str, An
     # The stored minimum effect and level decide, so a suite edit cannot loosen its own gate.
     return compare_with_baseline(results, baseline, baseline["metrics"], baseline["min_effect"],
                                  baseline["alpha"], settings.test, settings.correction,
-                                 per_attribute=settings.per_attribute)
+                                 per_attribute=settings.per_attribute,
+                                 own_identities=suite.unvaried_identities)
 
 
 def _warn_on_mismatch(suite: Suite, baseline: dict[str, Any], hardware: list[str]) -> None:
-    if baseline.get("suite_hash") != suite.suite_hash():
+    if not suite.overrides and baseline.get("suite_hash") != suite.suite_hash():
         print(f"note: the suite {suite.name} changed since its baseline was stored",
               file=sys.stderr)
     here = ",".join(sorted(set(hardware)))

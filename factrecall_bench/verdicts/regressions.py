@@ -1,10 +1,15 @@
 """Regressions: a suite's `[regression]` settings, and fresh runs compared with a stored baseline,
-one verdict per (strategy, model) x metric (x attribute), corrected together."""
+one verdict per (strategy, model) x metric (x attribute), corrected together.
+
+A run is compared only with the baseline entry trained as it was (the same training identity);
+an entry written before entries stored one is matched by strategy, model and seed, and only by a
+run of the suite's own settings. A run with no entry is a "no baseline for these settings"
+verdict: `no_baseline` for a variation's runs, `inconclusive` for the suite's own."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -28,6 +33,7 @@ from factrecall_bench.verdicts.evidence import (
     _runs_problem,
     _seed_key,
     paired_outcomes,
+    run_training_identity,
     seed_values,
     split_of,
 )
@@ -250,20 +256,111 @@ def compare_with_baseline(
     correction: str = "holm",
     *,
     per_attribute: bool = False,
+    own_identities: Collection[str] | None = None,
 ) -> list[Verdict]:
     """One regression verdict per (strategy, model) x metric (x attribute if per_attribute),
-    fresh results against baseline["runs"] matched by model and seed, corrected together.
+    fresh results against the baseline entries trained as they were (BaselineMatch), corrected
+    together; one "no baseline for these settings" verdict per (strategy, model) whose runs have
+    no entry. `own_identities`: the training identities of the suite's runs as its file says
+    (None: the suite was not varied, every run is its own).
 
     Fails when the change is significant after correction and at least min_effect in size
     (either direction); passes when identical or not flagged; inconclusive when the sample
     cannot reach alpha and the interval does not show the change to be below min_effect.
     """
     _check_regression_arguments(metrics, min_effect, alpha, test, correction)
-    fresh_groups = _group_by(results, _strategy_and_model)
-    base_groups = _group_by(baseline["runs"], _strategy_and_model)
+    matched = match_baseline_runs(results, baseline["runs"], own_identities)
+    groups = _paired_groups(matched.pairs)
+    if own_identities is None:  # the suite's own runs: a group it did not run is a doubt
+        unrun = _group_by(matched.unmatched_entries, _strategy_and_model)
+        untried = set(unrun) - {_strategy_and_model(run) for run in results}
+        groups.update({key: ([], unrun[key]) for key in untried})
     verdicts = []
-    for group in sorted(set(fresh_groups) | set(base_groups)):
-        fresh, base = fresh_groups.get(group, []), base_groups.get(group, [])
+    for group in sorted(groups):
+        fresh, base = groups[group]
         checks = _checks_for(group, fresh, base, metrics, per_attribute, (min_effect, alpha))
         verdicts += [_check_regression(check, fresh, base, test) for check in checks]
+    verdicts += _no_baseline_verdicts(matched, str(baseline.get("suite", "")))
     return adjust_verdicts(verdicts, correction)
+
+
+@dataclass(frozen=True)
+class BaselineMatch:
+    """Fresh runs paired with the baseline entries trained as they were, and what is left over."""
+
+    pairs: list[tuple[Run, Run]]
+    """(fresh run, its baseline entry)."""
+    own_unmatched: list[Run]
+    """Runs of the suite's own settings that the baseline holds no entry for."""
+    varied_unmatched: list[Run]
+    """Runs of other settings (a variation's) that the baseline holds no entry for."""
+    unmatched_entries: list[Run]
+    """Baseline entries no fresh run was paired with."""
+
+
+def _paired_groups(
+    pairs: Sequence[tuple[Run, Run]]
+) -> dict[tuple[str, str], tuple[list[Run], list[Run]]]:
+    """(strategy, model) of the fresh run -> its fresh runs and their entries, in step."""
+    groups: dict[tuple[str, str], tuple[list[Run], list[Run]]] = {}
+    for fresh, entry in pairs:
+        fresh_runs, entries = groups.setdefault(_strategy_and_model(fresh), ([], []))
+        fresh_runs.append(fresh)
+        entries.append(entry)
+    return groups
+
+
+def _legacy_key(run: Run) -> tuple[str, str, Any]:
+    return (str(run.get("strategy")), str(run.get("model")), run.get("seed"))
+
+
+def match_baseline_runs(
+    results: Sequence[Run], entries: Sequence[Run], own_identities: Collection[str] | None
+) -> BaselineMatch:
+    """Each fresh run's baseline entry: the one of the same training identity; for a run of the
+    suite's own settings, else an entry without an identity (written before entries stored one)
+    of the same strategy, model and seed."""
+    by_identity = {run_training_identity(e): e for e in entries if run_training_identity(e)}
+    legacy = {_legacy_key(e): e for e in entries if run_training_identity(e) is None}
+    match = BaselineMatch([], [], [], [])
+    for run in results:
+        identity = run_training_identity(run)
+        own = own_identities is None or identity in own_identities
+        entry = by_identity.get(identity) if identity else None
+        if entry is None and own:
+            entry = legacy.get(_legacy_key(run))
+        if entry is not None:
+            match.pairs.append((run, entry))
+        else:
+            (match.own_unmatched if own else match.varied_unmatched).append(run)
+    paired = {id(entry) for _, entry in match.pairs}
+    match.unmatched_entries.extend(entry for entry in entries if id(entry) not in paired)
+    return match
+
+
+def _no_baseline_verdicts(matched: BaselineMatch, suite: str) -> list[Verdict]:
+    """One verdict per (strategy, model) whose runs have no baseline entry: `no_baseline` for a
+    variation's runs, inconclusive for the suite's own (its baseline should hold them)."""
+    verdicts = []
+    for outcome, runs in (("undecided", matched.own_unmatched),
+                          ("no_baseline", matched.varied_unmatched)):
+        for (strategy, model), members in sorted(_group_by(runs, _strategy_and_model).items()):
+            detail = _no_baseline_detail(members, suite, own=outcome == "undecided")
+            verdicts.append(Verdict(
+                name=f"{strategy}/{model} baseline", kind="regression",
+                status=verdict_status("regression", outcome, "no_change"), expect="no_change",
+                outcome=outcome, test="-", metric="-", detail=detail))
+    return verdicts
+
+
+def _no_baseline_detail(runs: Sequence[Run], suite: str, own: bool) -> str:
+    seeds = ", ".join(str(seed) for seed in sorted({str(run.get("seed")) for run in runs}))
+    identities = ", ".join(sorted({(run_training_identity(run) or "unknown")[:12] for run in runs}))
+    held = (f"the {suite or 'stored'} baseline holds no run trained as seed(s) {seeds} were "
+            f"(training identity {identities})")
+    if own:
+        return (f"no baseline for these settings: {held}; the suite's runs changed since it was "
+                f"stored: `factrecall-bench baseline update --suite {suite or 'SUITE'}` records "
+                "them")
+    return (f"no baseline for these settings: {held}; a variation is compared only with a "
+            "baseline of its own settings, never with the suite's")

@@ -19,15 +19,20 @@ EXPECTATIONS = ("holds", "does_not_hold", "report", "fails")
 number and is expected not to hold here (the why says why); "does not hold" is then an expected
 failure ("xfail"), "holds" an unexpected pass ("xpass", a failure when the claim is strict)."""
 CORRECTIONS = ("holm", "bh", "none")
-STATUSES = ("pass", "fail", "inconclusive", "reported", "xfail", "xpass")
+STATUSES = ("pass", "fail", "inconclusive", "reported", "xfail", "xpass", "no_baseline")
 """A verdict's status. "reported": a claim the suite only reports (expect "report"), neither
 passed nor failed; its outcome and effect say what the data showed. "xfail" / "xpass": a claim
-expected to fail (expect "fails") that failed / held (a strict one that holds is "fail")."""
+expected to fail (expect "fails") that failed / held (a strict one that holds is "fail").
+"no_baseline": a regression check of runs trained with other settings than any the baseline
+holds (a `--set` variation): nothing to compare with, which is neither a regression nor a doubt
+about one, so it exits 0."""
 STATUS_EXIT_CODES = {"pass": exit_codes.OK, "reported": exit_codes.OK, "xfail": exit_codes.OK,
                      "xpass": exit_codes.OK, "fail": exit_codes.FAILED,
-                     "inconclusive": exit_codes.INCONCLUSIVE}
+                     "inconclusive": exit_codes.INCONCLUSIVE, "no_baseline": exit_codes.OK}
 TRACE_PREFIX = "trace."
 PER_QUESTION_SPLITS = ("id", "ood")
 REQUIRED_CLAIM_KEYS = ("name", "metric", "kind", "test", "why")
-# Outcomes of a regression check, mapped to the verdict status.
-REGRESSION_STATUS = {"no_change": "pass", "changed": "fail", "undecided": "inconclusive"}
+# Outcomes of a regression check, mapped to the verdict status. "no_baseline": the runs were
+# trained with settings no baseline entry was made with (a variation), so nothing was compared.
+REGRESSION_STATUS = {"no_change": "pass", "changed": "fail", "undecided": "inconclusive",
+                     "no_baseline": "no_baseline"}
