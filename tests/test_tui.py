@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 from filelock import FileLock
+from rich.console import Console
 from textual.widgets import DataTable, Log, Static
 
 from factrecall_bench.events import EVENT_KINDS, LogTail, check_event, read_events
@@ -39,9 +41,7 @@ from factrecall_bench.tui.format import (
     fmt_interval,
     fmt_num,
     fmt_p,
-    head_map_lines,
     loss_scale,
-    shade,
     spark_text,
     status_counts_text,
     verdict_label,
@@ -51,7 +51,7 @@ from factrecall_bench.tui.launcher import SuiteLauncher
 from factrecall_bench.tui.reader import RunsReader, lock_is_free
 from factrecall_bench.tui.run_state import EVENT_HANDLERS, RunState
 from factrecall_bench.tui.state import RunsState, load_runs
-from factrecall_bench.tui.trace_view import trace_text
+from factrecall_bench.tui.trace_view import NO_TRACE, trace_content
 from factrecall_bench.tui.values import Interval, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,35 +322,23 @@ def test_results_give_intervals_per_attribute_and_bio_retention(state: RunsState
     assert by_id(state, TWO_STAGE_1).metrics["ood_exact_match"] == Interval(ood)
 
 
-def test_trace_head_maps_and_numbers(state: RunsState) -> None:
+def test_a_recorded_trace_renders_as_tables_with_or_without_definitions(state: RunsState) -> None:
     trace = recorded_result(MIXED_0)["trace"]
     assert trace is not None
-    mixed = by_id(state, MIXED_0)
-    assert list(mixed.head_maps) == ["0.01", "0.05"]
-    assert mixed.head_maps["0.05"] == trace["per_k"]["0.05"]["location"]["heads"]
-    assert mixed.trace_numbers == {**trace["summary"], "n_parameters": trace["n_parameters"]}
-    assert by_id(state, TWO_STAGE_1).head_maps == {}  # no result.json yet
-
-
-def test_trace_as_factrecall_bench_trace_writes_it() -> None:
-    run = RunState("r", SUITE, Path("r"))
-    run.result = {  # type: ignore[typeddict-item]  # only the part the trace view reads
-        "trace": {
-            "n_parameters": 1000,
-            "per_k": {"0.01": {"location": {"heads": [[1, 2], [3, 4]]}, "heatmap": None},
-                      "0.05": {"location": {"heads": "not a grid"}}},
-            "summary": {"shared_count@0.01": 10.0, "ablation_ood_exact_match_drop@0.01": 0.3},
-        }
-    }
-    assert run.head_maps == {"0.01": [[1.0, 2.0], [3.0, 4.0]], "0.05": None}
-    maps, numbers = trace_text(run)
-    assert "(k=0.05)\n  no layer x head map in result.json" in maps
-    assert numbers.splitlines()[0] == "ablation and summary numbers"
-    assert run.trace_numbers == {
-        "n_parameters": 1000.0,
-        "shared_count@0.01": 10.0,
-        "ablation_ood_exact_match_drop@0.01": 0.3,
-    }
+    old = {key: value for key, value in trace.items() if key not in ("definition", "definitions")}
+    run = by_id(state, MIXED_0)
+    run.result = {**recorded_result(MIXED_0), "trace": old}  # type: ignore[typeddict-item]
+    heading, tables = trace_content(run)
+    assert heading == f"{trace['n_parameters']} parameters"
+    by_title = {table.title: table for table in tables}
+    shared = by_title["shared parameters (top k for BIO and for QA) against chance"]
+    assert [row[:2] for row in shared.rows] == [
+        (k, str(entry["shared"]["count"])) for k, entry in trace["per_k"].items()]
+    heads = by_title["shared per query/output heads, layer x head (k=0.05)"]
+    assert [row[1:] for row in heads.rows] == [
+        tuple(f"{v:.0f}" for v in row) for row in trace["per_k"]["0.05"]["location"]["heads"]]
+    assert "shared count / Gini heads per trace definition" not in by_title
+    assert trace_content(by_id(state, TWO_STAGE_1)) == (NO_TRACE, [])  # no result.json yet
 
 
 def test_verdicts_are_read_as_written(state: RunsState) -> None:
@@ -539,9 +527,6 @@ def test_curves_have_a_fixed_scale() -> None:
 
 def test_formatting_helpers() -> None:
     assert [fmt_duration(s) for s in (None, 5, 144.06, 3900)] == ["–", "5s", "2m24s", "1h05m"]
-    assert [shade(v, 8) for v in (0, 1, 3, 5, 8)] == [" ", "░", "▒", "▓", "█"]
-    lines = head_map_lines([[0, 8], [4, 2]])
-    assert lines[1:3] == ["L0      ██ ", "L1   ▒▒ ░░ "]
 
 
 # -- the app through Pilot ------------------------------------------------------------------------
@@ -565,6 +550,13 @@ def matrix_rows(app: FactRecallApp) -> dict[str, list[str]]:
 
 def text_of(app: FactRecallApp, selector: str) -> str:
     return str(app.query_one(selector, Static).content)
+
+
+def rendered(app: FactRecallApp, selector: str) -> str:
+    """A Static's content (text or tables) as plain text, on lines long enough not to wrap."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(app.query_one(selector, Static).content)
+    return console.export_text()
 
 
 @sync
@@ -731,10 +723,10 @@ async def test_results_and_verdicts_views() -> None:
         await pilot.press("down", "down", "down")
         await pilot.pause()
         assert written[3]["status"] == "reported"
-        assert verdict_label(written[3]) in text_of(app, "#verdict-detail")
+        assert verdict_label(written[3]) in rendered(app, "#verdict-detail")
         await pilot.press("down")
         await pilot.pause()
-        assert "tui baseline" in text_of(app, "#verdict-detail")
+        assert "tui baseline" in rendered(app, "#verdict-detail")
 
 
 REPORTED_NAME = "mixed beats two-stage on OOD exact match"
@@ -784,8 +776,8 @@ async def test_verdicts_below_the_fold_are_reached_by_keyboard(runs_copy: Path) 
         await pilot.press("end")
         await pilot.pause()
         assert table.cursor_row == 29 and table.scroll_y == table.max_scroll_y
-        assert "claim number 29" in text_of(app, "#verdict-detail")
-        assert app.query_one("#verdict-detail").region.bottom <= app.screen.region.bottom - 1
+        assert "claim number 29" in rendered(app, "#verdict-detail")
+        assert app.query_one("#verdict-detail-box").region.bottom <= app.screen.region.bottom - 1
 
 
 def more_finished_runs(runs: Path, seeds: range) -> None:
@@ -834,9 +826,9 @@ async def test_trace_scrolls_by_keyboard_and_arrows_still_select_runs() -> None:
         assert scroll.scroll_y > 0
         await pilot.press("end")
         await pilot.pause()
-        numbers = app.query_one("#trace-numbers")
+        tables = app.query_one("#trace-tables")
         assert scroll.scroll_y == scroll.max_scroll_y
-        assert numbers.region.bottom <= scroll.region.bottom  # the last number is on screen
+        assert tables.region.bottom <= scroll.region.bottom  # the last row is on screen
         await pilot.press("home")
         await pilot.pause()
         assert scroll.scroll_y == 0
@@ -846,21 +838,21 @@ async def test_trace_scrolls_by_keyboard_and_arrows_still_select_runs() -> None:
 
 
 @sync
-async def test_trace_view_renders_the_head_map() -> None:
+async def test_trace_view_shows_labelled_tables() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("5")
         trace = recorded_result(MIXED_0)["trace"]
         assert trace is not None
-        maps = text_of(app, "#trace-maps")
-        for k, entry in trace["per_k"].items():
-            assert f"(k={k})" in maps
-            assert "\n".join(head_map_lines(entry["location"]["heads"])) in maps
-        assert "shared_count@0.01" in text_of(app, "#trace-numbers")
+        shown = rendered(app, "#trace-tables")
+        for k in trace["per_k"]:
+            assert f"shared per query/output heads, layer x head (k={k})" in shown
+            assert f"ablation (k={k}): {trace['ablation'][k]['count']} shared parameters" in shown
+        assert "BIO-only drop" in shown and "random drop" in shown
         await pilot.press("down", "down", "down")  # two-stage s1: no result.json yet
         await pilot.pause()
-        assert "no trace yet" in text_of(app, "#trace-maps")
+        assert NO_TRACE in rendered(app, "#trace-tables")
 
 
 @sync

@@ -9,6 +9,7 @@ that state. This module wires them: the tabs, the keys, the polling and the suit
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from factrecall_bench.tui.format import fmt_ago
 from factrecall_bench.tui.help_screen import HelpScreen
 from factrecall_bench.tui.launcher import SuiteLauncher
 from factrecall_bench.tui.matrix_view import MatrixView
+from factrecall_bench.tui.pending import PlannedRun, suite_plan
 from factrecall_bench.tui.reader import RunsReader
 from factrecall_bench.tui.results_view import ResultsView
 from factrecall_bench.tui.run_state import RunState
@@ -52,7 +54,8 @@ SCROLLERS = {  # what pageup/pagedown/home/end scroll in views whose focus does 
 
 
 class FactRecallApp(App[None]):
-    """Follows RUNS_DIR; `clock` is injectable so tests can freeze ETAs and "ago" labels."""
+    """Follows RUNS_DIR; `clock` is injectable so tests can freeze ETAs and "ago" labels; `plan`
+    lists the suite's runs, shown as pending until they start (`pending.suite_plan`)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "factrecall-bench"
@@ -84,13 +87,14 @@ class FactRecallApp(App[None]):
         poll_interval: float | None = 0.5,
         launch_log: Path | None = None,
         start_on_open: bool = False,
+        plan: Callable[[], list[PlannedRun]] | None = None,
     ) -> None:
         super().__init__()
         self.start_on_open = start_on_open
         self.runs_dir = Path(runs_dir)
         self.clock = clock
         self.poll_interval = poll_interval
-        self.reader = RunsReader(self.runs_dir, suite)
+        self.reader = RunsReader(self.runs_dir, suite, plan)
         self.state = RunsState()
         self.launcher: SuiteLauncher | None = None
         if launch_command:
@@ -166,7 +170,7 @@ class FactRecallApp(App[None]):
             f"{n} {status}" + (f" ({INTERRUPTED_HINT})" if status == "interrupted" else "")
             for status, n in counts.items()
         ]
-        parts = [f"{len(self.state.runs)} runs: " + ", ".join(counted)]
+        parts = [f"{len(self.state.all_runs())} runs: " + ", ".join(counted)]
         if self.state.warnings:
             parts.append(f"{len(self.state.warnings)} warning(s)")
         last = self.state.last_event_t()
@@ -292,11 +296,17 @@ class FactRecallApp(App[None]):
         self.refresh_views()
 
 
-def run_app(runs_dir: Path, suite: str | None = None, launch_command: list[str] | None = None) -> None:
+def run_app(runs_dir: Path, suite: str | None = None, launch_command: list[str] | None = None,
+            suite_source: str | None = None) -> None:
     """Entry point of `factrecall-bench tui`: follow RUNS_DIR (only SUITE when given).
 
     With `launch_command`, the suite starts as a detached subprocess when the app opens (runs that
     another process is already training are locked and skipped by it); "s" stops and restarts it;
     its output goes to RUNS_DIR/SUITE/tui-launch.log; quitting the TUI leaves it running.
+    With SUITE, its runs not started yet show as pending (the suite read from `suite_source`, its
+    name or path as the user gave it, else from its name).
     """
-    FactRecallApp(Path(runs_dir), suite, launch_command, start_on_open=bool(launch_command)).run()
+    source = suite_source or suite
+    plan = None if source is None else functools.partial(suite_plan, source, Path(runs_dir))
+    FactRecallApp(Path(runs_dir), suite, launch_command, start_on_open=bool(launch_command),
+                  plan=plan).run()

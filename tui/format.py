@@ -10,13 +10,30 @@ from factrecall_bench import verdicts as verdicts_module
 from factrecall_bench.tui.values import Interval
 
 DASH = "–"
-SHADES = " ░▒▓█"
 BARS = "▁▂▃▄▅▆▇█"
-VERDICT_ORDER = ("pass", "reported", "xfail", "xpass", "fail", "inconclusive")
+VERDICT_ORDER = ("pass", "reported", "xfail", "xpass", "no_baseline", "fail", "inconclusive")
+METRIC_LABELS = {
+    "id_exact_match": "ID exact match",
+    "ood_exact_match": "OOD exact match",
+    "id_first_token": "ID first token",
+    "ood_first_token": "OOD first token",
+    "bio_first_token_train": "BIO recall P_train",
+    "bio_first_token_test": "BIO recall P_test",
+}
+"""How tables name a recall metric: BIO recall is the first token of a biography's attribute
+value, never an exact match."""
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str:
     return DASH if value is None else f"{value:.{digits}f}"
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def fmt_count(value: float | None) -> str:
+    return DASH if value is None else f"{value:.0f}"
 
 
 def fmt_p(value: float | None) -> str:
@@ -67,32 +84,6 @@ def fmt_steps(step: int, total: int | None) -> str:
     return f"{step}/{total}" if total else str(step)
 
 
-def shade(value: float, maximum: float) -> str:
-    """One of SHADES: blank for zero, then four levels relative to the map's maximum."""
-    if value <= 0 or maximum <= 0:
-        return SHADES[0]
-    return SHADES[min(4, max(1, math.ceil(4 * value / maximum)))]
-
-
-def head_map_lines(grid: list[list[float]]) -> list[str]:
-    """A layer x head grid as text: a header row of head numbers, one row per layer."""
-    heads = max((len(row) for row in grid), default=0)
-    cell = 3 if heads <= 16 else 2 if heads <= 32 else 1
-    maximum = max((v for row in grid for v in row), default=0.0)
-    header = "     " + "".join(f"{h:<{cell}}"[:cell] for h in range(heads))
-    lines = [header.rstrip()]
-    for layer, row in enumerate(grid):
-        cells = "".join(_cell(shade(v, maximum), cell) for v in row)
-        lines.append(f"L{layer:<3} {cells}")
-    lines.append(f"░≤25% ▒≤50% ▓≤75% █ of max {maximum:g}")
-    return lines
-
-
-def _cell(block: str, width: int) -> str:
-    # a gap between cells keeps neighbouring heads of the same shade apart
-    return block * (width - 1) + " " if width > 1 else block
-
-
 def spark_text(values: Sequence[float], width: int, low: float, high: float) -> str:
     """A one-line curve `width` cells wide on the fixed scale low..high (not the data's own
     range, so one point or a flat line sits where its value is): each cell shows the mean of its
@@ -132,8 +123,11 @@ def _own_status_label(verdict: Mapping[str, Any]) -> str:
 
 
 def verdict_label(verdict: Mapping[str, Any]) -> str:
-    """factrecall_bench.verdicts.status_label when the library has it, else the status (with a
-    report-only claim's outcome)."""
+    """The label verdicts.json wrote; for a file without one, factrecall_bench.verdicts.
+    status_label when the library has it, else the status (with a report-only claim's outcome)."""
+    written = verdict.get("label")
+    if isinstance(written, str) and written:
+        return written
     label: Callable[[Mapping[str, Any]], str] = getattr(
         verdicts_module, "status_label", _own_status_label
     )
@@ -147,4 +141,4 @@ def status_counts_text(verdicts: Sequence[Mapping[str, Any]]) -> list[str]:
         status = verdict_text(verdict, "status") or "?"
         counts[status] = counts.get(status, 0) + 1
     order = [s for s in VERDICT_ORDER if s in counts] + sorted(set(counts) - set(VERDICT_ORDER))
-    return [f"{counts[status]} {status}" for status in order]
+    return [f"{counts[status]} {status.replace('_', ' ')}" for status in order]

@@ -23,6 +23,7 @@ from factrecall_bench.runfolder import (
     SuiteFolder,
     VerdictsDocument,
 )
+from factrecall_bench.tui.pending import PlannedRun
 from factrecall_bench.tui.values import as_int
 
 RUN_MARKERS = (RunFolder.EVENTS, RunFolder.RESULT)  # not config.json alone: model folders have one
@@ -67,6 +68,8 @@ class PollBatch:
     runs: list[RunUpdate] = field(default_factory=list)
     verdicts: dict[Path, SuiteVerdicts | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    planned: list[PlannedRun] | None = None
+    """The suite's runs, in the first poll only (None when the reader has no plan)."""
 
 
 def find_run_dirs(root: Path) -> Iterator[Path]:
@@ -124,9 +127,12 @@ def parse_event_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
 class RunsReader:
     """The file side: which runs exist and what is new in their files since the last poll."""
 
-    def __init__(self, root: Path, suite: str | None = None) -> None:
+    def __init__(self, root: Path, suite: str | None = None,
+                 plan: Callable[[], list[PlannedRun]] | None = None) -> None:
         self.root = Path(root)
         self.suite = suite
+        self.plan = plan
+        """Lists the suite's runs (`pending.suite_plan`); called once, by the first poll."""
         self.tails: dict[Path, LogTail] = {}
         self.stats: dict[Path, tuple[int, int] | None] = {}
         self.ended: dict[Path, bool] = {}  # the last event was run_end / run_failed
@@ -141,6 +147,8 @@ class RunsReader:
 
     def poll(self) -> PollBatch:
         batch = PollBatch()
+        if self.plan is not None:
+            batch.planned = self._read_plan(batch.warnings)
         run_dirs = self.run_dirs()
         for gone in set(self.tails) - set(run_dirs):
             del self.tails[gone]
@@ -158,6 +166,14 @@ class RunsReader:
             if warning:
                 batch.warnings.append(warning)
         return batch
+
+    def _read_plan(self, warnings: list[str]) -> list[PlannedRun]:
+        plan, self.plan = self.plan, None
+        try:
+            return plan() if plan is not None else []
+        except Exception as err:  # the runs on disk still show; only the pending ones are missing
+            warnings.append(f"cannot list the suite's runs, so none shows as pending: {err}")
+            return []
 
     def _lock_free(self, run: RunFolder) -> bool:
         """Whether nobody holds the run's lock, probed only where it can matter: an unfinished

@@ -10,10 +10,10 @@ from textual.app import ComposeResult
 from textual.containers import ScrollableContainer, Vertical
 from textual.widgets import DataTable, Static
 
-from factrecall_bench.tui.format import DASH, fmt_interval, fmt_num
+from factrecall_bench.tui.format import DASH, fmt_interval, fmt_num, metric_label
 from factrecall_bench.tui.run_state import RunState
 from factrecall_bench.tui.values import Interval
-from factrecall_bench.tui.widgets import fill_table, run_label, seed_text
+from factrecall_bench.tui.widgets import fill_table, run_label, seed_text, several_suites
 
 RESULT_METRICS = (
     "id_exact_match",
@@ -21,6 +21,7 @@ RESULT_METRICS = (
     "bio_first_token_train",
     "bio_first_token_test",
 )
+RESULT_COLUMNS = ("strategy", "seed", "ID EM [95%]", "OOD EM [95%]", "BIO train", "BIO test")
 
 
 def mean(values: Sequence[float]) -> float:
@@ -28,30 +29,35 @@ def mean(values: Sequence[float]) -> float:
 
 
 def result_rows(runs: Sequence[RunState]) -> list[tuple[str, ...]]:
-    """One row per finished run, then a mean row per strategy with two or more seeds."""
+    """One row per finished run, then a mean row per suite and strategy with two or more seeds;
+    each row starts with its suite when the runs are of several suites."""
     finished = [r for r in runs if r.status == "finished" and r.metrics]
+    suite_cells = several_suites(finished)
     rows: list[tuple[str, ...]] = []
     for run in finished:
         m = run.metrics
-        rows.append(
-            (
-                run.strategy,
-                seed_text(run),
-                fmt_interval(m.get("id_exact_match")),
-                fmt_interval(m.get("ood_exact_match")),
-                fmt_num(_value(m.get("bio_first_token_train")), 2),
-                fmt_num(_value(m.get("bio_first_token_test")), 2),
-            )
-        )
-    for strategy in sorted({r.strategy for r in finished}):
-        group = [r for r in finished if r.strategy == strategy]
+        rows.append((*_suite_cell(run.suite, suite_cells), run.strategy, seed_text(run),
+                     fmt_interval(m.get("id_exact_match")), fmt_interval(m.get("ood_exact_match")),
+                     fmt_num(_value(m.get("bio_first_token_train")), 2),
+                     fmt_num(_value(m.get("bio_first_token_test")), 2)))
+    for suite, strategy in sorted({(r.suite, r.strategy) for r in finished}):
+        group = [r for r in finished if (r.suite, r.strategy) == (suite, strategy)]
         if len(group) > 1:
             cells = []
             for metric in RESULT_METRICS:
                 values = [r.metrics[metric].value for r in group if metric in r.metrics]
                 cells.append(fmt_num(mean(values), 2) if values else DASH)
-            rows.append((strategy, "mean", *cells))
+            rows.append((*_suite_cell(suite, suite_cells), strategy, "mean", *cells))
     return rows
+
+
+def result_columns(runs: Sequence[RunState]) -> list[str]:
+    finished = [r for r in runs if r.status == "finished" and r.metrics]
+    return [*_suite_cell("suite", several_suites(finished)), *RESULT_COLUMNS]
+
+
+def _suite_cell(suite: str, shown: bool) -> tuple[str, ...]:
+    return (suite,) if shown else ()
 
 
 def _value(interval: Interval | None) -> float | None:
@@ -59,7 +65,8 @@ def _value(interval: Interval | None) -> float | None:
 
 
 def attribute_rows(runs: Sequence[RunState]) -> tuple[list[str], list[tuple[str, ...]]]:
-    """Columns (one per finished run) and rows (metric x attribute) of per-attribute scores."""
+    """Columns (one per finished run) and rows (metric x attribute) of per-attribute scores,
+    each metric named for what it is (BIO recall is no exact match)."""
     finished = [r for r in runs if r.status == "finished" and r.per_attribute]
     keys: list[tuple[str, str]] = []
     for run in finished:
@@ -67,10 +74,10 @@ def attribute_rows(runs: Sequence[RunState]) -> tuple[list[str], list[tuple[str,
             keys.extend((metric, a) for a in by_attr if (metric, a) not in keys)
     rows = []
     for metric, attr in keys:
-        short = metric.removesuffix("_exact_match").upper() if "exact" in metric else metric
         cells = [fmt_num(_value(r.per_attribute.get(metric, {}).get(attr)), 2) for r in finished]
-        rows.append((f"{short} {attr}", *cells))
-    return [run_label(r) for r in finished], rows
+        rows.append((f"{metric_label(metric)}: {attr}", *cells))
+    prefix = several_suites(finished)
+    return [f"{r.suite} {run_label(r)}" if prefix else run_label(r) for r in finished], rows
 
 
 class ResultsView(Vertical):
@@ -87,7 +94,8 @@ class ResultsView(Vertical):
                 classes="view-title",
             )
             yield DataTable(id="results-table", cursor_type="none")
-            yield Static("per attribute (exact match)", classes="view-title")
+            yield Static("per attribute: ID and OOD exact match, BIO first-token recall",
+                         classes="view-title")
             yield DataTable(id="attribute-table", cursor_type="none")
 
     def on_mount(self) -> None:
@@ -100,9 +108,5 @@ class ResultsView(Vertical):
         if (rows, columns, attr_rows) == self._shown:
             return
         self._shown = (rows, columns, attr_rows)
-        fill_table(
-            self.query_one("#results-table", DataTable),
-            ["strategy", "seed", "ID EM [95%]", "OOD EM [95%]", "BIO train", "BIO test"],
-            rows,
-        )
+        fill_table(self.query_one("#results-table", DataTable), result_columns(runs), rows)
         fill_table(self.query_one("#attribute-table", DataTable), ["attribute", *columns], attr_rows)

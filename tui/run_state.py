@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench.runfolder import ResultDocument
-from factrecall_bench.tui.values import Interval, as_float, as_int, float_dict, grid
+from factrecall_bench.tui.values import Interval, as_float, as_int, float_dict
 
 LOG_TAIL_LINES = 200
 RATE_WINDOW = 20  # step events used for the step rate behind the ETA
@@ -131,28 +131,6 @@ class RunState:
     def trace(self) -> dict[str, Any] | None:
         trace = self.written("trace")
         return trace if isinstance(trace, dict) else None
-
-    @property
-    def head_maps(self) -> dict[str, list[list[float]] | None]:
-        """Per k, the layer x head grid of shared parameters, or None where it is not a grid:
-        result["trace"]["per_k"][k]["location"]["heads"], as factrecall_bench.trace writes it."""
-        per_k = (self.trace or {}).get("per_k")
-        maps: dict[str, list[list[float]] | None] = {}
-        for k, entry in per_k.items() if isinstance(per_k, dict) else ():
-            location = entry.get("location") if isinstance(entry, dict) else None
-            maps[str(k)] = grid(location.get("heads") if isinstance(location, dict) else None)
-        return maps
-
-    @property
-    def trace_numbers(self) -> dict[str, float]:
-        """The trace event's summary, then result["trace"]'s scalars (n_parameters) and its flat
-        summary (name@k for the numbers per k)."""
-        numbers = dict(self.trace_summary)
-        trace = self.trace or {}
-        numbers.update(float_dict(trace))
-        summary = trace.get("summary")
-        numbers.update(float_dict(summary) if isinstance(summary, dict) else {})
-        return numbers
 
     @property
     def label(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factrecall_bench.runfolder import RunFolder
+from factrecall_bench.tui.pending import PlannedRun
 from factrecall_bench.tui.reader import PollBatch, RunsReader, RunUpdate, SuiteVerdicts
 from factrecall_bench.tui.run_state import RunState
 
@@ -20,6 +21,8 @@ class RunsState:
     def __init__(self) -> None:
         self.runs: dict[Path, RunState] = {}
         self.verdicts: dict[Path, SuiteVerdicts] = {}
+        self.planned: dict[str, RunState] = {}
+        """The suite's runs by run id (`tui --suite`): those without a folder yet are pending."""
         self.warnings: list[str] = []
         self.version = 0
 
@@ -37,6 +40,9 @@ class RunsState:
                 self.verdicts.pop(suite_dir, None)
             else:
                 self.verdicts[suite_dir] = verdicts
+        if batch.planned is not None:
+            changed = True
+            self.planned = {p.run_id: planned_run(p) for p in batch.planned}
         self.warnings.extend(new_warnings)
         if changed or new_warnings:
             self.version += 1
@@ -75,26 +81,37 @@ class RunsState:
         return run
 
     # -- views over the state -------------------------------------------------------------------
+    def all_runs(self) -> list[RunState]:
+        """The runs on disk, then the planned runs that have no folder yet (pending)."""
+        started = {run.run_id for run in self.runs.values()}
+        return [*self.runs.values(), *(r for i, r in self.planned.items() if i not in started)]
+
     def sorted_runs(self, text: str = "") -> list[RunState]:
-        runs = [r for r in self.runs.values() if r.matches(text)]
+        runs = [r for r in self.all_runs() if r.matches(text)]
         return sorted(runs, key=lambda r: (r.suite, r.variant, r.strategy, r.seed or 0, r.model,
                                            r.run_id))
 
     def run(self, run_id: str | None) -> RunState | None:
-        return next((r for r in self.runs.values() if r.run_id == run_id), None)
+        return next((r for r in self.all_runs() if r.run_id == run_id), None)
 
     def all_verdicts(self) -> list[SuiteVerdicts]:
         return [self.verdicts[k] for k in sorted(self.verdicts)]
 
     def status_counts(self) -> dict[str, int]:
         counts = {status: 0 for status in STATUSES}
-        for run in self.runs.values():
+        for run in self.all_runs():
             counts[run.status] = counts.get(run.status, 0) + 1
         return {k: v for k, v in counts.items() if v}
 
     def last_event_t(self) -> float | None:
         times = [r.last_event_t for r in self.runs.values() if r.last_event_t is not None]
         return max(times) if times else None
+
+
+def planned_run(planned: PlannedRun) -> RunState:
+    """A run of the suite not started yet: its identity, status pending."""
+    return RunState(planned.run_id, planned.suite, planned.folder, strategy=planned.strategy,
+                    variant=planned.variant, model=planned.model, seed=planned.seed)
 
 
 def load_runs(root: Path, suite: str | None = None) -> RunsState:

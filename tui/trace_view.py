@@ -1,5 +1,5 @@
-"""View 5, trace: the selected run's layer x head maps of shared parameters per k, and its trace's
-ablation and summary numbers (result["trace"] and the trace event)."""
+"""View 5, trace: the selected run's cross-task gradient trace as labelled tables (trace_tables),
+or, before its result.json, the numbers of its trace event."""
 
 from __future__ import annotations
 
@@ -7,39 +7,44 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
-from factrecall_bench.tui.format import head_map_lines
+from factrecall_bench.tui.format import fmt_num
 from factrecall_bench.tui.run_state import RunState
+from factrecall_bench.tui.tables import LabelledTable, tables_group
+from factrecall_bench.tui.trace_tables import trace_heading, trace_tables
 from factrecall_bench.tui.widgets import run_label
 
+NO_TRACE = "no trace yet (the run has not finished, or its trace is off)"
 
-def trace_text(run: RunState | None) -> tuple[str, str]:
-    """(head maps, numbers) of a run's cross-task gradient trace, as plain text."""
+
+def event_summary_table(summary: dict[str, float]) -> LabelledTable:
+    """The trace event's flat numbers: all there is until result.json is written."""
+    rows = tuple((name, fmt_num(value)) for name, value in sorted(summary.items()))
+    return LabelledTable("trace event summary (result.json not written yet)", ("key", "value"),
+                         rows)
+
+
+def trace_content(run: RunState | None) -> tuple[str, list[LabelledTable]]:
+    """(heading, tables) of what the trace view shows for a run."""
     if run is None:
-        return "no run selected", ""
-    maps = []
-    for k, grid in run.head_maps.items():
-        maps.append(f"shared parameters, layer x head (k={k})")
-        maps.extend(head_map_lines(grid) if grid else ["  no layer x head map in result.json"])
-        maps.append("")
-    numbers = [f"{name:<28} {value:g}" for name, value in sorted(run.trace_numbers.items())]
-    if not maps and not numbers:
-        return "no trace yet (the run has not finished, or its trace is off)", ""
-    return "\n".join(maps).rstrip(), "\n".join(["ablation and summary numbers", *numbers])
+        return "no run selected", []
+    if run.trace is not None:
+        return trace_heading(run.trace), trace_tables(run.trace)
+    if run.trace_summary:
+        return "trace", [event_summary_table(run.trace_summary)]
+    return NO_TRACE, []
 
 
 class TraceView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="trace-title", classes="view-title", markup=False)
         with VerticalScroll(id="trace-scroll"):
-            yield Static(id="trace-maps", markup=False)
-            yield Static(id="trace-numbers", markup=False)
+            yield Static(id="trace-tables")
 
     def on_mount(self) -> None:
         self.query_one("#trace-scroll").can_focus = False
 
     def show(self, run: RunState | None) -> None:
         title = f"trace of {run_label(run)} ({run.model})" if run else "trace"
-        maps, numbers = trace_text(run)
+        heading, tables = trace_content(run)
         self.query_one("#trace-title", Static).update(title)
-        self.query_one("#trace-maps", Static).update(maps)
-        self.query_one("#trace-numbers", Static).update(numbers)
+        self.query_one("#trace-tables", Static).update(tables_group(heading, tables))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.console import Group, RenderableType
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
@@ -22,6 +23,7 @@ from factrecall_bench.tui.format import (
     verdict_text,
 )
 from factrecall_bench.tui.reader import SuiteVerdicts
+from factrecall_bench.tui.tables import LabelledTable, table_parts
 from factrecall_bench.tui.values import as_float
 from factrecall_bench.tui.widgets import RowTable, fill_table, styled
 
@@ -70,22 +72,60 @@ def crop(cell: str | Text, width: int | None) -> str | Text:
     return text if isinstance(cell, Text) else text.plain
 
 
+def definition_table(verdict: Mapping[str, Any]) -> LabelledTable | None:
+    """A trace claim judged under each trace definition (verdict["definitions"], the main one
+    first), as written; None for a verdict without them."""
+    raw = verdict.get("definitions")
+    entries = [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+    if not entries:
+        return None
+    rows = tuple((verdict_text(d, "definition"), verdict_text(d, "outcome").replace("_", " "),
+                  fmt_num(as_float(d.get("effect")), 3), fmt_p(as_float(d.get("p_value"))),
+                  fmt_p(as_float(d.get("p_adjusted")))) for d in entries)
+    return LabelledTable("the claim under each trace definition",
+                         ("trace definition", "outcome", "effect", "p", "p adj (Holm)"), rows)
+
+
+def verdict_detail(verdict: Mapping[str, Any], suite: str) -> Group:
+    """The whole name on a line of its own (the table may cut it), the verdict, its numbers and
+    detail, and its per-definition table where it has one."""
+    def num(key: str) -> float | None:
+        return as_float(verdict.get(key))
+
+    lines = (
+        f"{verdict_text(verdict, 'name')}\n"
+        f"{suite}: {verdict_text(verdict, 'kind')}, {verdict_text(verdict, 'test')} on "
+        f"{verdict_text(verdict, 'metric')}: {verdict_label(verdict)}\n"
+        f"effect {fmt_num(num('effect'), 3)} {fmt_ci(num('ci_low'), num('ci_high'))} · "
+        f"p {fmt_p(num('p_value'))} · p adjusted {fmt_p(num('p_adjusted'))}\n"
+        f"{verdict_text(verdict, 'detail')}"
+    )
+    table = definition_table(verdict)
+    return Group(Text(lines), *([Text(""), *table_parts(table)] if table else []))
+
+
 class VerdictsView(Vertical):
     def __init__(self) -> None:
         super().__init__()
         self._verdicts: list[dict[str, Any]] = []
+        self._suites: list[str] = []
         self._shown: Any = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="verdicts-title", classes="view-title", markup=False)
         yield RowTable(id="verdicts-table", cursor_type="row")
-        yield Static(id="verdict-detail", markup=False)
+        with VerticalScroll(id="verdict-detail-box"):
+            yield Static(id="verdict-detail", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#verdict-detail-box").can_focus = False
 
     def on_resize(self, event: Resize) -> None:
         self._fill(event.size.width)
 
     def show(self, suites: Sequence[SuiteVerdicts]) -> None:
         verdicts = [v for suite in suites for v in suite.verdicts]
+        self._suites = [suite.suite for suite in suites for _ in suite.verdicts]
         parts = [f"{s.suite}: exit code {s.exit_code}" for s in suites]
         parts += status_counts_text(verdicts)
         self.query_one("#verdicts-title", Static).update(
@@ -115,18 +155,7 @@ class VerdictsView(Vertical):
         self.show_detail(event.cursor_row)
 
     def show_detail(self, index: int) -> None:
-        text = ""
+        detail: RenderableType = ""
         if 0 <= index < len(self._verdicts):
-            v = self._verdicts[index]
-
-            def num(key: str) -> float | None:
-                return as_float(v.get(key))
-
-            text = (
-                f"{verdict_text(v, 'name')} — {verdict_text(v, 'kind')}, "
-                f"{verdict_text(v, 'test')} on {verdict_text(v, 'metric')}: {verdict_label(v)}\n"
-                f"effect {fmt_num(num('effect'), 3)} {fmt_ci(num('ci_low'), num('ci_high'))} · "
-                f"p {fmt_p(num('p_value'))} · p adjusted {fmt_p(num('p_adjusted'))}\n"
-                f"{verdict_text(v, 'detail')}"
-            )
-        self.query_one("#verdict-detail", Static).update(text)
+            detail = verdict_detail(self._verdicts[index], self._suites[index])
+        self.query_one("#verdict-detail", Static).update(detail)

@@ -24,6 +24,7 @@ STYLES = {
     "reported": "cyan",
     "xfail": "magenta",
     "xpass": "magenta",
+    "no_baseline": "blue",
 }
 INTERRUPTED_HINT = "rerun to resume"
 
@@ -34,6 +35,11 @@ def styled(text: str, key: str | None = None) -> Text:
 
 def seed_text(run: RunState) -> str:
     return DASH if run.seed is None else str(run.seed)
+
+
+def several_suites(runs: Sequence[RunState]) -> bool:
+    """Whether the runs are of more than one suite: then views show each row's suite."""
+    return len({run.suite for run in runs}) > 1
 
 
 def run_label(run: RunState) -> str:
