@@ -401,7 +401,7 @@ def tui(
         suite_name = load_suite(suite).name
         command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
                    "--runs-dir", str(runs_dir)]
-    run_app(runs_dir, suite=suite_name, launch_command=command)
+    run_app(runs_dir, suite=suite_name, launch_command=command, suite_source=suite)
 
 
 def check_runs_folder_to_watch(runs_dir: Path) -> None:
