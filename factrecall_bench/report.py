@@ -109,14 +109,16 @@ TRACE_KEYS = ("shared_count", "expected_by_chance", "enrichment", "gini_heads", 
 
 
 def trace_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per group, trace definition and k: the mean over seeds of TRACE_KEYS (runs with a trace
-    only; the main definition first, as the runs recorded them)."""
+    """Per group, trace definition and k: the mean over seeds of TRACE_KEYS (a key some seed has
+    no value for, e.g. Gini over heads of a set without head parameters, is left out); the main
+    definition first, then the others in their recorded order."""
     grouped: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
     for result in results:
         trace = result.get("trace") or {}
-        for name, entry in (trace.get("definitions") or {}).items():
-            for k in entry.get("per_k") or {}:
-                grouped[(group_key(result), name, k)].append(entry["summary"])
+        definitions = trace.get("definitions") or {}
+        for name in sorted(definitions, key=lambda name: name != trace.get("definition")):
+            for k in definitions[name].get("per_k") or {}:
+                grouped[(group_key(result), name, k)].append(definitions[name]["summary"])
     rows = []
     for (group, definition, k), summaries in grouped.items():
         means = {key: statistics.fmean(s[f"{key}@{k}"] for s in summaries)
@@ -126,23 +128,30 @@ def trace_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+TRACE_COLUMNS = (("shared_count", "shared"), ("enrichment", "x chance"), ("gini_heads", "Gini heads"),
+                 ("top5_heads_share", "top-5 heads"))
+
+
 def trace_section(rows: list[dict[str, Any]]) -> list[str]:
-    """Shared parameters and their centralization, per trace definition, k and group."""
+    """Shared parameters and their centralization: one row per trace definition and k, the groups
+    side by side."""
     if not rows:
         return []
-    headers = ("shared", "by chance", "enrichment", "Gini heads", "top-5 heads share",
-               "Gini neurons")
+    groups = list(dict.fromkeys(row["group"] for row in rows))
+    by_cell = {(row["definition"], row["k"], row["group"]): row for row in rows}
+    headers = [f"{group}: {label}" for group in groups for _, label in TRACE_COLUMNS]
     lines = ["", "## Trace: shared parameters and centralization", "",
-             "Means over seeds. shared: parameters in both the BIO and the QA top-k; by chance: "
-             "the overlap two random sets of those sizes would have; enrichment: shared / by "
-             "chance. Definitions are mode/score/ranking (the main one first; see the README, "
-             "\"The gradient trace\").", "",
-             "| definition | k | group | seeds | " + " | ".join(headers) + " |",
-             "|---|---|---|---|" + "---|" * len(headers)]
-    for row in rows:
-        cells = [_num(row.get(key)) for key in TRACE_KEYS]
-        lines.append(f"| {row['definition']} | {row['k']} | {row['group']} | {row['seeds']} | "
-                     + " | ".join(cells) + " |")
+             "Means over seeds. shared: parameters in both the BIO and the QA top-k; x chance: "
+             "shared / the overlap two random sets of those sizes would have; Gini heads and "
+             "top-5 heads: how concentrated the shared set is over attention heads (- where it "
+             "holds no head parameter). Definitions are mode/score/ranking, the main one first "
+             "(README, \"Gradient trace\").", "",
+             "| definition | k | " + " | ".join(headers) + " |",
+             "|---|---|" + "---|" * len(headers)]
+    for definition, k in dict.fromkeys((row["definition"], row["k"]) for row in rows):
+        cells = [_num(by_cell.get((definition, k, group), {}).get(key))
+                 for group in groups for key, _ in TRACE_COLUMNS]
+        lines.append(f"| {definition} | {k} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -105,11 +105,14 @@ def test_the_documented_trace_has_the_keys_a_real_trace_has():
     import torch
     ids = torch.randint(0, 32, (4, 6), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-    settings = TraceSettings(top_k=(0.01,), ablation_random_draws=1,
+    settings = TraceSettings(top_k=(0.3,), ablation_random_draws=1,  # a set that reaches heads
                              definitions=("probe/grad/global",))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     real = trace_summary(model, {"bio": [batch], "qa": [batch]}, settings, reference_state=state,
                          evaluate=lambda m: {"id_exact_match": 1.0})
     real = json.loads(json.dumps(real))
     assert _keys(real) == _keys(documented)
-    assert set(real["summary"]) >= set(documented["summary"])
+    def names(summary: dict) -> set[str]:
+        return {key.split("@")[0] for key in summary}
+
+    assert names(real["summary"]) >= names(documented["summary"])

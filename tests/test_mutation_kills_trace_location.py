@@ -252,5 +252,8 @@ def test_centralization_of_heads_and_neurons() -> None:
         "gini_neurons": reference_gini([1, 0, 0, 3]),
         "entropy_neurons": reference_entropy([1, 0, 0, 3]),
     })
-    assert centralization({"heads": [[0, 0]], "neurons": [[0]]}, top_heads=2)[
-        "top2_heads_share"] == 0.0
+    assert centralization({"heads": [[0, 0]], "neurons": [[0]]}, top_heads=2) == {
+        "gini_heads": None, "entropy_heads": None, "top2_heads_share": None,
+        "gini_neurons": None, "entropy_neurons": None}
+    only_neurons = centralization({"heads": [[0, 0]], "neurons": [[0, 2]]}, top_heads=2)
+    assert only_neurons["gini_heads"] is None and only_neurons["gini_neurons"] == 0.5

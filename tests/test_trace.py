@@ -508,9 +508,12 @@ def test_trace_summary_is_json_with_flat_float_summary(mode: str, tmp_path) -> N
     json.loads(json.dumps(result, allow_nan=False))
     summary = result["summary"]
     assert all(isinstance(v, float) for v in summary.values())
-    for key in ("shared_count@0.01", "enrichment@0.05", "gini_heads@0.01", "cosine_bio_qa",
+    for key in ("shared_count@0.01", "enrichment@0.05", "cosine_bio_qa",
                 "ablation_ood_drop@0.05", "ablation_random_ood_drop@0.05"):  # fmt: skip
         assert key in summary, key
+    for k in ("0.01", "0.05"):  # Gini over heads exactly when the shared set holds a head's weight
+        holds_a_head = sum(map(sum, result["per_k"][k]["location"]["heads"])) > 0
+        assert (f"gini_heads@{k}" in summary) == holds_a_head
     assert summary["k_bio@0.01"] == round(0.01 * result["n_parameters"])
     assert (tmp_path / "trace-heads@0.05.png").exists()
     assert len(result["per_k"]["0.01"]["location"]["heads"]) == 2

@@ -129,15 +129,18 @@ def normalized_entropy(values: Sequence[float] | Tensor) -> float:
     return float(-(p * p.log()).sum() / math.log(x.numel()))
 
 
-def centralization(location: Mapping[str, Any], top_heads: int = 5) -> dict[str, float]:
-    """Gini and normalized entropy over heads and over neurons, and the share the top heads hold."""
+def centralization(location: Mapping[str, Any], top_heads: int = 5) -> dict[str, float | None]:
+    """Gini and normalized entropy over heads and over neurons, and the share the top heads hold.
+    None where the set holds no parameter of any head (or neuron): a distribution over nothing is
+    neither even nor concentrated, and 0 would read as "even"."""
     heads = torch.tensor(location["heads"], dtype=torch.float64).flatten()
     neurons = torch.tensor(location["neurons"], dtype=torch.float64).flatten()
     top = heads.sort(descending=True).values[:top_heads].sum()
+    any_head, any_neuron = bool(heads.sum() > 0), bool(neurons.sum() > 0)
     return {
-        "gini_heads": gini(heads),
-        "entropy_heads": normalized_entropy(heads),
-        f"top{top_heads}_heads_share": _ratio(float(top), float(heads.sum())),
-        "gini_neurons": gini(neurons),
-        "entropy_neurons": normalized_entropy(neurons),
+        "gini_heads": gini(heads) if any_head else None,
+        "entropy_heads": normalized_entropy(heads) if any_head else None,
+        f"top{top_heads}_heads_share": _ratio(float(top), float(heads.sum())) if any_head else None,
+        "gini_neurons": gini(neurons) if any_neuron else None,
+        "entropy_neurons": normalized_entropy(neurons) if any_neuron else None,
     }

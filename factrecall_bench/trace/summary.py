@@ -242,7 +242,8 @@ def _per_k_summary(per_k: Mapping[str, Any]) -> dict[str, float]:
         ):
             summary[f"{name}@{key}"] = float(stats[name])
         for name, value in entry["centralization"].items():
-            summary[f"{name}@{key}"] = float(value)
+            if value is not None:  # no head (neuron) in the set: nothing to measure
+                summary[f"{name}@{key}"] = float(value)
     return summary
 
 

@@ -420,7 +420,8 @@ def common_definitions(claim: Claim, results: Sequence[Run]) -> list[str]:
         held = [name for name, entry in (trace.get("definitions") or {}).items()
                 if key in (entry.get("summary") or {})]
         names = held if names is None else [name for name in names if name in held]
-    return names or []
+    main = traces[0].get("definition")
+    return sorted(names or [], key=lambda name: name != main)  # the main one first, else as found
 
 
 def _under_definition(run: Run, name: str) -> Run:
@@ -454,4 +455,6 @@ def definitions_line(rows: Sequence[Mapping[str, Any]], main: str | None) -> str
     main_row = next((row for row in rows if row["definition"] == main), None)
     if main_row is not None:
         line += f"; under the main one ({main}): {main_row['outcome'].replace('_', ' ')}"
+    elif main is not None:
+        line += f"; the main one ({main}) gives no value for it"
     return line
