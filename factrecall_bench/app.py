@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,16 @@ from typing import Any
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
 from factrecall_bench.errors import UserError
-from factrecall_bench.runfolder import RunFolder
+from factrecall_bench.progress import listed_run_ids, note
+from factrecall_bench.runfolder import (
+    ResultDocument,
+    RunFolder,
+    event_paths,
+    finished_results,
+    is_finished,
+    run_dir,
+    run_row,
+)
 from factrecall_bench.runner import RunOptions
 from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
@@ -171,11 +180,6 @@ def dry_run_command(suites: list[Suite], runs_dir: Path, as_json: bool) -> int:
     return exit_codes.OK
 
 
-def listed_run_ids(run_ids: list[str], at_most: int = 5) -> str:
-    more = len(run_ids) - at_most
-    return ", ".join(run_ids[:at_most]) + (f" and {more} more" if more > 0 else "")
-
-
 def exit_code_for_ci(documents: list[dict[str, Any]], inconclusive_claims_ok: bool) -> int:
     """The process's code for these suites. With `inconclusive_claims_ok`, a claim the data cannot
     decide does not fail the job (it stays `inconclusive` in every output); an inconclusive
@@ -242,9 +246,9 @@ def print_json(payload: Any) -> None:
 
 def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: bool,
               options: RunOptions | None = None, shard: Shard | None = None
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              ) -> tuple[list[ResultDocument], list[dict[str, Any]]]:
     """The suite's runs (with `shard`, its share of them) trained here: results and a row each."""
-    from factrecall_bench.orchestrate import event_paths, run_configs
+    from factrecall_bench.orchestrate import run_configs
     from factrecall_bench.progress import EventProgress
 
     check_suite_can_run(suite)
@@ -255,19 +259,10 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
         note(_what_will_run(suite, configs, runs_dir, jobs))
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
         outcome = run_configs(configs, runs_dir, jobs, options)
-    return outcome.results, [outcome_row(o) for o in outcome.outcomes]
-
-
-def outcome_row(outcome: Any) -> dict[str, Any]:
-    """A run's row in verdicts.json: a run finished earlier is `finished` (reused), not skipped."""
-    reused = outcome.status == "skipped"
-    return {"run_id": outcome.run_id, "status": "finished" if reused else outcome.status,
-            "reused": reused, "reason": outcome.reason}
+    return outcome.results, [run_row(o.run_id, o.status, o.reason) for o in outcome.outcomes]
 
 
 def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
-    from factrecall_bench.cluster import is_finished
-
     finished = sum(is_finished(config, runs_dir) for config in configs)
     to_run = len(configs) - finished
     if to_run == 0:
@@ -276,11 +271,6 @@ def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) 
     side_by_side = min(jobs, to_run)
     return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
             f"({finished} already finished), {side_by_side} side by side, in {runs_dir / suite.name}")
-
-
-def note(text: str) -> None:
-    """A progress note for the user (stderr: stdout holds results and verdicts)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def check_suite_can_run(suite: Suite) -> None:
@@ -312,22 +302,12 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def judge_suite(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,
+def judge_suite(suite: Suite, results: Sequence[Mapping[str, Any]], baselines_dir: Path,
                 baseline_file: Path | None = None) -> list[Any]:
     from factrecall_bench.verdicts.judging import judge_baseline, judge_claims
 
     return judge_claims(suite, results) + judge_baseline(suite, results, baselines_dir,
                                                          baseline_file)
-
-
-def finished_results(suite: Suite, runs_dir: Path) -> list[dict[str, Any]]:
-    """The results of the suite's runs that finished with the suite's current config."""
-    from factrecall_bench.config import config_hash
-    from factrecall_bench.runner import read_result, run_dir
-
-    return [result for config in expand_suite(suite)
-            if (result := read_result(run_dir(runs_dir, config))) is not None
-            and result.get("config_hash") == config_hash(config)]
 
 
 def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json: bool,
@@ -357,12 +337,10 @@ def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json:
     return exit_code_for_ci([document], inconclusive_claims_ok)
 
 
-def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], list[dict[str, Any]]]:
     """The finished runs and a row per run (`missing` for one not finished); none is an error."""
-    from factrecall_bench.runner import run_dir
-
     configs = expand_suite(suite)
-    results = finished_results(suite, runs_dir)
+    results = finished_results(configs, runs_dir)
     done = {result["run_id"] for result in results}
     if not results:
         raise UserError(f"no finished run of suite {suite.name} in {runs_dir / suite.name}: "
@@ -405,7 +383,7 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
     return exit_codes.OK
 
 
-def recorded_hardware(suite: Suite, results: list[dict[str, Any]]) -> str:
+def recorded_hardware(suite: Suite, results: Sequence[Mapping[str, Any]]) -> str:
     """The hardware the suite's runs recorded, which names the baseline's class: runs trained on
     GPU nodes give a GPU baseline even when `baseline update` runs on a login node."""
     from factrecall_bench.verdicts.baselines import baseline_class

@@ -31,12 +31,20 @@ from safetensors.torch import load_model, save_file, save_model
 
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import replace_dir_atomic, write_json_atomic
+from factrecall_bench.runfolder import (
+    CHECKPOINT_FILES,
+    CHECKPOINT_META,
+    CHECKPOINT_MODEL,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_RECORDER,
+    CHECKPOINT_SCHEDULER,
+)
 
 KEEP = 2
-FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt")
-RECORDER_FILE = "trace-recorder.safetensors"
+FILES = CHECKPOINT_FILES
+RECORDER_FILE = CHECKPOINT_RECORDER
 """The training-mode trace's summed scores, when the run records them (checksummed like FILES)."""
-OWN_FILES = frozenset((*FILES, RECORDER_FILE, "meta.json"))
+OWN_FILES = frozenset((*FILES, RECORDER_FILE, CHECKPOINT_META))
 STEP_NAME = re.compile(r"step-\d{8}")
 TEMP_PREFIX = ".tmp-"
 ADAMW_MOMENTS = 2
@@ -59,7 +67,7 @@ class CheckpointNotSaved(OSError):
 def _holds_only_checkpoint_files(path: Path) -> bool:
     """Every entry is a checkpoint file or write_json_atomic's temp file for meta.json."""
     return path.is_dir() and not path.is_symlink() and all(
-        entry.name in OWN_FILES or entry.name.startswith(".meta.json.")
+        entry.name in OWN_FILES or entry.name.startswith(f".{CHECKPOINT_META}.")
         for entry in path.iterdir())
 
 
@@ -90,7 +98,7 @@ class Checkpoint:
 
     def load_model(self, model: torch.nn.Module) -> None:
         """Into the whole (not yet sharded) model."""
-        load_model(model, str(self.path / "model.safetensors"))
+        load_model(model, str(self.path / CHECKPOINT_MODEL))
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, scheduler: Any,
                        model: torch.nn.Module) -> None:
@@ -101,7 +109,7 @@ class Checkpoint:
 
         from factrecall_bench.distributed import is_sharded
 
-        state = torch.load(self.path / "optimizer.pt", weights_only=True)
+        state = torch.load(self.path / CHECKPOINT_OPTIMIZER, weights_only=True)
         if self.optimizer_keys == "name":
             set_optimizer_state_dict(model, optimizer, state,
                                      options=StateDictOptions(full_state_dict=True))
@@ -110,7 +118,7 @@ class Checkpoint:
                             "FSDP (or delete the run folder to start again)")
         else:
             optimizer.load_state_dict(state)
-        scheduler.load_state_dict(torch.load(self.path / "scheduler.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(self.path / CHECKPOINT_SCHEDULER, weights_only=True))
 
     def load_recorder(self, recorder: Any) -> None:
         """The training-mode trace's scores summed up to this checkpoint, into `recorder`."""
@@ -169,7 +177,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module,
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder, prefix=TEMP_PREFIX))
         files = _write_files(tmp, model, optimizer, scheduler, gathered, recorder_state)
-        write_json_atomic(tmp / "meta.json", {
+        write_json_atomic(tmp / CHECKPOINT_META, {
             "step": step, "phase_done": phase_done,
             "optimizer_keys": "index" if gathered is None else "name",
             "sha256": {f: _sha256(tmp / f) for f in files}})
@@ -192,12 +200,12 @@ def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
                  recorder_state: dict[str, torch.Tensor] | None) -> tuple[str, ...]:
     """The checkpoint's files, written into `tmp`; returns their names."""
     if gathered is None:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_model(model, str(tmp / CHECKPOINT_MODEL))
+        torch.save(optimizer.state_dict(), tmp / CHECKPOINT_OPTIMIZER)
     else:
-        save_file(_distinct_storage(gathered.model), str(tmp / "model.safetensors"))
-        torch.save(gathered.optimizer, tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_file(_distinct_storage(gathered.model), str(tmp / CHECKPOINT_MODEL))
+        torch.save(gathered.optimizer, tmp / CHECKPOINT_OPTIMIZER)
+    torch.save(scheduler.state_dict(), tmp / CHECKPOINT_SCHEDULER)
     if recorder_state is None:
         return FILES
     save_file(recorder_state, str(tmp / RECORDER_FILE))
@@ -298,7 +306,7 @@ def _size(n_bytes: float) -> str:
 def verify(path: Path) -> Checkpoint | None:
     """The checkpoint at `path` if its files match their recorded checksums, else None."""
     try:
-        meta = json.loads((path / "meta.json").read_text("utf-8"))
+        meta = json.loads((path / CHECKPOINT_META).read_text("utf-8"))
         recorded = meta["sha256"]
         if set(FILES) <= set(recorded) and all(_sha256(path / name) == digest
                                                for name, digest in recorded.items()):

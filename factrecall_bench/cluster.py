@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factrecall_bench.config import RunConfig, config_hash
+from factrecall_bench.config import RunConfig
 from factrecall_bench.errors import UserError
+from factrecall_bench.runfolder import RunFolder, is_finished
 
 if TYPE_CHECKING:
     from factrecall_bench.orchestrate import SuiteOutcome
@@ -221,13 +222,6 @@ def submit_runs(configs: list[RunConfig], runs_root: Path, settings: ClusterSett
     return submission
 
 
-def is_finished(config: RunConfig, runs_root: Path) -> bool:
-    from factrecall_bench.runner import read_result, run_dir
-
-    result = read_result(run_dir(runs_root, config))
-    return result is not None and result.get("config_hash") == config_hash(config)
-
-
 def wait_for_runs(configs: list[RunConfig], runs_root: Path, submission: Submission
                   ) -> SuiteOutcome:
     """Every run's outcome once its job has ended (a SuiteOutcome, in the configs' order)."""
@@ -238,18 +232,18 @@ def wait_for_runs(configs: list[RunConfig], runs_root: Path, submission: Submiss
 
 
 def _outcome(config: RunConfig, runs_root: Path, job: Any) -> RunOutcome:
-    from factrecall_bench.runner import RunOutcome, read_result, record_failure, run_dir
+    from factrecall_bench.runner import RunOutcome
 
-    folder = run_dir(runs_root, config)
+    run = RunFolder.of(runs_root, config)
     if job is None:  # finished before anything was submitted
-        return RunOutcome(config.run_id, "skipped", read_result(folder))
+        return RunOutcome(config.run_id, "skipped", run.read_result())
     try:
         status, reason = job.results()[0]  # the main task's (each task of a run reports it)
     except Exception as error:  # the job failed or died without a result
         reason = job_failure_reason(job, error)
-        record_failure(folder, config.run_id, reason)
+        run.record_failure(config.run_id, reason)
         return RunOutcome(config.run_id, "failed", None, reason)
-    result = read_result(folder) if status in ("finished", "skipped") else None
+    result = run.read_result() if status in ("finished", "skipped") else None
     return RunOutcome(config.run_id, status, result, reason)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench import distributed, exit_codes
-from factrecall_bench.app import finished_results, listed_run_ids, note, outcome_row
 from factrecall_bench.cluster import (
     ClusterSettings,
     check_can_submit,
@@ -17,6 +16,8 @@ from factrecall_bench.cluster import (
     wait_for_runs,
 )
 from factrecall_bench.errors import UserError
+from factrecall_bench.progress import listed_run_ids, note
+from factrecall_bench.runfolder import ResultDocument, event_paths, finished_results, run_row
 from factrecall_bench.runner import RunOptions
 from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite, expand_suite
@@ -30,11 +31,11 @@ def check_cluster_request(cluster: ClusterSettings) -> None:
 
 
 def join_shards(suite: Suite, runs_dir: Path, shard: Shard, rows: list[dict[str, Any]]
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+                ) -> tuple[list[ResultDocument], list[dict[str, Any]]] | None:
     """After this shard's runs: every run of the suite (this shard's rows, the other shards' runs
     as reused) if all have finished; else None, and a note naming the missing runs."""
     configs = expand_suite(suite)
-    results = finished_results(suite, runs_dir)
+    results = finished_results(configs, runs_dir)
     done = {result["run_id"] for result in results}
     missing = [config.run_id for config in configs if config.run_id not in done]
     if missing:
@@ -56,11 +57,10 @@ def shard_exit_code(rows: list[dict[str, Any]]) -> int:
 def run_suite_on_cluster(suite: Suite, runs_dir: Path, cluster: ClusterSettings,
                          show_progress: bool, options: RunOptions | None = None,
                          shard: Shard | None = None
-                         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+                         ) -> tuple[list[ResultDocument], list[dict[str, Any]]] | None:
     """One submitit job per unfinished run; with `cluster.wait`, their outcomes once they end
     (None without waiting: `check` judges later). The GPUs are the jobs' (--gpus-per-run, 1 by
     default on Slurm): this node needs none."""
-    from factrecall_bench.orchestrate import event_paths
     from factrecall_bench.progress import EventProgress
 
     configs = shard.select(expand_suite(suite)) if shard else expand_suite(suite)
@@ -71,7 +71,7 @@ def run_suite_on_cluster(suite: Suite, runs_dir: Path, cluster: ClusterSettings,
         return None
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress):
         outcome = wait_for_runs(configs, runs_dir, submission)
-    return outcome.results, [outcome_row(o) for o in outcome.outcomes]
+    return outcome.results, [run_row(o.run_id, o.status, o.reason) for o in outcome.outcomes]
 
 
 def _local_job_threads(cluster: ClusterSettings, runs: int) -> int | None:

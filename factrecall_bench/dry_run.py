@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from factrecall_bench.cluster import is_finished
-from factrecall_bench.runfolder import suite_folder
-from factrecall_bench.runner import run_dir
+from factrecall_bench.runfolder import is_finished, run_dir, suite_folder
 from factrecall_bench.suite import Suite, expand_suite
 
 

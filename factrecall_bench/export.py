@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,13 @@ from factrecall_bench.checkpoints import Checkpoint, verify
 from factrecall_bench.config import RunConfig
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import write_json_atomic, write_text_atomic
+from factrecall_bench.runfolder import (
+    CHECKPOINT_META,
+    CHECKPOINT_MODEL,
+    ResultDocument,
+    RunFolder,
+    run_config_from_dict,
+)
 
 SCHEMA_VERSION = 1
 MARKER = "export.json"
@@ -40,7 +47,7 @@ PROMPT_FORMAT = ("[bos] + tokenizer(prompt, add_special_tokens=False), e.g. prom
 @dataclass(frozen=True)
 class FinishedRun:
     folder: Path
-    result: dict[str, Any]
+    result: ResultDocument
     config: RunConfig
     checkpoint: Checkpoint
 
@@ -59,25 +66,22 @@ def export_run(run_folder: Path, out: Path) -> dict[str, Any]:
 
 
 def finished_run(run_folder: Path) -> FinishedRun:
-    from factrecall_bench.runner import read_result
-    from factrecall_bench.trace.hook import run_config_from_dict
-
     if not run_folder.is_dir():
         raise UserError(f"{run_folder} is not a run folder")
-    result = read_result(run_folder)
+    result = RunFolder(run_folder).read_result()
     if result is None:
-        raise UserError(f"{run_folder} holds no finished run (no valid result.json): "
+        raise UserError(f"{run_folder} holds no finished run (no valid {RunFolder.RESULT}): "
                         "export needs a run that finished")
     if not isinstance(result.get("config"), dict) or not isinstance(result.get("total_steps"), int):
-        raise UserError(f"{run_folder}/result.json lacks its config or total_steps")
+        raise UserError(f"{run_folder}/{RunFolder.RESULT} lacks its config or total_steps")
     config = run_config_from_dict(result["config"])
     return FinishedRun(run_folder, result, config, final_checkpoint(run_folder, result))
 
 
-def final_checkpoint(run_folder: Path, result: dict[str, Any]) -> Checkpoint:
+def final_checkpoint(run_folder: Path, result: Mapping[str, Any]) -> Checkpoint:
     """The checkpoint of the step the result was measured at; never an earlier one."""
     step = result["total_steps"]
-    path = run_folder / "checkpoints" / f"step-{step:08d}"
+    path = RunFolder(run_folder).checkpoints / f"step-{step:08d}"
     if not path.is_dir():
         raise UserError(f"{run_folder}: the final checkpoint (step {step}) is missing")
     checkpoint = verify(path)
@@ -129,14 +133,14 @@ def export_record(run: FinishedRun) -> dict[str, Any]:
     from factrecall_bench.environment import git_revision
 
     result = run.result
-    meta = json.loads((run.checkpoint.path / "meta.json").read_text("utf-8"))
+    meta = json.loads((run.checkpoint.path / CHECKPOINT_META).read_text("utf-8"))
     return {
         "schema_version": SCHEMA_VERSION,
         **{key: result.get(key) for key in ("run_id", "suite", "variant", "strategy", "model",
                                             "seed", "config_hash")},
         "run_folder": str(run.folder.resolve()),
         "step": run.checkpoint.step,
-        "checkpoint_sha256": meta["sha256"]["model.safetensors"],
+        "checkpoint_sha256": meta["sha256"][CHECKPOINT_MODEL],
         "git_revision": (result.get("environment") or {}).get("git_revision", "unknown"),
         "exported_with": {"factrecall_bench": __version__, "git_revision": git_revision()},
         "metrics": result.get("metrics", {}),

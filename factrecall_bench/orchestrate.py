@@ -31,14 +31,8 @@ from typing import Any
 import torch
 
 from factrecall_bench.config import RunConfig
-from factrecall_bench.runner import (
-    RunOptions,
-    RunOutcome,
-    read_result,
-    record_failure,
-    run_dir,
-    run_one,
-)
+from factrecall_bench.runfolder import ResultDocument, RunFolder
+from factrecall_bench.runner import RunOptions, RunOutcome, run_one
 from factrecall_bench.tracking import check_trackers
 
 STOP_GRACE_S = 10.0
@@ -50,7 +44,7 @@ class SuiteOutcome:
     outcomes: list[RunOutcome]
 
     @property
-    def results(self) -> list[dict]:
+    def results(self) -> list[ResultDocument]:
         return [o.result for o in self.outcomes if o.result is not None]
 
     def count(self, status: str) -> int:
@@ -58,10 +52,13 @@ class SuiteOutcome:
 
 
 def _run_with_trace(config: RunConfig, runs_root: Path, options: RunOptions) -> RunOutcome:
+    """One run with the gradient trace's hooks (the runner itself knows no trace)."""
+    from factrecall_bench.trace.ablation import own_rows_of
     from factrecall_bench.trace.hook import trace_hook_for, training_recorder_for
 
     return run_one(config, runs_root, after_eval=trace_hook_for(config),
-                   recorder_for=training_recorder_for, options=options)
+                   recorder_for=training_recorder_for, options=options,
+                   reference_rows=own_rows_of)
 
 
 def run_as_worker(config: RunConfig, runs_root: Path, threads: int, options: RunOptions
@@ -335,14 +332,14 @@ def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1,
 
 
 def _outcome(config: RunConfig, runs_root: Path, end: TaskEnd) -> RunOutcome:
-    folder = run_dir(runs_root, config)
+    run = RunFolder.of(runs_root, config)
     if end.returned:
         status, reason = end.value
-        result = read_result(folder) if status in ("finished", "skipped") else None
+        result = run.read_result() if status in ("finished", "skipped") else None
         return RunOutcome(config.run_id, status, result, reason)
     reason = worker_death_reason(end.exitcode)
     if not 128 < end.exitcode < 128 + 64:  # a stopped worker's run has said so itself
-        record_failure(folder, config.run_id, reason)
+        run.record_failure(config.run_id, reason)
     return RunOutcome(config.run_id, "failed", None, reason)
 
 
@@ -363,7 +360,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def event_paths(configs: list[RunConfig], runs_root: Path) -> dict[str, Path]:
-    return {config.run_id: run_dir(runs_root, config) / "events.jsonl" for config in configs}

@@ -43,6 +43,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast
+from transformers.utils import CONFIG_NAME
 
 from factrecall_bench.batching import example_counts
 from factrecall_bench.config import DataSpec, RunConfig
@@ -113,7 +114,7 @@ def architecture_config(name: str) -> PretrainedConfig:
     if key in ("tiny-llama", "tiny-neox"):
         raise UserError(f"{name} depends on a suite's model settings and data: plan the suite")
     local = Path(name[3:]).expanduser() if name.startswith("hf:") else None
-    if local is not None and (local / "config.json").is_file():
+    if local is not None and (local / CONFIG_NAME).is_file():  # transformers' config.json
         return AutoConfig.from_pretrained(str(local))
     known = ", ".join([*PAPER_ARCHITECTURES, *MODEL_ALIASES])
     raise UserError(f"no architecture known for {name} (known: {known}; or hf:<local folder>)")

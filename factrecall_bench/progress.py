@@ -17,6 +17,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from factrecall_bench.events import LogTail, parse_event
 
 
+def note(text: str) -> None:
+    """A progress note for the user (stderr: stdout holds results and verdicts)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def listed_run_ids(run_ids: list[str], at_most: int = 5) -> str:
+    more = len(run_ids) - at_most
+    return ", ".join(run_ids[:at_most]) + (f" and {more} more" if more > 0 else "")
+
+
 @dataclass
 class RunProgress:
     """Steps done, total steps and a status line of one run, folded from its events."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -21,15 +22,15 @@ from factrecall_bench.verdicts import Verdict, status_label, suite_exit_code, ve
 SUMMARY_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
 
 
-def group_key(result: dict[str, Any]) -> str:
+def group_key(result: Mapping[str, Any]) -> str:
     variant = result.get("variant", "base")
     prefix = "" if variant == "base" else f"{variant} / "
     return f"{prefix}{result['strategy']} / {result['model']}"
 
 
-def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread over seeds of the headline metrics, per (variant, strategy, model)."""
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for result in results:
         grouped[group_key(result)].append(result)
     rows = []
@@ -44,7 +45,7 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows: list[dict],
+def write_suite_report(suite: Suite, results: Sequence[Mapping[str, Any]], outcome_rows: list[dict],
                        verdicts: list[Verdict], runs_dir: Path) -> dict[str, Any]:
     """Write verdicts.json and report.md (+ plots) into RUNS_DIR/<suite>/ (a `--set` variation's
     into RUNS_DIR/<variation>/, never over the suite's); return the document."""
@@ -64,7 +65,7 @@ def write_suite_report(suite: Suite, results: list[dict[str, Any]], outcome_rows
     return document
 
 
-def sample_summaries(folder: SuiteFolder, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sample_summaries(folder: SuiteFolder, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """samples-summary.json of every run of the suite that logged its samples (`--log-samples`)."""
     found = (read_summary(folder.run(result["run_id"]).path) for result in results
              if "run_id" in result)
@@ -108,7 +109,7 @@ TRACE_KEYS = ("shared_count", "expected_by_chance", "enrichment", "gini_heads", 
 """Per trace definition and k, the numbers report.md shows (means over seeds)."""
 
 
-def trace_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def trace_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per group, trace definition and k: the mean over seeds of TRACE_KEYS (a key some seed has
     no value for, e.g. Gini over heads of a set without head parameters, is left out); the main
     definition first, then the others in their recorded order."""
@@ -237,7 +238,7 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def write_plots(results: list[dict[str, Any]], folder: Path) -> list[str]:
+def write_plots(results: Sequence[Mapping[str, Any]], folder: Path) -> list[str]:
     if not results:
         return []
     import matplotlib
@@ -258,7 +259,7 @@ def _save(figure: Any, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def _ood_plot(results: list[dict[str, Any]], folder: Path) -> str:
+def _ood_plot(results: Sequence[Mapping[str, Any]], folder: Path) -> str:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 3.5))
@@ -279,7 +280,7 @@ def _ood_plot(results: list[dict[str, Any]], folder: Path) -> str:
     return "ood_accuracy.png"
 
 
-def _curves_plot(results: list[dict[str, Any]], folder: Path) -> str:
+def _curves_plot(results: Sequence[Mapping[str, Any]], folder: Path) -> str:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 3.5))

@@ -1,10 +1,13 @@
 """The runs folder: where every file of a run and of a suite lives, and the one owner of each
-document in it. Writers and readers (runner, report, judge, TUI, export, baselines) go through
-here; docs/formats.md describes the same contract and tests/test_formats.py checks they agree.
+document in it: file names, the result and config codecs, "finished with this config?", the
+failure log. Writers and readers (runner, trace, report, judge, TUI, export, baselines) go
+through here; docs/formats.md describes the same contract and tests/test_formats.py checks they
+agree; tests/test_architecture.py checks no other module spells one of these file names.
 
     RUNS_DIR/<suite>/             SuiteFolder: verdicts.json, report.md, *.png, tui-launch.log
     RUNS_DIR/<suite>/<run_id>/    RunFolder: config.json, events.jsonl, result.json, trace.json,
-                                  analyses.json, checkpoints/step-<N>/, .lock
+                                  analyses.json, samples.jsonl, samples-summary.json,
+                                  checkpoints/step-<N>/ (CHECKPOINT_FILES), .lock
     RUNS_DIR/data/                the cached datasets (biosdata-<data digest>)
 
 Every JSON document carries `schema_version`; a reader refuses (returns None for) any other.
@@ -13,16 +16,46 @@ Every JSON document carries `schema_version`; a reader refuses (returns None for
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+from factrecall_bench.config import (
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    Phase,
+    RunConfig,
+    RunIdentity,
+    TrainSpec,
+    config_hash,
+    from_dict,
+    to_dict,
+)
+from factrecall_bench.errors import UserError
+from factrecall_bench.events import EventLog
 from factrecall_bench.io import write_json_atomic, write_text_atomic
 
 RESULT_SCHEMA_VERSION = 1
 VERDICTS_SCHEMA_VERSION = 1
 ANALYSES_SCHEMA_VERSION = 1
 DATA_FOLDER = "data"
+
+# A checkpoint's folder (checkpoints/step-<N>/, written and verified by checkpoints.py).
+CHECKPOINT_MODEL = "model.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"
+CHECKPOINT_SCHEDULER = "scheduler.pt"
+CHECKPOINT_RECORDER = "trace-recorder.safetensors"
+"""The training-mode trace's summed scores (only when the trace records during training)."""
+CHECKPOINT_META = "meta.json"
+"""The step and the sha256 of every other file of the checkpoint (written last)."""
+CHECKPOINT_FILES = (CHECKPOINT_MODEL, CHECKPOINT_OPTIMIZER, CHECKPOINT_SCHEDULER)
+"""The files every checkpoint holds besides its meta.json."""
+
+RunConfigDocument = dict[str, Any]
+"""config.json, and result.json's `config`: a RunConfig's fields with its run_id and config_hash
+(written by `run_config_dict`, read back by `run_config_from_dict`)."""
 
 
 class Interval(TypedDict):
@@ -45,7 +78,7 @@ class ResultDocument(TypedDict):
     model: str
     seed: int
     config_hash: str
-    config: dict[str, Any]
+    config: RunConfigDocument
     metrics: dict[str, Interval]
     per_attribute: dict[str, dict[str, Interval]]
     per_question: dict[str, dict[str, list[Any]]]
@@ -102,8 +135,15 @@ class RunFolder:
     RESULT = "result.json"
     TRACE = "trace.json"
     ANALYSES = "analyses.json"
+    SAMPLES = "samples.jsonl"
+    SAMPLES_SUMMARY = "samples-summary.json"
     CHECKPOINTS = "checkpoints"
     LOCK = ".lock"
+
+    @classmethod
+    def of(cls, runs_root: Path, config: RunConfig) -> RunFolder:
+        """The folder of a run of a suite: RUNS_DIR/<suite>/<run_id>."""
+        return cls(Path(runs_root) / config.suite / config.run_id)
 
     @property
     def config(self) -> Path:
@@ -126,6 +166,14 @@ class RunFolder:
         return self.path / self.ANALYSES
 
     @property
+    def samples(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def samples_summary(self) -> Path:
+        return self.path / self.SAMPLES_SUMMARY
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / self.CHECKPOINTS
 
@@ -139,6 +187,13 @@ class RunFolder:
     def write_result(self, result: ResultDocument) -> None:
         write_json_atomic(self.result, result)
 
+    def finished_result(self, config: RunConfig) -> ResultDocument | None:
+        """The run's result if it finished with this config (same config hash), else None: the
+        one test of "is this run done?" (reuse, submission, check, dry run)."""
+        result = self.read_result()
+        return result if result is not None and result.get("config_hash") == config_hash(
+            config) else None
+
     def read_config(self) -> dict[str, Any] | None:
         try:
             config = json.loads(self.config.read_text("utf-8"))
@@ -148,6 +203,28 @@ class RunFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(self.config, config)
+
+    def read_run_config(self) -> RunConfig:
+        """The run's config.json as a RunConfig (OSError or ValueError if unreadable, UserError if
+        incomplete)."""
+        return run_config_from_dict(json.loads(self.config.read_text("utf-8")))
+
+    def write_run_config(self, config: RunConfig) -> RunConfigDocument:
+        document = run_config_dict(config)
+        write_json_atomic(self.config, document)
+        return document
+
+    def event_log(self, run_id: str, writes: bool = True) -> EventLog:
+        return EventLog(self.events, run_id, writes=writes)
+
+    def record_failure(self, run_id: str, reason: str, detail: str | None = None) -> None:
+        """A `run_failed` event, if it can be written at all (not on a full disk or a read-only
+        folder: the reason still reaches the suite's summary)."""
+        extra = {"traceback": detail} if detail else {}
+        try:
+            self.event_log(run_id).emit("run_failed", reason=reason, **extra)
+        except OSError:
+            pass
 
     def write_trace(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.trace, summary)
@@ -200,3 +277,55 @@ def suite_folder(runs_root: Path, suite: str) -> SuiteFolder:
 
 def run_folder(runs_root: Path, suite: str, run_id: str) -> RunFolder:
     return suite_folder(runs_root, suite).run(run_id)
+
+
+def run_dir(runs_root: Path, config: RunConfig) -> Path:
+    """The path of a run's folder (RunFolder.of(...).path)."""
+    return RunFolder.of(runs_root, config).path
+
+
+def is_finished(config: RunConfig, runs_root: Path) -> bool:
+    """Whether the run finished with this config (`run` skips it, `--executor` submits it not)."""
+    return RunFolder.of(runs_root, config).finished_result(config) is not None
+
+
+def finished_results(configs: Sequence[RunConfig], runs_root: Path) -> list[ResultDocument]:
+    """The results of the runs that finished with these configs, in the configs' order."""
+    return [result for config in configs
+            if (result := RunFolder.of(runs_root, config).finished_result(config)) is not None]
+
+
+def event_paths(configs: Sequence[RunConfig], runs_root: Path) -> dict[str, Path]:
+    """Each run's events.jsonl, by run id."""
+    return {config.run_id: RunFolder.of(runs_root, config).events for config in configs}
+
+
+def run_row(run_id: str, status: str, reason: str = "") -> dict[str, Any]:
+    """A run's row in verdicts.json from its outcome: a run finished earlier (`skipped`) is
+    `finished` and reused."""
+    reused = status == "skipped"
+    return {"run_id": run_id, "status": "finished" if reused else status, "reused": reused,
+            "reason": reason}
+
+
+# --- config.json: a RunConfig's document -----------------------------------------------------
+
+
+def run_config_dict(config: RunConfig) -> RunConfigDocument:
+    return {**to_dict(config), "run_id": config.run_id, "config_hash": config_hash(config)}
+
+
+def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from a run folder's config.json (or result.json's `config`)."""
+    try:
+        phases = tuple(Phase(**phase) for phase in values["phases"])
+        return RunConfig(
+            suite=values["suite"], variant=values["variant"], strategy=values["strategy"],
+            seed=int(values["seed"]), data=from_dict(DataSpec, values["data"], "config.data"),
+            model=from_dict(ModelSpec, values["model"], "config.model"),
+            train=from_dict(TrainSpec, values["train"], "config.train"),
+            eval=from_dict(EvalSpec, values["eval"], "config.eval"), phases=phases,
+            trace=dict(values.get("trace") or {}),
+            identity=from_dict(RunIdentity, values.get("identity") or {}, "config.identity"))
+    except (KeyError, TypeError) as error:
+        raise UserError(f"config.json is incomplete or malformed: {error}") from error

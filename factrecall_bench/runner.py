@@ -9,10 +9,9 @@ traces (see `distributed`).
 from __future__ import annotations
 
 import errno
-import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,17 @@ from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
 from factrecall_bench.evaluate import bio_hits, per_attribute, proportion, qa_scores
 from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
-from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
-from factrecall_bench.suite import run_config_dict
-from factrecall_bench.trace.ablation import own_rows_of
+from factrecall_bench.runfolder import (
+    RESULT_SCHEMA_VERSION,
+    Interval,
+    ResultDocument,
+    RunFolder,
+    run_config_dict,
+    run_dir,
+)
 from factrecall_bench.tracking import check_trackers, requested_trackers, tracking, tracking_dir
 from factrecall_bench.train import Trainer, find_resume_checkpoint, total_steps
-
-SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -58,22 +60,9 @@ class RunOutcome:
     run_id: str
     status: str
     """`finished`, `skipped` (already finished), `failed` or `busy` (another process runs it)."""
-    result: dict[str, Any] | None
+    result: ResultDocument | None
     """The result document (None for a failed or busy run, and in non-main processes)."""
     reason: str = ""
-
-
-def run_dir(runs_root: Path, config: RunConfig) -> Path:
-    return runs_root / config.suite / config.run_id
-
-
-def read_result(folder: Path) -> dict[str, Any] | None:
-    try:
-        result = json.loads((folder / "result.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(result, dict) and result.get("schema_version") == SCHEMA_VERSION
-    return result if ok else None
 
 
 def prepared_for_training(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
@@ -135,7 +124,7 @@ def evaluate_recall(model: torch.nn.Module, data: FactData, batch_size: int
     }
 
 
-def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+def flat_metrics(metrics: Mapping[str, Interval]) -> dict[str, float]:
     return {name: round(values["value"], 6) for name, values in metrics.items()}
 
 
@@ -146,6 +135,10 @@ context holds "initial_state", "run_dir" and, with a recorder, "training_scores_
 RecorderFor = Callable[[RunConfig, torch.nn.Module], Any]
 """A recorder that sees every backward of training (or None): see Trainer.recorder."""
 
+ReferenceRows = Callable[[dict[str, torch.Tensor], torch.nn.Module], dict[str, torch.Tensor]]
+"""The initial weights the hook keeps, cut to what this process holds of the prepared model
+(under FSDP2, its shards' rows: see trace.ablation.own_rows_of)."""
+
 
 @dataclass(frozen=True)
 class _Extras:
@@ -153,12 +146,13 @@ class _Extras:
 
     after_eval: RunHook | None
     recorder_for: RecorderFor | None
+    reference_rows: ReferenceRows | None
     options: RunOptions
 
 
 def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None,
-            recorder_for: RecorderFor | None = None, options: RunOptions | None = None
-            ) -> RunOutcome:
+            recorder_for: RecorderFor | None = None, options: RunOptions | None = None,
+            reference_rows: ReferenceRows | None = None) -> RunOutcome:
     """Run (or skip, or resume) one run.
 
     A run is the unit of failure: whatever goes wrong inside it (a diverging loss, a full disk,
@@ -167,13 +161,15 @@ def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = Non
     except for an interrupt (Ctrl-C, SIGTERM), which it notes in its events first. Under several
     processes (DDP) only RunFailed is caught, as every process meets it alike; anything else
     propagates, so the launcher stops all processes rather than leave some waiting.
-    `options` (trackers, samples) change what is reported, never what is trained.
+    `options` (trackers, samples) change what is reported, never what is trained. The hooks
+    (`after_eval`, `recorder_for`, `reference_rows`) are the trace's (trace.hook), given by the
+    caller: the runner knows no trace.
     """
     folder = run_dir(runs_root, config)
-    extras = _Extras(after_eval, recorder_for, options or RunOptions())
+    extras = _Extras(after_eval, recorder_for, reference_rows, options or RunOptions())
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with distributed.main_process_lock(folder / ".lock") as locked:
+        with distributed.main_process_lock(RunFolder(folder).lock) as locked:
             if not locked:
                 return RunOutcome(config.run_id, "busy", None, "another process is running it")
             return _run_guarded(config, folder, runs_root, extras)
@@ -187,7 +183,7 @@ def _run_guarded(config: RunConfig, folder: Path, runs_root: Path, extras: _Extr
         return _run_locked(config, folder, runs_root, extras, stage)
     except KeyboardInterrupt:
         if distributed.is_main():
-            record_failure(folder, config.run_id, INTERRUPTED_REASON)
+            RunFolder(folder).record_failure(config.run_id, INTERRUPTED_REASON)
         raise
     except Exception as error:
         return _failed(config, folder, error, stage.name)
@@ -209,20 +205,10 @@ def _failed(config: RunConfig, folder: Path, error: Exception, stage: str) -> Ru
     reason = failure_reason(error, stage)
     detail = None if isinstance(error, RunFailed) else "".join(traceback.format_exception(error))
     if distributed.is_main():
-        record_failure(folder, config.run_id, reason, detail)
+        RunFolder(folder).record_failure(config.run_id, reason, detail)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # what the failed run held, for the next run in this process
     return RunOutcome(config.run_id, "failed", None, reason)
-
-
-def record_failure(folder: Path, run_id: str, reason: str, detail: str | None = None) -> None:
-    """A `run_failed` event, if it can be written at all (not on a full disk or a read-only
-    folder: the reason still reaches the suite's summary)."""
-    extra = {"traceback": detail} if detail else {}
-    try:
-        EventLog(folder / "events.jsonl", run_id).emit("run_failed", reason=reason, **extra)
-    except OSError:
-        pass
 
 
 OOM_HINT = ("lower the memory per micro-batch: raise train.grad_accum (a micro-batch is "
@@ -287,13 +273,14 @@ def _first_line(error: BaseException) -> str:
 
 def _run_locked(config: RunConfig, folder: Path, runs_root: Path, extras: _Extras,
                 stage: RunStage) -> RunOutcome:
-    existing = distributed.computed_on_main(lambda: read_result(folder))
-    if existing is not None and existing.get("config_hash") == config_hash(config):
+    run = RunFolder(folder)
+    existing = distributed.computed_on_main(lambda: run.finished_result(config))
+    if existing is not None:
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
-    events = EventLog(folder / "events.jsonl", config.run_id, writes=distributed.is_main())
+    events = run.event_log(config.run_id, writes=distributed.is_main())
     if distributed.is_main():
-        write_json_atomic(folder / "config.json", run_config_dict(config))
-        for bad in corrupted_checkpoints(folder / "checkpoints"):
+        run.write_run_config(config)
+        for bad in corrupted_checkpoints(run.checkpoints):
             events.emit("warning", message=f"corrupted checkpoint {bad.name} skipped")
     stage.name = "starting the trackers" if extras.options.log_with else "preparing training"
     accelerator = accelerator_for(config.train.mixed_precision, extras.options.log_with,
@@ -303,7 +290,7 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, extras: _Extra
         if result is None:  # a non-main process: the main one evaluated and wrote the result
             return RunOutcome(config.run_id, "finished", None)
         stage.name = "writing the result"
-        write_json_atomic(folder / "result.json", result)
+        run.write_result(result)
         events.emit("run_end", step=result["total_steps"], wall_s=result["timings"]["total_s"],
                     metrics=flat_metrics(result["metrics"]))
     return RunOutcome(config.run_id, "finished", result)
@@ -311,7 +298,7 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, extras: _Extra
 
 def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events: EventLog,
                        accelerator: Accelerator, extras: _Extras, stage: RunStage
-                       ) -> dict[str, Any] | None:
+                       ) -> ResultDocument | None:
     """The run's result document (None in non-main processes, which only help train)."""
     started = time.perf_counter()
     trainer, data, initial_state = _prepared_trainer(config, folder, runs_root, events,
@@ -373,7 +360,7 @@ def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: 
                           values_only_bio_loss=config.train.bio_loss == "values")
     stage.name = "loading the model"
     model = build_model(config.model, data.tokenizer, config.seed)
-    warn_if_low_space(folder / "checkpoints", model)  # before hours of training, not after
+    warn_if_low_space(RunFolder(folder).checkpoints, model)  # before hours of training, not after
     stage.name = "preparing training"
     after_eval, recorder_for = extras.after_eval, extras.recorder_for
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
@@ -381,14 +368,14 @@ def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: 
     # something after evaluation (the trace) will need it.
     initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
                      if after_eval is not None else None)
-    checkpoint_dir = folder / "checkpoints"
+    checkpoint_dir = RunFolder(folder).checkpoints
     resume_from = find_resume_checkpoint(checkpoint_dir)
     if resume_from is not None:
         resume_from.load_model(model)  # whole weights, before DDP copies or FSDP2 shards them
     prepared = prepared_for_training(accelerator, model)
     model = accelerator.unwrap_model(prepared)  # under FSDP2: the same module, sharded
-    if initial_state is not None and distributed.is_sharded(model):
-        initial_state = own_rows_of(initial_state, model)  # 1/N of it per process
+    if initial_state is not None and extras.reference_rows and distributed.is_sharded(model):
+        initial_state = extras.reference_rows(initial_state, model)  # 1/N of it per process
     steps = total_steps(plans)
     phase_end_eval = _phase_end_eval(model, data, config, events, steps) \
         if config.eval.at_phase_end and len(plans) > 1 else None
@@ -407,14 +394,16 @@ def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: 
 
 def _result_document(config: RunConfig, folder: Path, recall: dict[str, Any],
                      trace: dict[str, Any] | None, total_steps: int, timings: dict[str, float],
-                     started: float) -> dict[str, Any]:
+                     started: float) -> ResultDocument:
     """result.json's content (written by the main process only)."""
-    history = read_events(folder / "events.jsonl").events
+    history = read_events(RunFolder(folder).events).events
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": config.run_id, "suite": config.suite,
+        "schema_version": RESULT_SCHEMA_VERSION, "run_id": config.run_id, "suite": config.suite,
         "variant": config.variant, "strategy": config.strategy, "model": config.model.name,
         "seed": config.seed, "config_hash": config_hash(config), "config": run_config_dict(config),
-        **recall, "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
+        "metrics": recall["metrics"], "per_attribute": recall["per_attribute"],
+        "per_question": recall["per_question"],
+        "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
         "trace": trace, "total_steps": total_steps,
         "timings": {"train_s": timings["train_s"], "eval_s": timings["eval_s"],
                     "trace_s": timings["trace_s"],

@@ -25,9 +25,10 @@ from factrecall_bench.data.facts import FactData
 from factrecall_bench.data.pools import ATTRIBUTES
 from factrecall_bench.evaluate import generate_answers
 from factrecall_bench.io import write_json_atomic, write_text_atomic
+from factrecall_bench.runfolder import RunFolder
 
-SAMPLES_FILE = "samples.jsonl"
-SUMMARY_FILE = "samples-summary.json"
+SAMPLES_FILE = RunFolder.SAMPLES
+SUMMARY_FILE = RunFolder.SAMPLES_SUMMARY
 SUMMARY_SCHEMA_VERSION = 1
 EXTRA_TOKENS = 4
 """Greedy answers stop at the end token or this many tokens past the target's length."""

@@ -27,7 +27,6 @@ from factrecall_bench.config import (
     check_fields,
     config_hash,
     from_dict,
-    to_dict,
 )
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity, training_identity
@@ -473,7 +472,3 @@ def expand_suite(suite: Suite) -> list[RunConfig]:
     return [_run_config(suite, variant, model_name, strategy, seed)
             for variant in suite.variants for model_name in suite.models
             for seed in suite.seeds for strategy in suite.strategies]
-
-
-def run_config_dict(config: RunConfig) -> dict[str, Any]:
-    return {**to_dict(config), "run_id": config.run_id, "config_hash": config_hash(config)}

@@ -18,7 +18,8 @@ pytest.importorskip("submitit")
 from factrecall_bench import cli  # noqa: E402
 from factrecall_bench.cluster import ClusterSettings, make_executor, submit_runs, wait_for_runs  # noqa: E402
 from factrecall_bench.events import read_events  # noqa: E402
-from factrecall_bench.runner import RunOptions, run_dir  # noqa: E402
+from factrecall_bench.runfolder import run_dir  # noqa: E402
+from factrecall_bench.runner import RunOptions  # noqa: E402
 from factrecall_bench.suite import expand_suite, load_suite  # noqa: E402
 from tests.conftest import MICRO_SUITE, micro_result, run_cli, wait_for_step  # noqa: E402
 from tests.test_distributed import descendants, next_events_file  # noqa: E402

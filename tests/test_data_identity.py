@@ -16,8 +16,8 @@ from factrecall_bench import identity
 from factrecall_bench.config import DataSpec, ModelSpec, config_hash
 from factrecall_bench.data.dataset import SPLITS, dataset_dir
 from factrecall_bench.errors import UserError
-from factrecall_bench.suite import expand_suite, load_suite, run_config_dict
-from factrecall_bench.trace.hook import run_config_from_dict
+from factrecall_bench.runfolder import run_config_dict, run_config_from_dict
+from factrecall_bench.suite import expand_suite, load_suite
 
 GENERATED = {1: "888e250606f3c60fc999a6a6d7bb6402bc58b706ebf7cbcb579436dafa7ffc43"}
 """GENERATOR_VERSION -> sha256 of the small spec's generated rows (tests/conftest.py small_spec)."""

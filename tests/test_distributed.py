@@ -74,7 +74,7 @@ def test_two_processes_train_the_single_process_run(tmp_path, micro_uninterrupte
 def test_a_run_locked_elsewhere_is_busy_in_every_process(tmp_path):
     from filelock import FileLock
 
-    from factrecall_bench.runner import run_dir
+    from factrecall_bench.runfolder import run_dir
     from factrecall_bench.suite import expand_suite, load_suite
 
     folder = run_dir(tmp_path, expand_suite(load_suite(str(MICRO)))[0])

@@ -22,7 +22,7 @@ import safetensors
 import torch
 from typer.testing import CliRunner
 
-from factrecall_bench import checkpoints, exit_codes, runner
+from factrecall_bench import checkpoints, exit_codes, runfolder, runner
 from factrecall_bench.cli import app
 from factrecall_bench.events import read_events
 from tests.conftest import MICRO_SUITE, run_cli, wait_for_step
@@ -116,14 +116,14 @@ def test_a_full_disk_at_a_checkpoint_fails_that_run_only(tmp_path, monkeypatch, 
 def test_a_full_disk_when_writing_the_result_fails_that_run_only(tmp_path, monkeypatch,
                                                                   micro_uninterrupted):
     suite, runs = pair_suite(tmp_path), tmp_path / "runs"
-    real = runner.write_json_atomic
+    real = runfolder.write_json_atomic
 
     def full_at_result(path, payload):
-        if path.name == "result.json" and "two-stage" in str(path):
+        if path.name == runfolder.RunFolder.RESULT and "two-stage" in str(path):
             raise OSError(28, os.strerror(28), str(path))
         real(path, payload)
 
-    monkeypatch.setattr(runner, "write_json_atomic", full_at_result)
+    monkeypatch.setattr(runfolder, "write_json_atomic", full_at_result)
     code, document = run_in_process(suite, runs)
     assert_two_stage_failed_alone(code, document, runs, "disk full while writing the result")
     monkeypatch.undo()

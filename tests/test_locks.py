@@ -153,7 +153,7 @@ def test_an_unknown_lock_method_is_one_line_and_exit_2(monkeypatch, capsys, tmp_
 
 @pytest.mark.slow
 def test_a_run_held_through_an_owner_file_is_busy(tmp_path):
-    from factrecall_bench.runner import run_dir
+    from factrecall_bench.runfolder import run_dir
     from factrecall_bench.suite import expand_suite, load_suite
 
     folder = run_dir(tmp_path, expand_suite(load_suite(str(MICRO_SUITE)))[0])

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from factrecall_bench.report import markdown_report, sample_summaries, wrong_answers_section
-from factrecall_bench.runfolder import SuiteFolder
-from factrecall_bench.runner import RunOptions, run_dir, run_one
+from factrecall_bench.runfolder import SuiteFolder, run_dir
+from factrecall_bench.runner import RunOptions, run_one
 from factrecall_bench.samples import (
     SAMPLES_FILE,
     SUMMARY_FILE,

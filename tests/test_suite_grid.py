@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from factrecall_bench.errors import UserError
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite, run_config_dict
+from factrecall_bench.runfolder import run_config_dict
+from factrecall_bench.suite import expand_suite, load_suite, parse_suite
 from tests.conftest import run_cli
 
 HEADER = 'name = "g"\nstrategies = ["mixed"]\n[model]\nn_layer = 1\n'

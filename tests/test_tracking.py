@@ -11,7 +11,8 @@ from factrecall_bench import orchestrate
 from factrecall_bench.config import config_hash
 from factrecall_bench.errors import UserError
 from factrecall_bench.events import read_events
-from factrecall_bench.runner import RunOptions, run_dir, run_one
+from factrecall_bench.runfolder import run_dir
+from factrecall_bench.runner import RunOptions, run_one
 from factrecall_bench.suite import expand_suite, load_suite
 from factrecall_bench.tracking import check_trackers, flat_config, requested_trackers, tracker_values
 from tests.conftest import MICRO_SUITE

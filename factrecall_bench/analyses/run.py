@@ -112,15 +112,12 @@ def settings_for(analysis: str, values: Mapping[str, Any], seed: int) -> Any:
 
 def load_run(run_folder: Path) -> LoadedRun:
     """The run's config, result, data, trained model and initial weights, as retrace loads them."""
-    from factrecall_bench.runner import read_result
-    from factrecall_bench.trace.hook import run_config_from_dict
-
     if not run_folder.is_dir():
         raise UserError(f"{run_folder}: no such run folder")
-    result = read_result(run_folder)
+    result = RunFolder(run_folder).read_result()
     if result is None:
-        raise UserError(f"{run_folder} holds no finished run (no valid result.json)")
-    config = run_config_from_dict(json.loads(RunFolder(run_folder).config.read_text("utf-8")))
+        raise UserError(f"{run_folder} holds no finished run (no valid {RunFolder.RESULT})")
+    config = RunFolder(run_folder).read_run_config()
     checkpoint = latest_checkpoint(RunFolder(run_folder).checkpoints)
     if checkpoint is None:
         raise UserError(f"{run_folder} has no valid checkpoint to analyse")

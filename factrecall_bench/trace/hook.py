@@ -7,7 +7,7 @@ model, the pretrained weights otherwise) and re-measures recall.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +17,22 @@ import torch
 from factrecall_bench import distributed
 from factrecall_bench.batching import collate
 from factrecall_bench.checkpoints import latest_checkpoint
-from factrecall_bench.config import (
-    DataSpec,
-    EvalSpec,
-    ModelSpec,
-    Phase,
-    RunConfig,
-    RunIdentity,
-    TrainSpec,
-    from_dict,
-)
+from factrecall_bench.config import RunConfig
 from factrecall_bench.data.examples import bio_examples
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.errors import UserError
 from factrecall_bench.evaluate import bio_hits, qa_scores
-from factrecall_bench.io import write_json_atomic
 from factrecall_bench.models import build_model
-from factrecall_bench.runner import RunHook, read_result
+from factrecall_bench.runfolder import DATA_FOLDER, RunFolder
 from factrecall_bench.trace.scores import TrainingTraceRecorder
 from factrecall_bench.trace.settings import TraceSettings
 from factrecall_bench.trace.summary import trace_summary
 
 PROBE_BATCH = 32
 ABLATION_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
+
+TraceHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dict[str, Any]]
+"""What the runner calls after evaluation (its `after_eval`, a runner.RunHook): `run_trace`."""
 
 
 def trace_settings(config: RunConfig) -> TraceSettings:
@@ -52,7 +45,7 @@ def trace_settings(config: RunConfig) -> TraceSettings:
         raise UserError(f"suite {config.suite}: trace: {error}") from error
 
 
-def trace_hook_for(config: RunConfig) -> RunHook | None:
+def trace_hook_for(config: RunConfig) -> TraceHook | None:
     if not config.trace.get("enabled", False):
         return None
     trace_settings(config)  # fail on bad settings before training, not after
@@ -140,33 +133,18 @@ def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
     return trace
 
 
-def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from a run folder's config.json."""
-    try:
-        phases = tuple(Phase(**phase) for phase in values["phases"])
-        return RunConfig(
-            suite=values["suite"], variant=values["variant"], strategy=values["strategy"],
-            seed=int(values["seed"]), data=from_dict(DataSpec, values["data"], "config.data"),
-            model=from_dict(ModelSpec, values["model"], "config.model"),
-            train=from_dict(TrainSpec, values["train"], "config.train"),
-            eval=from_dict(EvalSpec, values["eval"], "config.eval"), phases=phases,
-            trace=dict(values.get("trace") or {}),
-            identity=from_dict(RunIdentity, values.get("identity") or {}, "config.identity"))
-    except (KeyError, TypeError) as error:
-        raise UserError(f"config.json is incomplete or malformed: {error}") from error
-
-
 def retrace_run(run_folder: Path) -> dict[str, Any]:
     """Recompute the trace of a finished run from its final checkpoint; stored in result.json."""
-    result = read_result(run_folder)
+    run = RunFolder(run_folder)
+    result = run.read_result()
     if result is None:
-        raise UserError(f"{run_folder} holds no finished run (no valid result.json)")
-    config = run_config_from_dict(json.loads((run_folder / "config.json").read_text("utf-8")))
-    checkpoint = latest_checkpoint(run_folder / "checkpoints")
+        raise UserError(f"{run_folder} holds no finished run (no valid {RunFolder.RESULT})")
+    config = run.read_run_config()
+    checkpoint = latest_checkpoint(run.checkpoints)
     if checkpoint is None:
         raise UserError(f"{run_folder} has no valid checkpoint to trace")
     runs_root = run_folder.parent.parent
-    data = load_fact_data(config.data, config.model, config.eval, runs_root / "data",
+    data = load_fact_data(config.data, config.model, config.eval, runs_root / DATA_FOLDER,
                           values_only_bio_loss=config.train.bio_loss == "values")
     model = build_model(config.model, data.tokenizer, config.seed)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -178,7 +156,9 @@ def retrace_run(run_folder: Path) -> dict[str, Any]:
         checkpoint.load_recorder(recorder)
         context["training_scores_by_score"] = recorder.scores_by_score()
     trace = run_trace(config, model, data, context)
-    write_json_atomic(run_folder / "result.json", {**result, "trace": trace})
+    retraced = result.copy()
+    retraced["trace"] = trace
+    run.write_result(retraced)
     return trace
 
 

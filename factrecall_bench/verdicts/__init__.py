@@ -6,8 +6,9 @@ vocabulary (claim kinds, tests, corrections, statuses), evidence (reading runs: 
 paired per-question outcomes, seed values), decision (Verdict, the one rule from an outcome to a
 status, Holm / BH, the suite's exit code, verdicts.json), claims (Claim, its checks, greater and
 at_least), regressions (RegressionSettings, compare_with_baseline), baselines (baseline files).
-judging, a suite's claims and baseline judged together, imports the suite and so is not imported
-here: use factrecall_bench.verdicts.judging. Names with a leading underscore are shared among these
+judging, a suite's claims and baseline judged together (of anything shaped like a suite: its
+Judged protocol; it never imports suite.py), reads baseline files and so is imported by path:
+factrecall_bench.verdicts.judging. Names with a leading underscore are shared among these
 modules only.
 """
 

@@ -1,15 +1,18 @@
-"""A suite's verdicts: its declared claims and the comparison with its stored baseline."""
+"""A suite's verdicts: its declared claims and the comparison with its stored baseline.
+
+It judges what a suite declares (`Judged`: its claims and regression settings, its name and
+hash), not the suite file: suite.Suite is one, and verdicts/ never imports suite.py."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from factrecall_bench.environment import hardware_class
 from factrecall_bench.errors import UserError
-from factrecall_bench.suite import Suite
 from factrecall_bench.verdicts.baselines import (
     CPU_CLASS,
     BaselineError,
@@ -18,15 +21,35 @@ from factrecall_bench.verdicts.baselines import (
     read_baseline,
 )
 from factrecall_bench.verdicts.claims import (
+    Claim,
     definitions_line,
     evaluate_claim,
     evaluate_claim_by_definition,
 )
 from factrecall_bench.verdicts.decision import Verdict, adjust_verdicts, verdict_status
-from factrecall_bench.verdicts.regressions import compare_with_baseline
+from factrecall_bench.verdicts.regressions import RegressionSettings, compare_with_baseline
 
 
-def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
+class Judged(Protocol):
+    """What judging reads of a suite (suite.Suite has it all)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def claims(self) -> tuple[Claim, ...]: ...
+    @property
+    def regression(self) -> RegressionSettings: ...
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """`--set` overrides: non-empty for a variation (its settings have no baseline)."""
+    @property
+    def unvaried_identities(self) -> frozenset[str] | None:
+        """A variation's: the training identities its baseline speaks for (None: not a
+        variation, every run is the suite's own)."""
+    def suite_hash(self) -> str: ...
+
+
+def judge_claims(suite: Judged, results: Sequence[Mapping[str, Any]]) -> list[Verdict]:
     """Every claim of the suite, Holm-corrected together as one family (report-only claims
     included: they are tested too, and counting them only makes the others stricter)."""
     verdicts = [evaluate_claim(claim, results) for claim in suite.claims]
@@ -36,7 +59,7 @@ def judge_claims(suite: Suite, results: list[dict[str, Any]]) -> list[Verdict]:
             for claim, verdict in zip(suite.claims, adjusted, strict=True)]
 
 
-def _main_definition(results: list[dict[str, Any]]) -> str | None:
+def _main_definition(results: Sequence[Mapping[str, Any]]) -> str | None:
     names = {(result.get("trace") or {}).get("definition") for result in results}
     return names.pop() if len(names) == 1 else None
 
@@ -50,7 +73,7 @@ def _with_definitions(verdict: Verdict, rows: list[dict[str, Any]], main: str | 
                    detail=f"{verdict.detail}; {definitions_line(rows, main)}")
 
 
-def judge_baseline(suite: Suite, results: list[dict[str, Any]], baselines_dir: Path,
+def judge_baseline(suite: Judged, results: Sequence[Mapping[str, Any]], baselines_dir: Path,
                    baseline_file: Path | None = None) -> list[Verdict]:
     """Regression verdicts against the stored baseline of the runs' hardware class (none if the
     suite declares none); no baseline for that class is one inconclusive verdict saying so."""
@@ -87,7 +110,7 @@ def _others(path: Path, suite_name: str) -> str:
     return f" (this suite's other baselines: {', '.join(found)})" if found else ""
 
 
-def runs_hardware(results: list[dict[str, Any]]) -> list[str]:
+def runs_hardware(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """The hardware each run recorded (`environment.hardware`); this machine's for a run that
     recorded none, and for no runs at all."""
     recorded = [(result.get("environment") or {}).get("hardware") for result in results]
@@ -102,7 +125,7 @@ def _read(path: Path, suite_name: str | None) -> dict[str, Any]:
         raise UserError(str(error)) from error
 
 
-def _no_baseline(suite: Suite, detail: str) -> Verdict:
+def _no_baseline(suite: Judged, detail: str) -> Verdict:
     """No baseline to read: a doubt for the suite itself (CI must notice), nothing to compare for
     a variation (its settings have no baseline of their own either way)."""
     outcome = "no_baseline" if suite.overrides else "undecided"
@@ -113,7 +136,7 @@ def _no_baseline(suite: Suite, detail: str) -> Verdict:
                    expect="no_change", outcome=outcome, test="-", metric="-", detail=detail)
 
 
-def _compare(suite: Suite, results: list[dict[str, Any]], baseline: dict[str, Any]
+def _compare(suite: Judged, results: Sequence[Mapping[str, Any]], baseline: dict[str, Any]
              ) -> list[Verdict]:
     _warn_on_mismatch(suite, baseline, runs_hardware(results))
     settings = suite.regression
@@ -124,7 +147,7 @@ def _compare(suite: Suite, results: list[dict[str, Any]], baseline: dict[str, An
                                  own_identities=suite.unvaried_identities)
 
 
-def _warn_on_mismatch(suite: Suite, baseline: dict[str, Any], hardware: list[str]) -> None:
+def _warn_on_mismatch(suite: Judged, baseline: dict[str, Any], hardware: list[str]) -> None:
     if not suite.overrides and baseline.get("suite_hash") != suite.suite_hash():
         print(f"note: the suite {suite.name} changed since its baseline was stored",
               file=sys.stderr)
