@@ -9,6 +9,7 @@ float64 against it) while computing fewer positions and far fewer logit rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,8 +107,9 @@ def attention_mask_for(model: torch.nn.Module, mask: torch.Tensor, dtype: torch.
 def packed_token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token cross-entropy at the loss positions only ([loss positions], in `loss_index`
     order): the decoder runs on the packed rows, the LM head on the gathered hidden states."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-    head = model.get_output_embeddings()
+    causal_lm: Any = model  # transformers' methods, which torch's Module type does not know
+    decoder = causal_lm.get_decoder() if hasattr(model, "get_decoder") else causal_lm.base_model
+    head = causal_lm.get_output_embeddings()
     dtype = head.weight.dtype if torch.is_floating_point(head.weight) else torch.float32
     hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                      attention_mask=attention_mask_for(model, batch["attention_mask"], dtype),

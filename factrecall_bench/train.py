@@ -257,7 +257,7 @@ class Trainer:
         tokens, window_start, window_tokens = 0, time.perf_counter(), 0
         for offset in range(done, len(plan.batches)):
             step = first_step + offset + 1
-            lr = scheduler.get_last_lr()[0]  # the rate this step uses (logged with it)
+            lr = float(scheduler.get_last_lr()[0])  # the rate this step uses (logged with it)
             losses, step_tokens = self._step(optimizer, plan.batches[offset])
             scheduler.step()
             tokens, window_tokens = tokens + step_tokens, window_tokens + step_tokens
