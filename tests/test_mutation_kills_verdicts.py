@@ -253,17 +253,17 @@ TRAIN = TrainSpec(lr=1e-3, stage2_lr=1e-4, qa_share=0.25)
 
 
 @pytest.mark.parametrize(("phase", "words"), [
-    ({"epochs": {"bio": True}}, "strategy s phase 0: expected a number or a setting name, got True"),
-    ({"epochs": {"bio": [1]}}, "strategy s phase 0: expected a number or a train setting name"),
+    ({"epochs": {"bio": True}}, "strategy s phase 0: expected a number (3e-4), a train setting"),
+    ({"epochs": {"bio": [1]}}, "strategy s phase 0: expected a number (3e-4), a train setting"),
     ({"epochs": {"bio": "1.2.3*bio_epochs"}}, "strategy s phase 0: bad factor in '1.2.3*bio_epochs'"),
     ({"epochs": {"bio": 1}, "mix": "half"}, "strategy s phase 0: mix must be a table of shares"),
     ({"epochs": {"bio": 1}, "mix": {"bio": "nope"}}, "strategy s phase 0: expected a number"),
-    ({"epochs": {"bio": 1}, "lrr": 1}, "strategy s phase 0: a phase needs 'epochs'"),
-    ({"name": "x"}, "strategy s phase 0: a phase needs 'epochs'"),
+    ({"epochs": {"bio": 1}, "lrr": 1}, "strategy s phase 0: unknown key(s) lrr"),
+    ({"name": "x"}, "strategy s phase 0: a phase needs epochs"),
     ({"epochs": {"ood": 1}}, "strategy s phase 0: unknown source 'ood' (known: bio, qa_train)"),
     ({"epochs": {"bio": 1}, "lr": "nope"}, "strategy s phase 0: expected a number"),
     ({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"bio": -0.5, "qa_train": 1.5}},
-     "strategy s phase 0: mix shares must be >= 0"),
+     "strategy s phase 0: -0.5 gives -0.5; epochs, learning rates and shares must be finite"),
     ({"epochs": {"bio": 1}, "mix": {"bio": 0.0}}, "mix shares must be >= 0 and not all zero"),
 ])
 def test_bad_phases_are_named_with_their_place(phase, words):
