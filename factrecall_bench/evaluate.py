@@ -36,7 +36,8 @@ class QAScores:
     first_token: list[int]
 
 
-def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the right with pad_id, and the mask of the real tokens."""
     width = max(len(sequence) for sequence in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -50,7 +51,7 @@ def _argmax_predictions(model: torch.nn.Module, sequences: list[list[int]], pad_
                         ) -> torch.Tensor:
     """[batch, width] argmax of the next-token logits at every position."""
     device = next(model.parameters()).device
-    ids, mask = _right_padded(sequences, pad_id)
+    ids, mask = right_padded(sequences, pad_id)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     return logits.argmax(dim=-1).cpu()
 

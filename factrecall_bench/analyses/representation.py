@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from factrecall_bench.data.examples import BioItem, QAItem
 from factrecall_bench.data.pools import ATTRIBUTES
+from factrecall_bench.evaluate import right_padded
 
 
 @dataclass
@@ -101,12 +102,7 @@ def hidden_states_at(model: nn.Module, sequences: Sequence[list[int]], positions
     chunks = []
     for start in range(0, len(sequences), batch_size):
         batch = sequences[start:start + batch_size]
-        width = max(len(sequence) for sequence in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, sequence in enumerate(batch):
-            ids[row, :len(sequence)] = torch.tensor(sequence)
-            mask[row, :len(sequence)] = 1
+        ids, mask = right_padded([list(sequence) for sequence in batch], pad_id)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                     output_hidden_states=True)
         rows = torch.arange(len(batch))
