@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from typing import Any
 
@@ -848,3 +849,13 @@ def test_paired_outcomes_pair_by_seed_and_question_id_under_partial_overlap():
     majors = paired_outcomes(a, b, "ood_exact_match", attribute="major")
     assert not isinstance(majors, str)
     assert list(zip(majors.a, majors.b, strict=True)) == list(zip(paired.a, paired.b, strict=True))
+
+
+def test_no_shipped_claim_takes_its_threshold_from_its_own_results():
+    """Thresholds come from the paper or a prior in `why`, never from the suite's own seeds: a
+    why that reports what this suite measured ("seeds 0-2 gave", "measured here", "we measure",
+    "a prototype saw") is a claim tuned to its data."""
+    tell_tales = re.compile(r"seeds? \d|\bgave\b|measured here|we measure|prototype", re.I)
+    for name in shipped_suites():
+        for claim in load_suite(name).claims:
+            assert not tell_tales.search(claim.why), (name, claim.name, claim.why)
