@@ -337,9 +337,13 @@ def trace(
     summary = trace_command(run_folder)
     if as_json:
         print_json(summary)
-    else:
-        for key, value in sorted(summary.get("summary", {}).items()):
-            stderr.print(f"{key:40s} {value:.4g}")
+        return
+    from factrecall_bench.report import trace_text
+    from factrecall_bench.runfolder import RunFolder
+
+    folder = RunFolder(run_folder)
+    print("\n".join(trace_text(summary)))
+    print(f"written: {folder.trace}, and the trace in {folder.result}")
 
 
 @app.command("analyze")

@@ -156,6 +156,30 @@ def trace_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def trace_text(trace: Mapping[str, Any]) -> list[str]:
+    """A run's trace as people read it (`factrecall-bench trace RUN`): per k the shared set
+    against chance, its centralization and its ablation, then every definition's shared count."""
+    lines = [f"trace definition {trace.get('definition', '?')}, "
+             f"{trace.get('n_parameters', 0):,} parameters scored"]
+    for k, entry in (trace.get("per_k") or {}).items():
+        shared, central = entry["shared"], entry["centralization"]
+        lines.append(f"k={k}: {shared['count']:,} shared, {_num(shared['expected_by_chance'])} "
+                     f"by chance ({_num(shared['enrichment'])}x); Gini over heads "
+                     f"{_num(central.get('gini_heads'))}, top-5 heads "
+                     f"{_num(central.get('top5_heads_share'))}")
+        ablation = (trace.get("ablation") or {}).get(k)
+        if ablation:
+            drops = ", ".join(f"{metric} {_num(drop)} (random sets "
+                              f"{_num(ablation['random_drop_mean'].get(metric))})"
+                              for metric, drop in ablation["drop"].items())
+            lines.append(f"  drop when reset to the weights before training: {drops}")
+    for name, entry in (trace.get("definitions") or {}).items():
+        counts = ", ".join(f"k={k} {entry['summary'].get(f'shared_count@{k}', 0):,.0f}"
+                           for k in entry.get("per_k") or {})
+        lines.append(f"definition {name}: shared {counts}")
+    return lines
+
+
 def definitions_section(verdicts: list[dict[str, Any]]) -> list[str]:
     """Trace claims judged under every trace definition: one row a definition, one column a
     claim, each cell the outcome, effect and Holm-adjusted p (over the definitions)."""

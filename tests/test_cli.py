@@ -93,6 +93,11 @@ def test_trace_command_recomputes_a_finished_run(tiny_with_baseline):
     assert traced.returncode == 0, traced.stderr
     assert json.loads(traced.stdout)["summary"]["shared_count@0.01"] == \
         stored["shared_count@0.01"]
+    readable = run_cli("trace", str(run_folder))  # stdout, for a pipe or a file
+    assert readable.returncode == 0, readable.stderr
+    count = int(stored["shared_count@0.01"])
+    assert f"k=0.01: {count:,} shared" in readable.stdout
+    assert f"written: {run_folder / 'trace.json'}" in readable.stdout
 
 
 @pytest.mark.parametrize("args, message", [

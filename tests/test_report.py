@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from xml.etree import ElementTree
 
 from factrecall_bench.evaluate import proportion
-from factrecall_bench.report import markdown_report, write_junit, write_plots
+from factrecall_bench.report import markdown_report, trace_text, write_junit, write_plots
 from factrecall_bench.verdicts import Verdict, verdicts_document
 
 
@@ -109,3 +109,19 @@ def test_no_baseline_is_shown_as_such_skipped_in_junit_and_exits_0(tmp_path):
     junit_suite = ElementTree.parse(path).getroot().find("testsuite")
     assert junit_suite is not None and junit_suite.get("skipped") == "1"
     assert junit_suite.find("testcase/skipped") is not None
+
+
+def test_a_runs_trace_reads_as_sentences_per_k_and_definition():
+    trace = {"definition": "training/update/global", "n_parameters": 1000,
+             "per_k": {"0.01": {"shared": {"count": 7, "expected_by_chance": 0.1, "enrichment": 70.0},
+                                "centralization": {"gini_heads": None, "top5_heads_share": None}}},
+             "ablation": {"0.01": {"drop": {"ood_exact_match": 0.5},
+                                   "random_drop_mean": {"ood_exact_match": 0.01}}},
+             "definitions": {"training/update/global": {"per_k": {"0.01": {}},
+                                                        "summary": {"shared_count@0.01": 7.0}}}}
+    assert trace_text(trace) == [
+        "trace definition training/update/global, 1,000 parameters scored",
+        "k=0.01: 7 shared, 0.1 by chance (70x); Gini over heads -, top-5 heads -",
+        "  drop when reset to the weights before training: ood_exact_match 0.5 (random sets 0.01)",
+        "definition training/update/global: shared k=0.01 7",
+    ]
