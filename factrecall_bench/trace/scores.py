@@ -193,18 +193,24 @@ class TrainingTraceRecorder:
             raise ValueError("trace score 'update' needs the step's learning rate")
         for task, buffers in self._step_grads.items():
             for name, grad in buffers.items():
-                for score in self.score_names:
-                    self._add(score, task, name, self._step_term(score, name, grad, lr))
+                for score, term in self._step_terms(name, grad, lr).items():
+                    self._add(score, task, name, term)
         self._step_grads = {}
         self.steps += 1
 
-    def _step_term(self, score: str, name: str, grad: Tensor, lr: float | None) -> Tensor:
-        if score == "update":
-            return grad * float(lr)  # type: ignore[arg-type]
-        term = grad.abs()
-        if score == "grad_x_weight":
-            term.mul_(self._params[name].detach().abs())
-        return term
+    def _step_terms(self, name: str, grad: Tensor, lr: float | None) -> dict[str, Tensor]:
+        """This step's term of every accumulated score; |g| is taken once for grad and
+        grad_x_weight."""
+        terms: dict[str, Tensor] = {}
+        if "update" in self.score_names:
+            terms["update"] = grad * float(lr)  # type: ignore[arg-type]
+        if "grad" in self.score_names or "grad_x_weight" in self.score_names:
+            magnitude = grad.abs_()  # the step buffer is dropped after this step
+            if "grad_x_weight" in self.score_names:
+                terms["grad_x_weight"] = magnitude * self._params[name].detach().abs().float()
+            if "grad" in self.score_names:
+                terms["grad"] = magnitude
+        return terms
 
     def _add(self, score: str, task: str, name: str, term: Tensor) -> None:
         task_sums = self._sums[score].setdefault(task, {})
