@@ -99,6 +99,11 @@ class Suite:
     unvaried_identities: frozenset[str] | None = None
     """A variation's: the training identities of the suite's runs as its file says, which its
     baseline speaks for (None: not a variation, every run is the suite's own)."""
+    extends: str = ""
+    """The name of the suite this one `extends` ("" if none): with no baseline of its own, the
+    suite is compared with that suite's baseline, for the runs trained as that suite's are."""
+    extended_identities: frozenset[str] = frozenset()
+    """The training identities of the extended suite's runs (what its baseline speaks for)."""
 
     @property
     def report_name(self) -> str:
@@ -139,23 +144,84 @@ def load_suite(name_or_path: str, overrides: Sequence[str] = (),
     """A suite by name or path, with `--set` overrides applied before it is validated; with
     overrides it is a variation, named `variation_name` (`--name`) or after the overrides."""
     path = find_suite(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read suite {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"suite {path} is not valid TOML: {error}") from error
+    raw = suite_table(path)
     if not overrides:
         if variation_name is not None:
             raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
                             "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
-        return parse_suite(raw, str(path))
+        return _with_parent(parse_suite(raw, str(path)), path)
     suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
     name = variation_name if variation_name is not None else default_variation_name(
         suite.name, overrides)
     check_variation_name(name, suite.name)
-    return dataclasses.replace(suite, overrides=tuple(overrides), variation=name,
-                               unvaried_identities=_unvaried_identities(raw, path))
+    return _with_parent(dataclasses.replace(
+        suite, overrides=tuple(overrides), variation=name,
+        unvaried_identities=_unvaried_identities(raw, path)), path)
+
+
+def _with_parent(suite: Suite, path: Path) -> Suite:
+    """The suite with the name and run identities of the suite its file `extends`, if any."""
+    parent_name = _read_toml(path).get("extends")
+    if parent_name is None:
+        return suite
+    parent_path = _parent_suite_path(parent_name, path)
+    parent = parse_suite(suite_table(parent_path), str(parent_path))
+    return dataclasses.replace(suite, extends=parent.name, extended_identities=frozenset(
+        training_identity(config) for config in expand_suite(parent)))
+
+
+def suite_table(path: Path, extending: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The suite file's table, with what it `extends` merged in (see `extended`)."""
+    raw = _read_toml(path)
+    if "extends" not in raw:
+        return raw
+    parent_path = _parent_suite_path(raw.pop("extends"), path)
+    chain = (*extending, path.resolve())
+    if parent_path.resolve() in chain:
+        raise UserError(f"{path}: extends {parent_path} which extends it back (a cycle: "
+                        f"{' -> '.join(p.name for p in (*chain, parent_path))})")
+    return extended(suite_table(parent_path, chain), raw)
+
+
+NOT_INHERITED = ("name", "description", "ci", "claims")
+"""What a suite never takes from the suite it extends: its name and description, being run by
+`run --all` (`ci`), and the claims (a suite's claims are its own question)."""
+
+
+def extended(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`extends = "cpu"`: the parent's keys (less NOT_INHERITED) with the child's over them; a
+    table (`[data]`, `[train]`, `[custom_strategies]`, ...) is merged key by key, anything else
+    (`strategies`, `seeds`, `[[claims]]`, `[[variants]]`) is replaced whole."""
+    merged = {key: copy.deepcopy(value) for key, value in parent.items()
+              if key not in NOT_INHERITED}
+    for key, value in child.items():
+        table = merged.get(key)
+        merged[key] = {**table, **value} if isinstance(table, dict) and isinstance(
+            value, dict) else value
+    return merged
+
+
+def _parent_suite_path(parent: Any, child: Path) -> Path:
+    """A shipped suite's name, or a .toml path relative to the extending file's folder."""
+    if not isinstance(parent, str) or not parent:
+        raise UserError(f"{child}: extends must name a suite (\"cpu\") or a .toml file, got "
+                        f"{parent!r}")
+    if parent in shipped_suites():
+        return shipped_suites()[parent]
+    path = child.parent / parent
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    raise UserError(f"{child}: extends {parent!r}, which is neither a shipped suite "
+                    f"({', '.join(sorted(shipped_suites()))}) nor a .toml file in {child.parent}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read suite {path}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"suite {path} is not valid TOML: {error}") from error
 
 
 def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:

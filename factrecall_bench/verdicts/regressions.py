@@ -362,5 +362,5 @@ def _no_baseline_detail(runs: Sequence[Run], suite: str, own: bool) -> str:
         return (f"no baseline for these settings: {held}; the suite's runs changed since it was "
                 f"stored: `factrecall-bench baseline update --suite {suite or 'SUITE'}` records "
                 "them")
-    return (f"no baseline for these settings: {held}; a variation is compared only with a "
-            "baseline of its own settings, never with the suite's")
+    return (f"no baseline for these settings: {held}; a run is compared only with a baseline "
+            "entry trained as it was, never with runs of other settings")
