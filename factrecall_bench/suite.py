@@ -14,7 +14,6 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,13 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity, training_identity
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
+from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites, find_suite: re-exported)
+    find_suite,
+    parent_suite_path,
+    read_suite_toml,
+    shipped_suites,
+    suite_table,
+)
 from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
@@ -122,23 +128,6 @@ class Suite:
         return config_hash(sorted(config_hash(config) for config in expand_suite(self)))
 
 
-def shipped_suites() -> dict[str, Path]:
-    folder = resources.files("factrecall_bench").joinpath("suites")
-    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir()
-            if str(entry).endswith(".toml")}
-
-
-def find_suite(name_or_path: str) -> Path:
-    shipped = shipped_suites()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        return path
-    raise UserError(f"unknown suite {name_or_path!r} (shipped: {', '.join(sorted(shipped))}; "
-                    "or a path to a .toml file)")
-
-
 def load_suite(name_or_path: str, overrides: Sequence[str] = (),
                variation_name: str | None = None) -> Suite:
     """A suite by name or path, with `--set` overrides applied before it is validated; with
@@ -161,67 +150,13 @@ def load_suite(name_or_path: str, overrides: Sequence[str] = (),
 
 def _with_parent(suite: Suite, path: Path) -> Suite:
     """The suite with the name and run identities of the suite its file `extends`, if any."""
-    parent_name = _read_toml(path).get("extends")
+    parent_name = read_suite_toml(path).get("extends")
     if parent_name is None:
         return suite
-    parent_path = _parent_suite_path(parent_name, path)
+    parent_path = parent_suite_path(parent_name, path)
     parent = parse_suite(suite_table(parent_path), str(parent_path))
     return dataclasses.replace(suite, extends=parent.name, extended_identities=frozenset(
         training_identity(config) for config in expand_suite(parent)))
-
-
-def suite_table(path: Path, extending: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The suite file's table, with what it `extends` merged in (see `extended`)."""
-    raw = _read_toml(path)
-    if "extends" not in raw:
-        return raw
-    parent_path = _parent_suite_path(raw.pop("extends"), path)
-    chain = (*extending, path.resolve())
-    if parent_path.resolve() in chain:
-        raise UserError(f"{path}: extends {parent_path} which extends it back (a cycle: "
-                        f"{' -> '.join(p.name for p in (*chain, parent_path))})")
-    return extended(suite_table(parent_path, chain), raw)
-
-
-NOT_INHERITED = ("name", "description", "ci", "claims")
-"""What a suite never takes from the suite it extends: its name and description, being run by
-`run --all` (`ci`), and the claims (a suite's claims are its own question)."""
-
-
-def extended(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    """`extends = "cpu"`: the parent's keys (less NOT_INHERITED) with the child's over them; a
-    table (`[data]`, `[train]`, `[custom_strategies]`, ...) is merged key by key, anything else
-    (`strategies`, `seeds`, `[[claims]]`, `[[variants]]`) is replaced whole."""
-    merged = {key: copy.deepcopy(value) for key, value in parent.items()
-              if key not in NOT_INHERITED}
-    for key, value in child.items():
-        table = merged.get(key)
-        merged[key] = {**table, **value} if isinstance(table, dict) and isinstance(
-            value, dict) else value
-    return merged
-
-
-def _parent_suite_path(parent: Any, child: Path) -> Path:
-    """A shipped suite's name, or a .toml path relative to the extending file's folder."""
-    if not isinstance(parent, str) or not parent:
-        raise UserError(f"{child}: extends must name a suite (\"cpu\") or a .toml file, got "
-                        f"{parent!r}")
-    if parent in shipped_suites():
-        return shipped_suites()[parent]
-    path = child.parent / parent
-    if path.suffix == ".toml" and path.is_file():
-        return path
-    raise UserError(f"{child}: extends {parent!r}, which is neither a shipped suite "
-                    f"({', '.join(sorted(shipped_suites()))}) nor a .toml file in {child.parent}")
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read suite {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"suite {path} is not valid TOML: {error}") from error
 
 
 def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:
