@@ -41,12 +41,23 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for key, members in grouped.items():
         row: dict[str, Any] = {"group": key, "seeds": sorted(r["seed"] for r in members)}
         for metric in summary_metric_names():
-            values = [r["metrics"][metric]["value"] for r in members]
-            row[metric] = {"mean": statistics.fmean(values),
-                           "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+            row[metric] = _mean_sd([r["metrics"][metric]["value"] for r in members
+                                    if metric in r["metrics"]])
         row["train_s_mean"] = statistics.fmean(r["timings"]["total_s"] for r in members)
         rows.append(row)
     return rows
+
+
+def _mean_sd(values: list[float]) -> dict[str, float] | None:
+    """None when no run has the metric (runs finished before it was registered)."""
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _summary_cell(spread: dict[str, float] | None) -> str:
+    return "–" if spread is None else f"{spread['mean']:.3f} ± {spread['sd']:.3f}"
 
 
 def write_suite_report(suite: Suite, results: Sequence[Mapping[str, Any]], outcome_rows: list[dict],
@@ -94,7 +105,7 @@ def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
     lines = [f"# Suite `{suite.name}`", "", suite.description, "", *_variation_lines(suite),
              *_summary_header()]
     for row in document["summary"]:
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in summary_metric_names()]
+        cells = [_summary_cell(row[m]) for m in summary_metric_names()]
         lines.append(f"| {row['group']} | {len(row['seeds'])} | " + " | ".join(cells)
                      + f" | {row['train_s_mean']:.0f} |")
     lines += ["", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
@@ -342,7 +353,7 @@ def print_summary(document: dict[str, Any]) -> None:
         table.add_column(column)
     for row in document["summary"]:
         table.add_row(row["group"], str(len(row["seeds"])),
-                      *[f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in summary_metric_names()])
+                      *[_summary_cell(row[m]) for m in summary_metric_names()])
     console.print(table)
     for run in document["runs"]:
         if run["status"] not in ("finished",):

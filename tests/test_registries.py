@@ -138,6 +138,17 @@ def test_a_summarized_metric_is_a_report_column(toy_metric):
             "| s/run |") in text.splitlines()
 
 
+def test_runs_finished_before_a_metric_was_registered_show_a_dash(toy_metric):
+    older = _result(0, 0.5)
+    del older["metrics"][TOY]
+    rows = summary_rows([older])
+    assert rows[0][TOY] is None
+    suite = SimpleNamespace(name="s", description="d", variation=None, overrides={},
+                            report_name="s")
+    text = markdown_report(suite, {"summary": rows, "verdicts": [], "runs": []}, [])  # type: ignore[arg-type]
+    assert "| mixed / tiny-llama | 1 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 | – | 10 |" in text
+
+
 def _finished_run() -> RunState:
     run = RunState("r", "s", Path("r"))
     run.apply_event({"t": 1.0, "event": "run_start", "strategy": "mixed", "model": "m", "seed": 0,
