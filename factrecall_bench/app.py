@@ -20,6 +20,7 @@ from typing import Any
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
 from factrecall_bench.errors import UserError
+from factrecall_bench.io import ensure_writable_folder
 from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import (
     ResultDocument,
@@ -348,7 +349,7 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], 
     done = {result["run_id"] for result in results}
     if not results:
         raise UserError(f"no finished run of suite {suite.name} in {runs_dir / suite.name}: "
-                        f"train them with `factrecall-bench run --suite {suite.name}`")
+                        f"train them with `factrecall-bench run {suite.command_arguments}`")
     rows = [{"run_id": c.run_id, "status": "finished" if c.run_id in done else "missing",
              "reused": c.run_id in done, "reason": "" if c.run_id in done else
              f"not finished in {run_dir(runs_dir, c)}"} for c in configs]
@@ -356,7 +357,7 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], 
         missing = [config.run_id for config in configs if config.run_id not in done]
         note(f"suite {suite.name}: {len(missing)} of {len(configs)} runs are not finished "
              f"({listed_run_ids(missing)}); claims that need them are inconclusive "
-             f"(`run --suite {suite.name}` trains them)")
+             f"(`run {suite.command_arguments}` trains them)")
     return results, rows
 
 
@@ -367,6 +368,7 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
 
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
+    ensure_writable_folder(baselines_dir, "baselines folder")
     results, rows = run_suite(suite, runs_dir, None, show_progress=True,
                               options=RunOptions(log_with=suite.log_with))
     if not distributed.is_main():
@@ -382,7 +384,10 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
     baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware,
                                      settings.alpha, settings.min_effect, list(settings.metrics))
     path = baseline_path(baselines_dir, suite.name, hardware)
-    write_baseline(path, baseline)
+    try:
+        write_baseline(path, baseline)
+    except OSError as error:
+        raise UserError(f"cannot write the baseline {path}: {error.strerror}") from error
     print(f"wrote {path}", flush=True)
     return exit_codes.OK
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
+import shlex
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,20 @@ class Suite:
     suite is compared with that suite's baseline, for the runs trained as that suite's are."""
     extended_identities: frozenset[str] = frozenset()
     """The training identities of the extended suite's runs (what its baseline speaks for)."""
+    given_as: str = ""
+    """How the command line named the suite (`cpu`, `my/low2.toml`); "" when it was not loaded
+    from a command line (then its name)."""
+
+    @property
+    def command_arguments(self) -> str:
+        """What a hint tells the user to pass to name this suite again: `--suite my/low2.toml`,
+        with the variation's `--set` items."""
+        parts = ["--suite", self.given_as or self.name]
+        for item in self.overrides:
+            parts += ["--set", item]
+        if self.overrides and self.variation != default_variation_name(self.name, self.overrides):
+            parts += ["--name", self.variation]
+        return shlex.join(parts)
 
     @property
     def report_name(self) -> str:
@@ -138,18 +153,20 @@ def load_suite(name_or_path: str, overrides: Sequence[str] = (),
         if variation_name is not None:
             raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
                             "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
-        return _with_parent(parse_suite(raw, str(path)), path)
+        return _with_parent(parse_suite(raw, str(path)), path, name_or_path)
     suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
     name = variation_name if variation_name is not None else default_variation_name(
         suite.name, overrides)
     check_variation_name(name, suite.name)
     return _with_parent(dataclasses.replace(
         suite, overrides=tuple(overrides), variation=name,
-        unvaried_identities=_unvaried_identities(raw, path)), path)
+        unvaried_identities=_unvaried_identities(raw, path)), path, name_or_path)
 
 
-def _with_parent(suite: Suite, path: Path) -> Suite:
-    """The suite with the name and run identities of the suite its file `extends`, if any."""
+def _with_parent(suite: Suite, path: Path, given_as: str) -> Suite:
+    """The suite as the command line named it, with the name and run identities of the suite
+    its file `extends`, if any."""
+    suite = dataclasses.replace(suite, given_as=given_as)
     parent_name = read_suite_toml(path).get("extends")
     if parent_name is None:
         return suite

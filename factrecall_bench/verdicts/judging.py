@@ -47,6 +47,9 @@ class Judged(Protocol):
         """A variation's: the training identities its baseline speaks for (None: not a
         variation, every run is the suite's own)."""
     @property
+    def command_arguments(self) -> str:
+        """What names the suite on a command line (`--suite my/low2.toml`), for hints."""
+    @property
     def extends(self) -> str:
         """The suite it extends ("" if none), whose baseline judges the runs trained as that
         suite's when it has no baseline of its own."""
@@ -86,7 +89,7 @@ def judge_baseline(suite: Judged, results: Sequence[Mapping[str, Any]], baseline
     suite declares none); no baseline for that class is one inconclusive verdict saying so."""
     if not suite.regression.enabled:
         return []
-    how = f"create one with `factrecall-bench baseline update --suite {suite.name}`"
+    how = f"create one with `factrecall-bench baseline update {suite.command_arguments}`"
     if baseline_file is not None:  # the user's choice: used whatever hardware made it
         if not Path(baseline_file).exists():
             return [_no_baseline(suite, f"no baseline at {baseline_file}: {how}")]
