@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench.runfolder import is_finished, run_dir, suite_folder
-from factrecall_bench.suite import Suite, expand_suite
+from factrecall_bench.suite import Suite
 
 
 def dry_run_plan(suite: Suite, runs_dir: Path) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def dry_run_plan(suite: Suite, runs_dir: Path) -> dict[str, Any]:
     skip it), and the report it would write."""
     runs = [{"run_id": config.run_id,
              "action": "reuse" if is_finished(config, runs_dir) else "train",
-             "folder": str(run_dir(runs_dir, config))} for config in expand_suite(suite)]
+             "folder": str(run_dir(runs_dir, config))} for config in suite.runs]
     return {"suite": suite.report_name, "overrides": list(suite.overrides),
             "report": str(suite_folder(runs_dir, suite.report_name).report),
             "to_train": sum(run["action"] == "train" for run in runs), "runs": runs}
