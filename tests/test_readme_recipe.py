@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from factrecall_bench.errors import UserError
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from factrecall_bench.suite import load_suite, parse_suite
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def _recipe() -> dict:
 
 
 def test_the_recipe_suite_expands_into_the_runs_it_describes():
-    configs = expand_suite(parse_suite(_recipe(), "README low2"))
+    configs = parse_suite(_recipe(), "README low2").runs
     assert sorted({(c.strategy, c.seed) for c in configs}) == [
         (strategy, seed) for strategy in ("mixed", "two-stage", "two-stage-low2")
         for seed in (0, 1, 2)]
@@ -45,8 +45,8 @@ def test_the_recipe_suite_expands_into_the_runs_it_describes():
 
 def test_the_recipe_trains_the_cpu_suites_data_model_and_settings():
     """The README says so: the same data, model and [train] settings as `--suite cpu`."""
-    cpu = {c.strategy: c for c in expand_suite(load_suite("cpu")) if c.seed == 0}
-    recipe = {c.strategy: c for c in expand_suite(parse_suite(_recipe(), "README low2"))
+    cpu = {c.strategy: c for c in load_suite("cpu").runs if c.seed == 0}
+    recipe = {c.strategy: c for c in parse_suite(_recipe(), "README low2").runs
               if c.seed == 0}
     for strategy in ("mixed", "two-stage"):
         for part in ("data", "model", "train", "phases", "identity"):
