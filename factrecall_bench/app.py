@@ -27,6 +27,7 @@ from factrecall_bench.runfolder import (
     event_paths,
     finished_results,
     is_finished,
+    reusable_source,
     run_dir,
     run_row,
 )
@@ -261,14 +262,17 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
 
 
 def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
-    finished = sum(is_finished(config, runs_dir) for config in configs)
-    to_run = len(configs) - finished
+    unfinished = [config for config in configs if not is_finished(config, runs_dir)]
+    reused = sum(reusable_source(runs_dir, config) is not None for config in unfinished)
+    finished, to_run = len(configs) - len(unfinished), len(unfinished) - reused
+    elsewhere = f", {reused} reused from runs that trained the same thing" if reused else ""
     if to_run == 0:
-        return (f"suite {suite.name}: all {finished} runs already finished in "
-                f"{runs_dir / suite.name}; nothing to do")
+        return (f"suite {suite.name}: all {len(configs)} runs already finished in "
+                f"{runs_dir / suite.name}{elsewhere}; nothing to do")
     side_by_side = min(jobs, to_run)
     return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
-            f"({finished} already finished), {side_by_side} side by side, in {runs_dir / suite.name}")
+            f"({finished} already finished{elsewhere}), {side_by_side} side by side, in "
+            f"{runs_dir / suite.name}")
 
 
 def check_suite_can_run(suite: Suite) -> None:

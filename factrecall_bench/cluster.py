@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from factrecall_bench.config import RunConfig
 from factrecall_bench.errors import UserError
-from factrecall_bench.runfolder import RunFolder, is_finished
+from factrecall_bench.runfolder import RunFolder, is_finished, reuse_finished_run
 
 if TYPE_CHECKING:
     from factrecall_bench.orchestrate import SuiteOutcome
@@ -206,12 +206,14 @@ def make_executor(settings: ClusterSettings, folder: Path, jobs: int) -> Any:
 
 def submit_runs(configs: list[RunConfig], runs_root: Path, settings: ClusterSettings,
                 options: RunOptions, threads: int | None = None) -> Submission:
-    """One job per run not finished yet, as one job array; finished runs are not submitted."""
+    """One job per run not finished yet, as one job array; finished runs are not submitted, nor
+    runs that a finished run elsewhere in the runs folder trained already (reused here)."""
     folder = submitit_folder(runs_root, configs[0].suite if configs else "suite", settings)
     submission = Submission(folder)
     pending: list[RunConfig] = []
     for config in configs:
-        (submission.already_finished if is_finished(config, runs_root) else pending).append(config)
+        done = is_finished(config, runs_root) or reuse_finished_run(runs_root, config) is not None
+        (submission.already_finished if done else pending).append(config)
     if not pending:
         return submission
     executor = make_executor(settings, folder, len(pending))

@@ -111,6 +111,19 @@ def training_identity(config: RunConfig | Mapping[str, Any]) -> str:
     return config_hash(training_settings(config))
 
 
+def reuse_identity(config: RunConfig) -> str:
+    """sha256 of everything that decides a finished run's result.json: its training identity
+    plus the settings that change what is recorded beside the answers (logging and checkpoint
+    cadence, every eval setting, the trace settings). Equal for two configs means a run finished
+    for one stands for the other: the suite's, variant's and strategy's names are not in it, nor
+    a setting the strategy never reads (two-stage's `stage2_lr` for mixed)."""
+    values = to_dict(config)
+    recorded = {key: value for key, value in values["train"].items()
+                if key not in STRATEGY_SETTINGS}
+    return config_hash({"training": training_settings(config), "train": recorded,
+                        "eval": values["eval"], "trace": values["trace"]})
+
+
 def training_settings(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """What `training_identity` hashes, readable (missing tables read as their defaults)."""
     values = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from factrecall_bench import app, suite as suite_module
+from factrecall_bench import app
+from factrecall_bench import suite as suite_module
 from factrecall_bench.config import (
     DataSpec,
     EvalSpec,

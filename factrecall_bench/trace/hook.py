@@ -140,7 +140,7 @@ def retrace_run(run_folder: Path) -> dict[str, Any]:
     if result is None:
         raise UserError(f"{run_folder} holds no finished run (no valid {RunFolder.RESULT})")
     config = run.read_run_config()
-    checkpoint = latest_checkpoint(run.checkpoints)
+    checkpoint = latest_checkpoint(run.trained_checkpoints())
     if checkpoint is None:
         raise UserError(f"{run_folder} has no valid checkpoint to trace")
     runs_root = run_folder.parent.parent

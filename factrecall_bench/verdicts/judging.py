@@ -70,6 +70,10 @@ def judge_baseline(subject: BaselineSubject, results: Sequence[Mapping[str, Any]
         return [_no_baseline(subject, f"the runs were made on {len(classes)} hardware classes "
                                     f"({', '.join(classes)}), and a baseline holds one")]
     path = baseline_path(baselines_dir, subject.suite_name, classes[0])
+    parent_path = (baseline_path(baselines_dir, subject.extends, classes[0])
+                   if subject.extends else None)
+    if not Path(path).exists() and parent_path is not None and Path(parent_path).exists():
+        return _compare_with_extended(subject, results, _read(parent_path, subject.extends))
     if not Path(path).exists():
         if classes[0] == CPU_CLASS:
             return [_no_baseline(subject, f"no baseline at {path}: {how}")]
@@ -126,6 +130,20 @@ def _compare(subject: BaselineSubject, results: Sequence[Mapping[str, Any]],
                                  baseline["alpha"], settings.test, settings.correction,
                                  per_attribute=settings.per_attribute,
                                  own_identities=subject.own_identities)
+
+
+def _compare_with_extended(subject: BaselineSubject, results: Sequence[Mapping[str, Any]],
+                           baseline: dict[str, Any]) -> list[Verdict]:
+    """A suite that extends another and has no baseline of its own: its runs trained as the
+    extended suite's are compared with that suite's baseline; the others (its own strategies,
+    its changed settings) have none ("no baseline for these settings"), never a regression."""
+    print(f"note: suite {subject.suite_name} has no baseline of its own; its runs trained as suite "
+          f"{subject.extends}'s are compared with {subject.extends}'s baseline", file=sys.stderr)
+    settings = subject.settings
+    return compare_with_baseline(results, baseline, baseline["metrics"], baseline["min_effect"],
+                                 baseline["alpha"], settings.test, settings.correction,
+                                 per_attribute=settings.per_attribute,
+                                 own_identities=subject.extended_identities)
 
 
 def _warn_on_mismatch(subject: BaselineSubject, baseline: dict[str, Any], hardware: list[str]

@@ -98,6 +98,11 @@ class BaselineSubject:
     own_identities: frozenset[str] | None = None
     """A variation's: the training identities its baseline speaks for (None: every run is the
     suite's own)."""
+    extends: str = ""
+    """The suite it extends ("" if none), whose baseline judges the runs trained as that suite's
+    when it has no baseline of its own."""
+    extended_identities: frozenset[str] = frozenset()
+    """The training identities of the extended suite's runs (what its baseline speaks for)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,5 +385,5 @@ def _no_baseline_detail(runs: Sequence[Run], suite: str, own: bool) -> str:
         return (f"no baseline for these settings: {held}; the suite's runs changed since it was "
                 f"stored: `factrecall-bench baseline update --suite {suite or 'SUITE'}` records "
                 "them")
-    return (f"no baseline for these settings: {held}; a variation is compared only with a "
-            "baseline of its own settings, never with the suite's")
+    return (f"no baseline for these settings: {held}; a run is compared only with a baseline "
+            "entry trained as it was, never with runs of other settings")
