@@ -17,7 +17,11 @@ import typer
 from factrecall_bench.cli import app
 from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+ROOT = Path(__file__).resolve().parents[1]
+README = "\n".join((ROOT / name).read_text("utf-8")
+                   for name in ("README.md", "docs/gpu.md", "docs/cluster.md"))
+"""The README and the pages its GPU and cluster sections moved to: their commands and TOML blocks
+are checked alike."""
 PLACEHOLDERS = re.compile(r"^[A-Z][A-Z_]*$|^[A-Z]\.[A-Z]=[A-Z]$")
 
 
