@@ -6,14 +6,9 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
 import itertools
-import re
 import shlex
-import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +27,11 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity, training_identity
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
-from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites, find_suite: re-exported)
+from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites re-exported)
+    SAFE_NAME,
+    apply_overrides,
+    check_variation_name,
+    default_variation_name,
     find_suite,
     parent_suite_path,
     read_suite_toml,
@@ -40,9 +39,6 @@ from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites, find_s
     suite_table,
 )
 from factrecall_bench.verdicts import BaselineSubject, Claim, RegressionSettings, check_claim_seeds
-
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
-"""Suite and variant names become folder names: no separators, no `..`, nothing hidden."""
 
 SUITE_KEYS = {"name", "description", "ci", "seeds", "strategies", "models", "jobs", "data",
               "model", "train", "eval", "trace", "variants", "custom_strategies", "claims",
@@ -162,60 +158,38 @@ class Suite:
 def load_suite(name_or_path: str, overrides: Sequence[str] = (),
                variation_name: str | None = None) -> Suite:
     """A suite by name or path, with `--set` overrides applied before it is validated; with
-    overrides it is a variation, named `variation_name` (`--name`) or after the overrides."""
+    overrides it is a variation, named `variation_name` (`--name`) or after the overrides.
+    Its runs are built once, when the Suite is made."""
     path = find_suite(name_or_path)
     raw = suite_table(path)
+    known = {"given_as": name_or_path, **_parent_fields(path)}
     if not overrides:
         if variation_name is not None:
             raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
                             "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
-        return _with_parent(parse_suite(raw, str(path)), path, name_or_path)
-    suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
+        return parse_suite(raw, str(path), known)
+    varied = apply_overrides(raw, overrides)
+    where = f"{path} with --set {' '.join(overrides)}"
+    suite_name = varied.get("name")
+    if not isinstance(suite_name, str):
+        parse_suite(varied, where)  # says what is wrong with the name
+        raise AssertionError("unreachable: a suite without a name is refused")
     name = variation_name if variation_name is not None else default_variation_name(
-        suite.name, overrides)
-    check_variation_name(name, suite.name)
-    return _with_parent(dataclasses.replace(
-        suite, overrides=tuple(overrides), variation=name,
-        unvaried_identities=_unvaried_identities(raw, path)), path, name_or_path)
+        suite_name, overrides)
+    check_variation_name(name, suite_name)
+    return parse_suite(varied, where, {**known, "overrides": tuple(overrides), "variation": name,
+                                       "unvaried_identities": _unvaried_identities(raw, path)})
 
 
-def _with_parent(suite: Suite, path: Path, given_as: str) -> Suite:
-    """The suite as the command line named it, with the name and run identities of the suite
-    its file `extends`, if any."""
-    suite = dataclasses.replace(suite, given_as=given_as)
+def _parent_fields(path: Path) -> dict[str, Any]:
+    """The name and run identities of the suite the file at `path` `extends` ({} if none)."""
     parent_name = read_suite_toml(path).get("extends")
     if parent_name is None:
-        return suite
+        return {}
     parent_path = parent_suite_path(parent_name, path)
     parent = parse_suite(suite_table(parent_path), str(parent_path))
-    return dataclasses.replace(suite, extends=parent.name, extended_identities=frozenset(
-        training_identity(config) for config in parent.runs))
-
-
-def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:
-    """`cpu+train.stage2_lr=3e-4`: the suite's name and its overrides, other characters as `_`;
-    a name too long for a folder is cut and ends in a digest of the overrides."""
-    text = "+".join([suite_name, *(item.replace(" ", "") for item in overrides)])
-    name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", text).replace("..", "_")
-    if len(name) <= 64:
-        return name
-    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
-    return f"{name[:55]}-{digest}"
-
-
-RESERVED_FOLDERS = ("data",)
-"""Names under the runs folder that are not a suite's (the cached datasets)."""
-
-
-def check_variation_name(name: str, suite_name: str) -> None:
-    """A variation's name becomes a folder beside the suite's: safe, and never the suite's own or
-    another shipped suite's (its report would be overwritten)."""
-    if not SAFE_NAME.match(name) or ".." in name:
-        raise UserError(f"--name {name!r}: must be 1 to 64 letters, digits and _.=+- (it names a "
-                        "folder inside the runs folder)")
-    if name == suite_name or name in shipped_suites() or name in RESERVED_FOLDERS:
-        raise UserError(f"--name {name!r} is a suite's own folder: a variation's report never "
-                        "replaces a suite's; choose another name")
+    return {"extends": parent.name,
+            "extended_identities": frozenset(training_identity(c) for c in parent.runs)}
 
 
 def _unvaried_identities(raw: dict[str, Any], path: Path) -> frozenset[str]:
@@ -228,52 +202,6 @@ def _unvaried_identities(raw: dict[str, Any], path: Path) -> frozenset[str]:
     return frozenset(training_identity(config) for config in unvaried.runs)
 
 
-OVERRIDABLE_TABLES = ("data", "model", "train", "eval", "trace", "regression")
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """`TABLE.KEY=VALUE` sets a key of a base table, `KEY=VALUE` a top-level key (`seeds=[0,1]`);
-    VALUE is read as TOML (`3e-4`, `true`, `[0, 1]`), a bare word as a string. The result is
-    validated like the suite file itself. A key that a variant also sets is refused: the
-    variant's value would silently win."""
-    result = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or not all(path) or len(path) > 2 or (
-                len(path) == 2 and path[0] not in OVERRIDABLE_TABLES):
-            raise UserError(f"--set {item!r}: expected TABLE.KEY=VALUE (TABLE one of "
-                            f"{', '.join(OVERRIDABLE_TABLES)}) or KEY=VALUE, e.g. "
-                            "train.stage2_lr=3e-4")
-        if len(path) == 1:
-            result[path[0]] = _toml_value(text)
-            continue
-        table, name = path
-        if not isinstance(result.setdefault(table, {}), dict):
-            raise UserError(f"--set {item!r}: {table} is not a table in this suite")
-        _refuse_shadowed_override(result, table, name, item)
-        result[table][name] = _toml_value(text)
-    return result
-
-
-def _toml_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"value = {text.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text.strip()
-
-
-def _refuse_shadowed_override(raw: dict[str, Any], table: str, name: str, item: str) -> None:
-    grid = raw.get("grid")
-    if isinstance(grid, dict) and f"{table}.{name}" in grid:
-        raise UserError(f"--set {item!r}: every variant of the suite's grid sets {table}.{name} "
-                        "itself (the grid crosses it), so the override would not reach its runs")
-    for variant in raw.get("variants", []):
-        if isinstance(variant, dict) and name in (variant.get(table) or {}):
-            raise UserError(f"--set {item!r}: variant {variant.get('name')!r} sets {table}.{name} "
-                            "itself, so the override would not reach its runs")
-
-
 def _typed_list(raw: dict[str, Any], key: str, kind: type, default: list[Any], where: str
                 ) -> tuple[Any, ...]:
     values = raw.get(key, default)
@@ -283,7 +211,10 @@ def _typed_list(raw: dict[str, Any], key: str, kind: type, default: list[Any], w
     return tuple(values)
 
 
-def parse_suite(raw: dict[str, Any], where: str) -> Suite:
+def parse_suite(raw: dict[str, Any], where: str, known: Mapping[str, Any] | None = None
+                ) -> Suite:
+    """The Suite a table describes (`where` names it in errors); `known`: the fields loading
+    knows besides the table (how it was named, a variation's overrides, what it extends)."""
     unknown = sorted(set(raw) - SUITE_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -303,7 +234,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         trace=_table(raw, "trace", where),
         custom_strategies=custom_strategy_phases(_table(raw, "custom_strategies", where), where),
         claims=_claims(raw, where), regression=_regression(raw, where),
-        source=where, grid=grid, log_with=_log_with(raw, where))
+        source=where, grid=grid, log_with=_log_with(raw, where), **(known or {}))
 
 
 def _refuse_strategy_table(raw: dict[str, Any], where: str) -> None:
