@@ -146,7 +146,7 @@ def test_runs_finished_before_a_metric_was_registered_show_a_dash(toy_metric):
     suite = SimpleNamespace(name="s", description="d", variation=None, overrides={},
                             report_name="s")
     text = markdown_report(suite, {"summary": rows, "verdicts": [], "runs": []}, [])  # type: ignore[arg-type]
-    assert "| mixed / tiny-llama | 1 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 | – | 10 |" in text
+    assert "| mixed / tiny-llama | 1 | 1.000 | 1.000 | 1.000 | – | 10 |" in text
 
 
 def _finished_run() -> RunState:
