@@ -107,8 +107,18 @@ def test_a_setting_written_at_its_default_or_unknown_to_this_version():
     assert identity.training_identity(at_default) == base
     without = {**stored, "train": {k: v for k, v in stored["train"].items() if k != "clip_norm"}}
     assert identity.training_identity(without) == base  # an absent key reads as its default
-    newer = {**stored, "train": {**stored["train"], "a_later_setting": 1}}
-    assert identity.training_identity(newer) != base  # a key this version does not know counts
+    for value in (1, None):  # a key this version does not know counts, whatever its value
+        newer = {**stored, "train": {**stored["train"], "a_later_setting": value}}
+        assert identity.training_identity(newer) != base, value
+
+
+def test_the_resolved_model_revision_is_part_of_it():
+    config = expand_suite(load_suite("cpu"))[0]
+    pinned = {revision: dataclasses.replace(config, identity=dataclasses.replace(
+        config.identity, model_revision=revision)) for revision in (COMMIT_A, COMMIT_B)}
+    assert identity.training_settings(pinned[COMMIT_A])["model_revision"] == COMMIT_A
+    assert identity.training_identity(pinned[COMMIT_A]) != identity.training_identity(
+        pinned[COMMIT_B])
 
 
 def _cache(root: Path, repo: str, refs: dict[str, str]) -> None:
