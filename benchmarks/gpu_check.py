@@ -129,9 +129,9 @@ def summarize(result: dict[str, Any], parameters: int, peak: float | None) -> di
 def mfu_config(tiny: bool) -> Any:
     from transformers import AutoConfig
 
-    from factrecall_bench.plan import PAPER_ARCHITECTURES
+    from factrecall_bench.model_families import published_architecture
 
-    values = dict(PAPER_ARCHITECTURES["llama-3.2-1b"])
+    values = published_architecture("llama-3.2-1b") or {}
     if tiny:
         values.update(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16)

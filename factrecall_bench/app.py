@@ -20,6 +20,7 @@ from typing import Any
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
 from factrecall_bench.errors import UserError
+from factrecall_bench.io import ensure_writable_folder
 from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import (
     ResultDocument,
@@ -27,6 +28,7 @@ from factrecall_bench.runfolder import (
     event_paths,
     finished_results,
     is_finished,
+    reusable_source,
     run_dir,
     run_row,
 )
@@ -263,14 +265,17 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
 
 
 def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
-    finished = sum(is_finished(config, runs_dir) for config in configs)
-    to_run = len(configs) - finished
+    unfinished = [config for config in configs if not is_finished(config, runs_dir)]
+    reused = sum(reusable_source(runs_dir, config) is not None for config in unfinished)
+    finished, to_run = len(configs) - len(unfinished), len(unfinished) - reused
+    elsewhere = f", {reused} reused from runs that trained the same thing" if reused else ""
     if to_run == 0:
-        return (f"suite {suite.name}: all {finished} runs already finished in "
-                f"{runs_dir / suite.name}; nothing to do")
+        return (f"suite {suite.name}: all {len(configs)} runs already finished in "
+                f"{runs_dir / suite.name}{elsewhere}; nothing to do")
     side_by_side = min(jobs, to_run)
     return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
-            f"({finished} already finished), {side_by_side} side by side, in {runs_dir / suite.name}")
+            f"({finished} already finished{elsewhere}), {side_by_side} side by side, in "
+            f"{runs_dir / suite.name}")
 
 
 def check_suite_can_run(suite: Suite) -> None:
@@ -344,7 +349,7 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], 
     done = {result["run_id"] for result in results}
     if not results:
         raise UserError(f"no finished run of suite {suite.name} in {runs_dir / suite.name}: "
-                        f"train them with `factrecall-bench run --suite {suite.name}`")
+                        f"train them with `factrecall-bench run {suite.command_arguments}`")
     rows = [{"run_id": c.run_id, "status": "finished" if c.run_id in done else "missing",
              "reused": c.run_id in done, "reason": "" if c.run_id in done else
              f"not finished in {run_dir(runs_dir, c)}"} for c in configs]
@@ -352,7 +357,7 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], 
         missing = [config.run_id for config in configs if config.run_id not in done]
         note(f"suite {suite.name}: {len(missing)} of {len(configs)} runs are not finished "
              f"({listed_run_ids(missing)}); claims that need them are inconclusive "
-             f"(`run --suite {suite.name}` trains them)")
+             f"(`run {suite.command_arguments}` trains them)")
     return results, rows
 
 
@@ -363,6 +368,7 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
 
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
+    ensure_writable_folder(baselines_dir, "baselines folder")
     results, rows = run_suite(suite, runs_dir, None, show_progress=True,
                               options=RunOptions(log_with=suite.log_with))
     if not distributed.is_main():
@@ -378,7 +384,10 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
     baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware,
                                      settings.alpha, settings.min_effect, list(settings.metrics))
     path = baseline_path(baselines_dir, suite.name, hardware)
-    write_baseline(path, baseline)
+    try:
+        write_baseline(path, baseline)
+    except OSError as error:
+        raise UserError(f"cannot write the baseline {path}: {error.strerror}") from error
     print(f"wrote {path}", flush=True)
     return exit_codes.OK
 

@@ -41,7 +41,7 @@ def join_shards(suite: Suite, runs_dir: Path, shard: Shard, rows: list[dict[str,
     if missing:
         note(f"suite {suite.name}, shard {shard}: {len(missing)} of {len(configs)} runs not "
              f"finished yet ({listed_run_ids(missing)}); once every shard is done, `factrecall-bench "
-             f"check --suite {suite.name} --runs-dir {runs_dir}` judges the suite")
+             f"check {suite.command_arguments} --runs-dir {runs_dir}` judges the suite")
         return None
     mine = {row["run_id"]: row for row in rows}
     reused = {"status": "finished", "reused": True, "reason": ""}
@@ -66,7 +66,7 @@ def run_suite_on_cluster(suite: Suite, runs_dir: Path, cluster: ClusterSettings,
     configs = shard.select(expand_suite(suite)) if shard else expand_suite(suite)
     submission = submit_runs(configs, runs_dir, cluster, options or RunOptions(),
                              threads=_local_job_threads(cluster, len(configs)))
-    note(submitted_note(suite.name, runs_dir, submission, cluster.wait))
+    note(submitted_note(suite.name, runs_dir, submission, cluster.wait, suite.command_arguments))
     if not cluster.wait:
         return None
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress):

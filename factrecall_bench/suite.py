@@ -11,10 +11,10 @@ import dataclasses
 import hashlib
 import itertools
 import re
+import shlex
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,13 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity, training_identity
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
+from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites, find_suite: re-exported)
+    find_suite,
+    parent_suite_path,
+    read_suite_toml,
+    shipped_suites,
+    suite_table,
+)
 from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
@@ -99,6 +106,25 @@ class Suite:
     unvaried_identities: frozenset[str] | None = None
     """A variation's: the training identities of the suite's runs as its file says, which its
     baseline speaks for (None: not a variation, every run is the suite's own)."""
+    extends: str = ""
+    """The name of the suite this one `extends` ("" if none): with no baseline of its own, the
+    suite is compared with that suite's baseline, for the runs trained as that suite's are."""
+    extended_identities: frozenset[str] = frozenset()
+    """The training identities of the extended suite's runs (what its baseline speaks for)."""
+    given_as: str = ""
+    """How the command line named the suite (`cpu`, `my/low2.toml`); "" when it was not loaded
+    from a command line (then its name)."""
+
+    @property
+    def command_arguments(self) -> str:
+        """What a hint tells the user to pass to name this suite again: `--suite my/low2.toml`,
+        with the variation's `--set` items."""
+        parts = ["--suite", self.given_as or self.name]
+        for item in self.overrides:
+            parts += ["--set", item]
+        if self.overrides and self.variation != default_variation_name(self.name, self.overrides):
+            parts += ["--name", self.variation]
+        return shlex.join(parts)
 
     @property
     def report_name(self) -> str:
@@ -117,45 +143,37 @@ class Suite:
         return config_hash(sorted(config_hash(config) for config in expand_suite(self)))
 
 
-def shipped_suites() -> dict[str, Path]:
-    folder = resources.files("factrecall_bench").joinpath("suites")
-    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir()
-            if str(entry).endswith(".toml")}
-
-
-def find_suite(name_or_path: str) -> Path:
-    shipped = shipped_suites()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        return path
-    raise UserError(f"unknown suite {name_or_path!r} (shipped: {', '.join(sorted(shipped))}; "
-                    "or a path to a .toml file)")
-
-
 def load_suite(name_or_path: str, overrides: Sequence[str] = (),
                variation_name: str | None = None) -> Suite:
     """A suite by name or path, with `--set` overrides applied before it is validated; with
     overrides it is a variation, named `variation_name` (`--name`) or after the overrides."""
     path = find_suite(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read suite {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"suite {path} is not valid TOML: {error}") from error
+    raw = suite_table(path)
     if not overrides:
         if variation_name is not None:
             raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
                             "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
-        return parse_suite(raw, str(path))
+        return _with_parent(parse_suite(raw, str(path)), path, name_or_path)
     suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
     name = variation_name if variation_name is not None else default_variation_name(
         suite.name, overrides)
     check_variation_name(name, suite.name)
-    return dataclasses.replace(suite, overrides=tuple(overrides), variation=name,
-                               unvaried_identities=_unvaried_identities(raw, path))
+    return _with_parent(dataclasses.replace(
+        suite, overrides=tuple(overrides), variation=name,
+        unvaried_identities=_unvaried_identities(raw, path)), path, name_or_path)
+
+
+def _with_parent(suite: Suite, path: Path, given_as: str) -> Suite:
+    """The suite as the command line named it, with the name and run identities of the suite
+    its file `extends`, if any."""
+    suite = dataclasses.replace(suite, given_as=given_as)
+    parent_name = read_suite_toml(path).get("extends")
+    if parent_name is None:
+        return suite
+    parent_path = parent_suite_path(parent_name, path)
+    parent = parse_suite(suite_table(parent_path), str(parent_path))
+    return dataclasses.replace(suite, extends=parent.name, extended_identities=frozenset(
+        training_identity(config) for config in expand_suite(parent)))
 
 
 def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:

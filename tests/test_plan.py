@@ -10,10 +10,10 @@ from rich.console import Console
 
 from factrecall_bench.data.facts import load_fact_data
 from factrecall_bench.errors import UserError
+from factrecall_bench.model_families import published_models
 from factrecall_bench.models import build_model, count_parameters
 from factrecall_bench.plan import (
     OVER_MARK,
-    PAPER_ARCHITECTURES,
     SETTINGS,
     activation_bytes_per_token,
     architecture_config,
@@ -54,7 +54,7 @@ def test_dims_split_parameters_into_layers_and_the_rest():
     assert not model_dims(architecture_config("pythia-2.8b")).gated_mlp
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(published_models()))
 @pytest.mark.parametrize("gpus", [2, 4, 8])
 def test_fsdp2_needs_less_memory_per_gpu_than_ddp(name, gpus):
     dims = model_dims(architecture_config(name))
@@ -72,7 +72,7 @@ def test_fsdp2_memory_falls_with_more_gpus_and_ddp_does_not():
     assert len(ddp) == 1
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(published_models()))
 def test_checkpointing_lowers_activations(name):
     dims = model_dims(architecture_config(name))
     assert activation_bytes_per_token(dims, True) < activation_bytes_per_token(dims, False)

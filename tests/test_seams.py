@@ -38,7 +38,7 @@ from factrecall_bench.suite import expand_suite, find_suite, load_suite
 from factrecall_bench.verdicts.baselines import baseline_from_results
 from tests.conftest import MICRO_SUITE
 
-README = Path(__file__).parent.parent / "README.md"
+GPU_DOC = Path(__file__).parent.parent / "docs" / "gpu.md"
 WARMUP_FRACTION = 0.2
 
 
@@ -338,7 +338,7 @@ def test_baseline_from_a_real_result_records_versions(two_stage):
     assert baseline["hardware_class"] == result["environment"]["hardware"]
 
 
-# --- 11. Paper models: the exact parameter counts the README quotes ------------------------
+# --- 11. Paper models: the exact parameter counts docs/gpu.md quotes ------------------------
 
 
 README_MODEL_NAMES = {"Llama-3.2-1B": "llama-3.2-1b", "3B": "llama-3.2-3b",
@@ -346,11 +346,12 @@ README_MODEL_NAMES = {"Llama-3.2-1B": "llama-3.2-1b", "3B": "llama-3.2-3b",
 
 
 def readme_parameter_counts() -> dict[str, int]:
-    """README, section "Pretrained models, paper scale and GPUs": "parameter counts tested
-    against the published sizes: Llama-3.2-1B 1,235,814,400; 3B ...; SmolLM2 134,515,008"."""
-    text = " ".join(README.read_text().split())
+    """docs/gpu.md (the README's "Pretrained models, paper scale and GPUs" links it): "parameter
+    counts tested against the published sizes: Llama-3.2-1B 1,235,814,400; 3B ...; SmolLM2
+    134,515,008"."""
+    text = " ".join(GPU_DOC.read_text().split())
     match = re.search(r"published sizes: ([^)]*)\)", text)
-    assert match is not None, "the README no longer quotes the parameter counts"
+    assert match is not None, "docs/gpu.md no longer quotes the parameter counts"
     counts = {}
     for entry in match[1].split(";"):
         name, number = entry.strip().rsplit(" ", 1)
@@ -358,7 +359,7 @@ def readme_parameter_counts() -> dict[str, int]:
     return counts
 
 
-def test_paper_parameter_counts_are_the_numbers_the_readme_quotes():
+def test_paper_parameter_counts_are_the_numbers_the_gpu_doc_quotes():
     quoted = readme_parameter_counts()
     assert sorted(quoted) == sorted(README_MODEL_NAMES.values())
     assert {name: parameter_count(name) for name in quoted} == quoted

@@ -46,6 +46,16 @@ class Judged(Protocol):
     def unvaried_identities(self) -> frozenset[str] | None:
         """A variation's: the training identities its baseline speaks for (None: not a
         variation, every run is the suite's own)."""
+    @property
+    def command_arguments(self) -> str:
+        """What names the suite on a command line (`--suite my/low2.toml`), for hints."""
+    @property
+    def extends(self) -> str:
+        """The suite it extends ("" if none), whose baseline judges the runs trained as that
+        suite's when it has no baseline of its own."""
+    @property
+    def extended_identities(self) -> frozenset[str]:
+        """The training identities of the extended suite's runs."""
     def suite_hash(self) -> str: ...
 
 
@@ -79,7 +89,7 @@ def judge_baseline(suite: Judged, results: Sequence[Mapping[str, Any]], baseline
     suite declares none); no baseline for that class is one inconclusive verdict saying so."""
     if not suite.regression.enabled:
         return []
-    how = f"create one with `factrecall-bench baseline update --suite {suite.name}`"
+    how = f"create one with `factrecall-bench baseline update {suite.command_arguments}`"
     if baseline_file is not None:  # the user's choice: used whatever hardware made it
         if not Path(baseline_file).exists():
             return [_no_baseline(suite, f"no baseline at {baseline_file}: {how}")]
@@ -89,6 +99,9 @@ def judge_baseline(suite: Judged, results: Sequence[Mapping[str, Any]], baseline
         return [_no_baseline(suite, f"the runs were made on {len(classes)} hardware classes "
                                     f"({', '.join(classes)}), and a baseline holds one")]
     path = baseline_path(baselines_dir, suite.name, classes[0])
+    parent_path = baseline_path(baselines_dir, suite.extends, classes[0]) if suite.extends else None
+    if not Path(path).exists() and parent_path is not None and Path(parent_path).exists():
+        return _compare_with_extended(suite, results, _read(parent_path, suite.extends))
     if not Path(path).exists():
         if classes[0] == CPU_CLASS:
             return [_no_baseline(suite, f"no baseline at {path}: {how}")]
@@ -145,6 +158,20 @@ def _compare(suite: Judged, results: Sequence[Mapping[str, Any]], baseline: dict
                                  baseline["alpha"], settings.test, settings.correction,
                                  per_attribute=settings.per_attribute,
                                  own_identities=suite.unvaried_identities)
+
+
+def _compare_with_extended(suite: Judged, results: Sequence[Mapping[str, Any]],
+                           baseline: dict[str, Any]) -> list[Verdict]:
+    """A suite that extends another and has no baseline of its own: its runs trained as the
+    extended suite's are compared with that suite's baseline; the others (its own strategies,
+    its changed settings) have none ("no baseline for these settings"), never a regression."""
+    print(f"note: suite {suite.name} has no baseline of its own; its runs trained as suite "
+          f"{suite.extends}'s are compared with {suite.extends}'s baseline", file=sys.stderr)
+    settings = suite.regression
+    return compare_with_baseline(results, baseline, baseline["metrics"], baseline["min_effect"],
+                                 baseline["alpha"], settings.test, settings.correction,
+                                 per_attribute=settings.per_attribute,
+                                 own_identities=suite.extended_identities)
 
 
 def _warn_on_mismatch(suite: Judged, baseline: dict[str, Any], hardware: list[str]) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from factrecall_bench.metrics import regression_metric_names
 from factrecall_bench.verdicts import stats
 from factrecall_bench.verdicts.decision import (
     DecisionBasis,
@@ -46,8 +47,9 @@ class RegressionSettings:
 
     enabled: bool = False
     """Whether the suite is compared with a stored baseline (on when the table is present)."""
-    metrics: tuple[str, ...] = ("id_exact_match", "ood_exact_match")
-    """result.json metrics compared run by run with the baseline."""
+    metrics: tuple[str, ...] = field(default_factory=regression_metric_names)
+    """result.json metrics compared run by run with the baseline (default: the registry's
+    regression-checked ones, `metrics.Metric.regression_checked`: ID and OOD exact match)."""
     min_effect: float = 0.05
     """Smallest change that counts as a regression (points of accuracy as a proportion)."""
     alpha: float = 0.01
@@ -362,5 +364,5 @@ def _no_baseline_detail(runs: Sequence[Run], suite: str, own: bool) -> str:
         return (f"no baseline for these settings: {held}; the suite's runs changed since it was "
                 f"stored: `factrecall-bench baseline update --suite {suite or 'SUITE'}` records "
                 "them")
-    return (f"no baseline for these settings: {held}; a variation is compared only with a "
-            "baseline of its own settings, never with the suite's")
+    return (f"no baseline for these settings: {held}; a run is compared only with a baseline "
+            "entry trained as it was, never with runs of other settings")
