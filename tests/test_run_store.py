@@ -14,14 +14,14 @@ import pytest
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import reuse_identity
 from factrecall_bench.runfolder import RunFolder
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite, shipped_suites
+from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 from tests.conftest import MICRO_SUITE, run_cli
 
 CPU = shipped_suites()["cpu"]
 
 
 def _configs(suite) -> dict[tuple[str, int], object]:
-    return {(config.strategy, config.seed): config for config in expand_suite(suite)}
+    return {(config.strategy, config.seed): config for config in suite.runs}
 
 
 # --- what a run's reuse identity holds ---------------------------------------------------------
@@ -83,7 +83,7 @@ def test_a_child_table_is_merged_key_by_key_and_a_list_replaced(tmp_path):
         'name = "child"\nextends = "parent.toml"\nseeds = [3]\n[train]\nlr = 1e-3\n')
     child = load_suite(str(tmp_path / "child.toml"))
     parent_raw = tomllib.loads(MICRO_SUITE.read_text())
-    (config,) = expand_suite(child)
+    (config,) = child.runs
     assert config.seed == 3 and config.train.lr == 1e-3
     assert config.train.stage2_lr == parent_raw["train"]["stage2_lr"]
     assert config.data.n_people == parent_raw["data"]["n_people"]
