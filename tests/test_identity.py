@@ -163,3 +163,24 @@ def test_the_packaged_smollm2_is_identified_by_its_package_version(monkeypatch):
 
     monkeypatch.setattr(metadata, "version", missing)
     assert identity.model_revision(ModelSpec(name="smollm2-135m")) == ""
+
+
+def test_a_reuse_identity_adds_what_is_recorded_beside_the_answers():
+    """Its docstring: the training identity plus logging and checkpoint cadence, every eval
+    setting and the trace; not the suite's, variant's or strategy's names, nor a setting the
+    strategy never reads."""
+    config = expand_suite(load_suite("cpu"))[0]
+    assert config.strategy == "mixed"
+    base = identity.reuse_identity(config)
+    same = [dataclasses.replace(config, suite="mine", variant="v"),
+            dataclasses.replace(config, train=dataclasses.replace(config.train, stage2_lr=1e-5))]
+    assert all(identity.reuse_identity(other) == base for other in same)
+    recorded = [
+        dataclasses.replace(config, train=dataclasses.replace(config.train, log_every=1)),
+        dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every=7)),
+        dataclasses.replace(config, eval=dataclasses.replace(
+            config.eval, at_phase_end=not config.eval.at_phase_end)),
+        dataclasses.replace(config, trace={**config.trace, "seed": 99}),
+        dataclasses.replace(config, seed=config.seed + 1),
+    ]
+    assert len({identity.reuse_identity(other) for other in recorded} | {base}) == 6
