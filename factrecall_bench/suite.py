@@ -147,7 +147,8 @@ class Suite:
                                variation=bool(self.overrides),
                                own_identities=self.unvaried_identities, extends=self.extends,
                                extended_identities=self.extended_identities,
-                               command_arguments=self.command_arguments)
+                               command_arguments=shlex.join(
+                                   ["--suite", self.given_as or self.name]))
 
     def trackers(self, command_line: str | None) -> str | None:
         """The trackers a run of this suite reports to: `--log-with` when given (the command

@@ -327,4 +327,4 @@ def test_a_variation_without_any_baseline_file_is_no_baseline(tmp_path: Path) ->
     [varied] = judge_baseline(variation.baseline_subject, results, tmp_path)
     assert varied.status == "no_baseline"
     assert varied.detail == f"no baseline for these settings: no baseline at {tmp_path}/tiny.json: " \
-        "create one with `factrecall-bench baseline update --suite tiny`"
+        f"create one with `factrecall-bench baseline update --suite {TINY_SUITE}`"

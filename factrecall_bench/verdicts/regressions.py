@@ -106,8 +106,8 @@ class BaselineSubject:
     extended_identities: frozenset[str] = frozenset()
     """The training identities of the extended suite's runs (what its baseline speaks for)."""
     command_arguments: str = ""
-    """How a command line names the suite (`--suite my/low2.toml`), for hints; default
-    `--suite <suite_name>`."""
+    """How a command line names the suite (`--suite my/low2.toml`; never a variation's `--set`,
+    which `baseline update` does not take), for hints; default `--suite <suite_name>`."""
 
     def __post_init__(self) -> None:
         if not self.command_arguments:
