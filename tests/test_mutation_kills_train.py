@@ -28,7 +28,7 @@ from factrecall_bench.config import Phase, TrainSpec
 from factrecall_bench.data.examples import IGNORE, Example
 from factrecall_bench.errors import RunFailed
 from factrecall_bench.events import EventLog, read_events
-from tests.test_train import VOCAB, tiny_model
+from tests.factrecall_bench.test_train import VOCAB, tiny_model
 
 
 def examples_of(task: str, count: int, seed: int) -> list[Example]:

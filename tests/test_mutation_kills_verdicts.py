@@ -27,7 +27,7 @@ from factrecall_bench.verdicts.decision import (
     suite_exit_code,
     verdicts_document,
 )
-from tests.test_verdicts import at_least_claim, greater_claim, make_result
+from tests.factrecall_bench.verdicts.test_verdicts import at_least_claim, greater_claim, make_result
 
 # --- exit codes --------------------------------------------------------------------------------
 
