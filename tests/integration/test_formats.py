@@ -70,7 +70,7 @@ def test_an_event_writer_cannot_invent_a_kind_or_drop_a_key():
 @pytest.mark.slow
 def test_a_real_run_writes_what_is_documented(micro_uninterrupted, tmp_path):
     result = micro_uninterrupted
-    optional = {"reused_from"}  # only in a run reused from another folder (tests/integration/test_run_store.py)
+    optional = {"reused_from"}  # only in a run reused from another folder (integration/test_run_store.py)
     assert set(result) == set(typing.get_type_hints(ResultDocument)) - optional
     documented = _json_example("result.json")
     assert set(result["environment"]) == set(documented["environment"])
