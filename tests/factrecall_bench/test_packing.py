@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
+from torch import nn
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
 from factrecall_bench import packing
 from factrecall_bench.batching import MicroBatch, make_micro_batch
 from factrecall_bench.data.examples import IGNORE, Example
-from factrecall_bench.packing import layout_rows, pack
+from factrecall_bench.packing import (
+    at_least_float32,
+    attention_mask_for,
+    layout_rows,
+    pack,
+    packed_token_losses,
+    segment_mask,
+    task_sums,
+)
 from factrecall_bench.train import optimizer_step
 
 VOCAB = 50
@@ -165,3 +175,187 @@ def test_padded_micro_batch_counts_match_what_its_tensors_say():
     is_qa = micro.tensors["is_qa"]
     assert micro.task_tokens == {"qa": int(counted[is_qa].sum()), "bio": int(counted[~is_qa].sum())}
     assert micro.task_rows["qa"].tolist() == is_qa.nonzero().flatten().tolist()
+
+
+# --- mutation-killing tests ----------------------------------------------------------------------
+# Found by mutation testing (docs/mutation.md); kept with the module's other tests.
+# Tests written for the survivors of mutation testing of factrecall_bench/packing.py (docs/mutation.md,
+# fifth round): the first-fit-decreasing layout at its boundaries (exact fit, ties, a width that must grow),
+# the packed tensors of several rows (padding, positions, segments, flat loss positions), the block-diagonal
+# mask, the mask as sdpa and eager attention take it, the losses at the loss positions against per-example
+# references, and the per-task sums.
+
+
+SMALL_VOCAB = 30
+
+
+@pytest.mark.parametrize(("lengths", "width", "rows", "final_width"), [
+    ([5, 3, 4, 2, 8], 8, [[4], [0, 1], [2, 3]], 8),
+    ([3, 5], 8, [[1, 0]], 8),  # an exact fit shares the row
+    ([3, 3, 3], 6, [[0, 1], [2]], 6),  # ties in index order
+    ([2, 6, 2], 4, [[1], [0, 2]], 6),  # the width grows to the longest example
+    ([1, 1], 0, [[0], [1]], 1),
+    ([4, 2, 3, 1], 5, [[0, 3], [2, 1]], 5),
+])  # fmt: skip
+def test_first_fit_decreasing_layout(lengths: list[int], width: int, rows: list[list[int]],
+                                     final_width: int) -> None:
+    layout = layout_rows(lengths, width)
+    assert layout.rows == rows and layout.width == final_width
+
+
+def test_pack_fills_rows_and_flat_loss_positions() -> None:
+    examples = [Example([1, 2, 3, 4], [1, 2, 3, 4], "bio"),  # row 0, alone
+                Example([5, 6], [IGNORE, 6], "qa"),  # row 1, after the longer one
+                Example([7, 8, 9], [IGNORE, IGNORE, 9], "qa")]  # row 1, first
+    tensors = pack(examples, pad_id=-1, width=5)
+    assert tensors["input_ids"].tolist() == [[1, 2, 3, 4, -1], [7, 8, 9, 5, 6]]
+    assert tensors["position_ids"].tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+    assert tensors["loss_index"].tolist() == [0, 1, 2, 5 + 1, 5 + 3]
+    assert tensors["loss_targets"].tolist() == [2, 3, 4, 9, 6]
+    assert tensors["loss_task"].tolist() == [0, 0, 0, 1, 1]
+    assert all(tensors[key].dtype == torch.long
+               for key in ("input_ids", "position_ids", "loss_index", "loss_targets",
+                           "loss_task"))
+    expected_mask = segment_mask(torch.tensor([[0, 0, 0, 0, -1], [0, 0, 0, 1, 1]]))
+    assert torch.equal(tensors["attention_mask"], expected_mask)
+
+
+def test_trailing_padding_is_a_segment_of_its_own() -> None:
+    examples = [Example([1, 2], [1, 2], "bio"), Example([3, 4], [3, 4], "bio")]
+    tensors = pack(examples, pad_id=0, width=6)
+    assert tensors["input_ids"].tolist() == [[1, 2, 3, 4, 0, 0]]
+    expected = segment_mask(torch.tensor([[0, 0, 1, 1, -1, -1]]))
+    assert torch.equal(tensors["attention_mask"], expected)
+    assert not tensors["attention_mask"][0, 0, 4:, :4].any()
+
+
+def test_pack_of_examples_without_loss_has_empty_loss_tensors() -> None:
+    tensors = pack([Example([1, 2], [IGNORE, IGNORE], "bio")], pad_id=0)
+    assert tensors["input_ids"].tolist() == [[1, 2]]
+    for key in ("loss_index", "loss_targets", "loss_task"):
+        assert tensors[key].tolist() == [] and tensors[key].dtype == torch.long
+
+
+def test_segment_mask_is_causal_within_each_segment_and_padding() -> None:
+    mask = segment_mask(torch.tensor([[0, 0, 1, 1, 1, -1, -1]]))
+    assert mask.shape == (1, 1, 7, 7) and mask.dtype == torch.bool
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    for start, stop in ((0, 2), (2, 5), (5, 7)):
+        expected[start:stop, start:stop] = torch.ones(stop - start, stop - start,
+                                                      dtype=torch.bool).tril()
+    assert torch.equal(mask[0, 0], expected)
+
+
+class WithAttention(nn.Module):
+    def __init__(self, implementation: str | None) -> None:
+        super().__init__()
+        if implementation is not None:
+            self.config = type("Config", (), {"_attn_implementation": implementation})()
+
+
+def test_sdpa_takes_the_boolean_mask_and_is_the_default() -> None:
+    mask = segment_mask(torch.tensor([[0, 0, 1]]))
+    assert attention_mask_for(WithAttention("sdpa"), mask, torch.float32) is mask
+    assert attention_mask_for(WithAttention(None), mask, torch.float32) is mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_eager_takes_an_additive_mask(dtype: torch.dtype) -> None:
+    mask = segment_mask(torch.tensor([[0, 0, 1]]))
+    additive = attention_mask_for(WithAttention("eager"), mask, dtype)
+    assert additive.dtype == dtype and additive.shape == mask.shape
+    assert torch.equal(additive[mask], torch.zeros(int(mask.sum()), dtype=dtype))
+    assert bool((additive[~mask] == torch.finfo(dtype).min).all())
+
+
+def test_other_attention_is_refused_by_name() -> None:
+    with pytest.raises(ValueError) as error:
+        attention_mask_for(WithAttention("flash_attention_2"), torch.ones(1, 1, 1, 1,
+                                                                          dtype=torch.bool),
+                           torch.float32)
+    assert str(error.value) == (
+        "packing supports sdpa and eager attention, not 'flash_attention_2'")
+
+
+def tiny_llama(implementation: str, dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=SMALL_VOCAB, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=32)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=implementation)
+    assert model.config._attn_implementation == implementation
+    return model.to(dtype).eval()
+
+
+EXAMPLES = [Example([3, 4, 5, 6, 7], [3, 4, 5, 6, 7], "bio"),
+            Example([8, 9, 10], [IGNORE, 9, 10], "qa"),
+            Example([11, 12], [IGNORE, 12], "qa")]
+
+
+def reference_token_losses(model: nn.Module, examples: list[Example]) -> list[float]:
+    """Each example alone: the cross-entropy of every labelled next token."""
+    out = []
+    with torch.no_grad():
+        for example in examples:
+            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0].double()
+            for t, label in enumerate(example.labels[1:]):
+                if label != IGNORE:
+                    out.append(float(F.cross_entropy(logits[t], torch.tensor(label))))
+    return out
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_packed_losses_equal_each_example_alone(implementation: str) -> None:
+    model = tiny_llama(implementation, torch.float64)
+    tensors = pack(EXAMPLES, pad_id=0, width=8)
+    assert tensors["input_ids"].shape == (2, 8)
+    with torch.no_grad():
+        losses = packed_token_losses(model, tensors)
+    assert losses.dtype == torch.float64
+    assert tensors["input_ids"].tolist()[1] == [11, 12, 0, 0, 0, 0, 0, 0]
+    assert losses.tolist() == pytest.approx(reference_token_losses(model, EXAMPLES), rel=1e-9)
+
+
+class DecoderAndHead(nn.Module):
+    """A causal LM that is not a transformers model: a base_model and an output embedding, no
+    get_decoder()."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.base_model = model.model
+        assert isinstance(model.lm_head, nn.Module)
+        self.head = model.lm_head
+        self.config = model.config
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.head
+
+
+def test_a_model_without_get_decoder_runs_its_base_model() -> None:
+    model = tiny_llama("sdpa", torch.float64)
+    tensors = pack(EXAMPLES, pad_id=0)
+    with torch.no_grad():
+        expected = packed_token_losses(model, tensors)
+        losses = packed_token_losses(DecoderAndHead(model), tensors)
+    assert torch.equal(losses, expected)
+
+
+def test_half_precision_losses_are_computed_in_float32() -> None:
+    model = tiny_llama("eager", torch.bfloat16)
+    with torch.no_grad():
+        losses = packed_token_losses(model, pack(EXAMPLES, pad_id=0))
+    assert losses.dtype == torch.float32 and bool(torch.isfinite(losses).all())
+
+
+def test_at_least_float32() -> None:
+    double = torch.ones(2, dtype=torch.float64)
+    assert at_least_float32(double) is double
+    assert at_least_float32(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert at_least_float32(torch.ones(2, dtype=torch.float16)).dtype == torch.float32
+
+
+def test_task_sums_add_each_loss_to_its_task() -> None:
+    losses = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64)
+    sums = task_sums(losses, torch.tensor([1, 0, 1, 1]))
+    assert sums.tolist() == [2.0, 13.0] and sums.dtype == torch.float64
+    assert task_sums(torch.tensor([]), torch.tensor([], dtype=torch.long)).tolist() == [0.0, 0.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from factrecall_bench.batching import example_counts, plan_run, split_micro_batches
 from factrecall_bench.config import TrainSpec
 from factrecall_bench.errors import UserError
-from factrecall_bench.strategies import STRATEGIES, resolve_strategy, resolve_value
+from factrecall_bench.strategies import STRATEGIES, resolve_phase, resolve_strategy, resolve_value
 from factrecall_bench.suite import expand_suite, load_suite, parse_suite
 from tests.conftest import run_cli
 
@@ -205,3 +206,56 @@ def test_a_bad_custom_strategy_exits_2_with_one_line(tmp_path):
     assert completed.stderr.strip().splitlines() == [
         completed.stderr.strip()]  # one line
     assert "strategy low2 phase 1" in completed.stderr and "'0.1*stage_2_lr'" in completed.stderr
+
+
+# --- mutation-killing tests ----------------------------------------------------------------------
+# Found by mutation testing (docs/mutation.md); kept with the module's other tests.
+# What a phase and a strategy resolve to, and the messages users get for a bad strategy table.
+
+
+TRAIN = TrainSpec(lr=1e-3, stage2_lr=1e-4, qa_share=0.25)
+
+
+@pytest.mark.parametrize(("phase", "words"), [
+    ({"epochs": {"bio": True}}, "strategy s phase 0: expected a number (3e-4), a train setting"),
+    ({"epochs": {"bio": [1]}}, "strategy s phase 0: expected a number (3e-4), a train setting"),
+    ({"epochs": {"bio": "1.2.3*bio_epochs"}}, "strategy s phase 0: bad factor in '1.2.3*bio_epochs'"),
+    ({"epochs": {"bio": 1}, "mix": "half"}, "strategy s phase 0: mix must be a table of shares"),
+    ({"epochs": {"bio": 1}, "mix": {"bio": "nope"}}, "strategy s phase 0: expected a number"),
+    ({"epochs": {"bio": 1}, "lrr": 1}, "strategy s phase 0: unknown key(s) lrr"),
+    ({"name": "x"}, "strategy s phase 0: a phase needs epochs"),
+    ({"epochs": {"ood": 1}}, "strategy s phase 0: unknown source 'ood' (known: bio, qa_train)"),
+    ({"epochs": {"bio": 1}, "lr": "nope"}, "strategy s phase 0: expected a number"),
+    ({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"bio": -0.5, "qa_train": 1.5}},
+     "strategy s phase 0: -0.5 gives -0.5; epochs, learning rates and shares must be finite"),
+    ({"epochs": {"bio": 1}, "mix": {"bio": 0.0}}, "mix shares must be >= 0 and not all zero"),
+])
+def test_bad_phases_are_named_with_their_place(phase, words):
+    with pytest.raises(UserError) as caught:
+        resolve_strategy("s", TRAIN, {"s": [phase]})
+    assert words in str(caught.value)
+
+
+def test_unknown_strategy_lists_the_known_ones():
+    with pytest.raises(UserError, match=r"known: bio-only, mixed, pit, two-stage, two-stage-replay\)"):
+        resolve_strategy("nope", TRAIN)
+
+
+def test_a_phase_defaults_to_the_base_lr_and_a_generic_name_and_takes_named_shares():
+    phase = resolve_phase({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"bio": 1, "qa_train": 0.0}},
+                          TRAIN, "w")
+    assert (phase.name, phase.lr) == ("phase", 1e-3)
+    assert phase.mix == {"bio": 1.0, "qa_train": 0.0}
+    named = resolve_phase({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"qa_train": "qa_share"}},
+                          TRAIN, "w")
+    assert named.mix == {"qa_train": 0.25}
+
+
+def test_no_replay_share_trains_the_qa_phase_on_qa_only():
+    phases = resolve_strategy("two-stage-replay", TrainSpec(replay_share=0.0, qa_epochs=1))
+    assert example_counts(phases[1], {"bio": 1000, "qa_train": 600}) == {"qa_train": 600}
+
+
+def test_resolve_value_scales_a_setting():
+    assert resolve_value("0.5*qa_epochs", TrainSpec(qa_epochs=4), "w") == 2.0
+    assert math.isclose(resolve_value(3, TRAIN, "w"), 3.0)

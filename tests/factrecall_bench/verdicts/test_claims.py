@@ -1,96 +1,16 @@
-"""Behaviour of the decision core (verdicts/decision.py, verdicts/claims.py, exit_codes.py,
-strategies.py) that mutation testing (docs/mutation.md) showed no test pinned: the significance
-boundary, what a claim's verdict records and says, the confidence its interval uses, the
-correction's default, and the messages users get for a bad suite."""
+"""Claims (verdicts/claims.py): their validation (every message a user reads), and what evaluating
+one records and says (written for the survivors of mutation testing, docs/mutation.md)."""
 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 from scipy import stats as scipy_stats
 
-from factrecall_bench import exit_codes
-from factrecall_bench.batching import example_counts
-from factrecall_bench.config import TrainSpec
-from factrecall_bench.errors import UserError
-from factrecall_bench.strategies import resolve_phase, resolve_strategy, resolve_value
 from factrecall_bench.verdicts import stats
 from factrecall_bench.verdicts.claims import Claim, check_claim_seeds, evaluate_claim
-from factrecall_bench.verdicts.decision import (
-    DecisionBasis,
-    Verdict,
-    adjust_verdicts,
-    claim_outcome,
-    status_label,
-    suite_exit_code,
-    verdicts_document,
-)
 from tests.factrecall_bench.verdicts.test_verdicts import at_least_claim, greater_claim, make_result
-
-# --- exit codes --------------------------------------------------------------------------------
-
-
-def test_unknown_exit_codes_are_named():
-    with pytest.raises(ValueError, match=r"unknown exit codes \[7, 9\]"):
-        exit_codes.combined([9, 7])
-
-
-# --- the decision rule -------------------------------------------------------------------------
-
-
-def _basis(**overrides) -> DecisionBasis:
-    fields = {"alpha": 0.05, "level_reachable": True, "effect_large_enough": True,
-              "interval_rules_out": False}
-    return DecisionBasis(**{**fields, **overrides})
-
-
-def test_p_equal_to_alpha_is_not_significant():
-    assert claim_outcome(0.05, _basis()) == "undecided"
-    assert claim_outcome(0.0499, _basis()) == "holds"
-
-
-def _verdict(p_value, basis=None, detail="d") -> Verdict:
-    return Verdict(name="c", kind="claim", status="pass", expect="holds", outcome="holds",
-                   test="welch", metric="ood_exact_match", effect=0.4, p_value=p_value,
-                   detail=detail, basis=basis)
-
-
-def test_verdict_entry_keeps_its_detail_and_the_document_its_keys():
-    verdict = _verdict(0.01, _basis(), detail="mixed 0.7 vs two-stage 0.1")
-    assert verdict.to_dict()["detail"] == "mixed 0.7 vs two-stage 0.1"
-    document = verdicts_document("cpu", [verdict])
-    assert document["suite"] == "cpu" and document["verdicts"] == [verdict.to_dict()]
-
-
-def test_status_label_of_a_reported_claim_without_outcome_or_effect():
-    assert status_label({"status": "reported"}) == "reported (undecided)"
-    assert status_label(SimpleNamespace(status="reported", outcome="holds")) == "reported (holds)"
-
-
-def test_correction_defaults_to_holm_and_redecides_the_outcome_too():
-    verdicts = [_verdict(0.03, _basis()), _verdict(0.04, _basis())]
-    corrected = adjust_verdicts(verdicts)
-    assert [v.p_adjusted for v in corrected] == pytest.approx([0.06, 0.06])
-    assert [(v.outcome, v.status) for v in corrected] == [("undecided", "inconclusive")] * 2
-
-
-def test_correction_keeps_a_p_value_of_zero_and_fills_verdicts_without_a_basis():
-    [zero] = adjust_verdicts([_verdict(0.0, _basis())], "none")
-    assert zero.p_adjusted == 0.0 and zero.status == "pass"
-    [bare] = adjust_verdicts([_verdict(0.02)], "holm")
-    assert bare.p_adjusted == 0.02 and bare.name == "c" and bare.status == "pass"
-
-
-def test_bad_correction_and_unknown_status_are_named():
-    with pytest.raises(ValueError, match="correction must be one of holm, bh, none, got 'bonf'"):
-        adjust_verdicts([], "bonf")
-    odd = Verdict(name="c", kind="claim", status="maybe", expect="holds", outcome="holds",
-                  test="welch", metric="m")
-    with pytest.raises(ValueError, match="verdict 'c' has unknown status 'maybe'"):
-        suite_exit_code([odd])
-
 
 # --- claims: validation ------------------------------------------------------------------------
 
@@ -244,57 +164,6 @@ def test_a_run_with_value_and_n_but_no_per_question_data_counts():
     verdict = evaluate_claim(at_least_claim(threshold=0.5), [run])
     assert verdict.status == "inconclusive"
     assert verdict.detail == "run mixed-tiny-llama-s0 has no per-question data or n for ood_exact_match"
-
-
-# --- strategies --------------------------------------------------------------------------------
-
-
-TRAIN = TrainSpec(lr=1e-3, stage2_lr=1e-4, qa_share=0.25)
-
-
-@pytest.mark.parametrize(("phase", "words"), [
-    ({"epochs": {"bio": True}}, "strategy s phase 0: expected a number (3e-4), a train setting"),
-    ({"epochs": {"bio": [1]}}, "strategy s phase 0: expected a number (3e-4), a train setting"),
-    ({"epochs": {"bio": "1.2.3*bio_epochs"}}, "strategy s phase 0: bad factor in '1.2.3*bio_epochs'"),
-    ({"epochs": {"bio": 1}, "mix": "half"}, "strategy s phase 0: mix must be a table of shares"),
-    ({"epochs": {"bio": 1}, "mix": {"bio": "nope"}}, "strategy s phase 0: expected a number"),
-    ({"epochs": {"bio": 1}, "lrr": 1}, "strategy s phase 0: unknown key(s) lrr"),
-    ({"name": "x"}, "strategy s phase 0: a phase needs epochs"),
-    ({"epochs": {"ood": 1}}, "strategy s phase 0: unknown source 'ood' (known: bio, qa_train)"),
-    ({"epochs": {"bio": 1}, "lr": "nope"}, "strategy s phase 0: expected a number"),
-    ({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"bio": -0.5, "qa_train": 1.5}},
-     "strategy s phase 0: -0.5 gives -0.5; epochs, learning rates and shares must be finite"),
-    ({"epochs": {"bio": 1}, "mix": {"bio": 0.0}}, "mix shares must be >= 0 and not all zero"),
-])
-def test_bad_phases_are_named_with_their_place(phase, words):
-    with pytest.raises(UserError) as caught:
-        resolve_strategy("s", TRAIN, {"s": [phase]})
-    assert words in str(caught.value)
-
-
-def test_unknown_strategy_lists_the_known_ones():
-    with pytest.raises(UserError, match=r"known: bio-only, mixed, pit, two-stage, two-stage-replay\)"):
-        resolve_strategy("nope", TRAIN)
-
-
-def test_a_phase_defaults_to_the_base_lr_and_a_generic_name_and_takes_named_shares():
-    phase = resolve_phase({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"bio": 1, "qa_train": 0.0}},
-                          TRAIN, "w")
-    assert (phase.name, phase.lr) == ("phase", 1e-3)
-    assert phase.mix == {"bio": 1.0, "qa_train": 0.0}
-    named = resolve_phase({"epochs": {"bio": 1, "qa_train": 1}, "mix": {"qa_train": "qa_share"}},
-                          TRAIN, "w")
-    assert named.mix == {"qa_train": 0.25}
-
-
-def test_no_replay_share_trains_the_qa_phase_on_qa_only():
-    phases = resolve_strategy("two-stage-replay", TrainSpec(replay_share=0.0, qa_epochs=1))
-    assert example_counts(phases[1], {"bio": 1000, "qa_train": 600}) == {"qa_train": 600}
-
-
-def test_resolve_value_scales_a_setting():
-    assert resolve_value("0.5*qa_epochs", TrainSpec(qa_epochs=4), "w") == 2.0
-    assert math.isclose(resolve_value(3, TRAIN, "w"), 3.0)
 
 
 @pytest.mark.parametrize("side", ["mixed", "two-stage"])
