@@ -257,13 +257,15 @@ def job_failure_reason(job: Any, error: Exception) -> str:
             "its checkpoints are kept: rerun to resume")
 
 
-def submitted_note(suite: str, runs_root: Path, submission: Submission, wait: bool) -> str:
-    """What `run --executor` tells the user once the jobs are submitted."""
+def submitted_note(suite: str, runs_root: Path, submission: Submission, wait: bool,
+                   suite_arguments: str = "") -> str:
+    """What `run --executor` tells the user once the jobs are submitted (`suite_arguments`: how
+    the command line named the suite, `--suite my.toml`; default `--suite SUITE`)."""
     done = len(submission.already_finished)
     if not submission.jobs:
         return f"suite {suite}: all {done} runs already finished; nothing submitted"
     then = ("waiting for them (Ctrl-C stops waiting; Slurm jobs go on: scancel stops them)"
             if wait else "judge them once they end with "
-            f"`factrecall-bench check --suite {suite} --runs-dir {runs_root}`")
+            f"`factrecall-bench check {suite_arguments or '--suite ' + suite} --runs-dir {runs_root}`")
     return (f"suite {suite}: submitted {len(submission.jobs)} jobs ({done} runs already finished): "
             f"{', '.join(submission.job_ids)}; logs in {submission.folder}; {then}")

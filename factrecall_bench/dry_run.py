@@ -8,14 +8,14 @@ from typing import Any
 
 from factrecall_bench.config import RunConfig
 from factrecall_bench.runfolder import is_finished, reusable_source, run_dir, suite_folder
-from factrecall_bench.suite import Suite, expand_suite
+from factrecall_bench.suite import Suite
 
 
 def dry_run_plan(suite: Suite, runs_dir: Path) -> dict[str, Any]:
     """The suite's runs, each `train` or `reuse` (finished with the same config, as `run` would
     skip it, or finished elsewhere in the runs folder training the same thing: `trained_as`
     names that run), and the report it would write."""
-    runs = [_run_plan(config, runs_dir) for config in expand_suite(suite)]
+    runs = [_run_plan(config, runs_dir) for config in suite.runs]
     return {"suite": suite.report_name, "overrides": list(suite.overrides),
             "report": str(suite_folder(runs_dir, suite.report_name).report),
             "to_train": sum(run["action"] == "train" for run in runs), "runs": runs}

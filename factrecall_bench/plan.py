@@ -56,7 +56,7 @@ from factrecall_bench.model_families import (
     tiny_presets,
 )
 from factrecall_bench.models import count_parameters, tiny_config
-from factrecall_bench.suite import Suite, expand_suite
+from factrecall_bench.suite import Suite
 
 GIB = 1024**3
 STATE_BYTES_PER_PARAM = 16
@@ -301,7 +301,7 @@ def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFA
     if gpus < 1 or gpu_memory_gib <= 0 or not 0 < mfu <= 1:
         raise UserError("plan needs gpus >= 1, gpu memory > 0 GiB and 0 < mfu <= 1")
     seen: dict[tuple[str, str, str], RunConfig] = {}
-    for config in expand_suite(suite):
+    for config in suite.runs:
         seen.setdefault((config.variant, config.model.name, config.strategy), config)
     rows = [plan_run(config, gpus, gpu_memory_gib, mfu, peak_flops) for config in seen.values()]
     runs_per_row = len(suite.seeds)

@@ -56,8 +56,13 @@ def _mean_sd(values: list[float]) -> dict[str, float] | None:
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def _summary_cell(spread: dict[str, float] | None) -> str:
-    return "–" if spread is None else f"{spread['mean']:.3f} ± {spread['sd']:.3f}"
+def _summary_cell(spread: dict[str, float] | None, seeds: int = 2) -> str:
+    """`0.871 ± 0.012` (mean ± sd over seeds); one seed has no spread to show: `0.871`."""
+    if spread is None:
+        return "–"
+    if seeds < 2:
+        return f"{spread['mean']:.3f}"
+    return f"{spread['mean']:.3f} ± {spread['sd']:.3f}"
 
 
 def write_suite_report(suite: Suite, results: Sequence[Mapping[str, Any]], outcome_rows: list[dict],
@@ -105,7 +110,7 @@ def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
     lines = [f"# Suite `{suite.name}`", "", suite.description, "", *_variation_lines(suite),
              *_summary_header()]
     for row in document["summary"]:
-        cells = [_summary_cell(row[m]) for m in summary_metric_names()]
+        cells = [_summary_cell(row[m], len(row['seeds'])) for m in summary_metric_names()]
         lines.append(f"| {row['group']} | {len(row['seeds'])} | " + " | ".join(cells)
                      + f" | {row['train_s_mean']:.0f} |")
     lines += ["", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
@@ -353,7 +358,7 @@ def print_summary(document: dict[str, Any]) -> None:
         table.add_column(column)
     for row in document["summary"]:
         table.add_row(row["group"], str(len(row["seeds"])),
-                      *[_summary_cell(row[m]) for m in summary_metric_names()])
+                      *[_summary_cell(row[m], len(row['seeds'])) for m in summary_metric_names()])
     console.print(table)
     for run in document["runs"]:
         if run["status"] not in ("finished",):
@@ -365,7 +370,9 @@ def print_summary(document: dict[str, Any]) -> None:
                       f"{verdict['detail']}", highlight=False)
     for what, path in document.get("written", {}).items():
         console.print(f"{what}: {path}", markup=False, highlight=False)
-    console.print(f"exit code {document['exit_code']}", highlight=False)
+    from factrecall_bench import exit_codes
+
+    console.print(exit_codes.described(document["exit_code"]), highlight=False)
     sys.stdout.flush()
 
 

@@ -29,6 +29,7 @@ from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
 from factrecall_bench.evaluate import metric_hits, per_attribute_of, proportion, scored_sources
 from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
+from factrecall_bench.io import ensure_writable_folder
 from factrecall_bench.metrics import all_metrics, sources_of
 from factrecall_bench.models import build_model
 from factrecall_bench.runfolder import (
@@ -423,10 +424,4 @@ def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, e
 def ensure_writable(runs_root: Path) -> None:
     if not distributed.is_main():
         return
-    try:
-        runs_root.mkdir(parents=True, exist_ok=True)
-        probe = runs_root / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"runs folder {runs_root} is not writable: {error.strerror}") from error
+    ensure_writable_folder(runs_root, "runs folder")

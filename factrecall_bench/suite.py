@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
+import shlex
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites, find_s
     shipped_suites,
     suite_table,
 )
-from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
+from factrecall_bench.verdicts import BaselineSubject, Claim, RegressionSettings, check_claim_seeds
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
 """Suite and variant names become folder names: no separators, no `..`, nothing hidden."""
@@ -110,22 +111,52 @@ class Suite:
     suite is compared with that suite's baseline, for the runs trained as that suite's are."""
     extended_identities: frozenset[str] = frozenset()
     """The training identities of the extended suite's runs (what its baseline speaks for)."""
+    given_as: str = ""
+    """How the command line named the suite (`cpu`, `my/low2.toml`); "" when it was not loaded
+    from a command line (then its name)."""
+
+    @property
+    def command_arguments(self) -> str:
+        """What a hint tells the user to pass to name this suite again: `--suite my/low2.toml`,
+        with the variation's `--set` items."""
+        parts = ["--suite", self.given_as or self.name]
+        for item in self.overrides:
+            parts += ["--set", item]
+        if self.overrides and self.variation != default_variation_name(self.name, self.overrides):
+            parts += ["--name", self.variation]
+        return shlex.join(parts)
+
+    runs: tuple[RunConfig, ...] = field(init=False, repr=False, compare=False)
+    """Every run's resolved config, in a stable order (variant, model, seed, strategy): built
+    and validated once, when the Suite is made (`dataclasses.replace` builds them anew)."""
+    suite_hash: str = field(init=False, repr=False, compare=False)
+    """A hash of what decides the suite's results: its runs' resolved configs. Claims,
+    description, regression settings and `jobs` do not change a number, so editing them
+    leaves a stored baseline valid; changing a run does not."""
+
+    def __post_init__(self) -> None:
+        runs = tuple(expand_suite(self))  # a bad run config is refused here, not mid-suite
+        object.__setattr__(self, "runs", runs)  # frozen: set once, here
+        object.__setattr__(self, "suite_hash", runs_hash(runs))
 
     @property
     def report_name(self) -> str:
         """The folder under the runs folder that holds this suite's (or variation's) report."""
         return self.variation or self.name
 
+    @property
+    def baseline_subject(self) -> BaselineSubject:
+        """What comparing its runs with its stored baseline reads of the suite."""
+        return BaselineSubject(self.name, self.suite_hash, self.regression,
+                               variation=bool(self.overrides),
+                               own_identities=self.unvaried_identities, extends=self.extends,
+                               extended_identities=self.extended_identities,
+                               command_arguments=self.command_arguments)
+
     def trackers(self, command_line: str | None) -> str | None:
         """The trackers a run of this suite reports to: `--log-with` when given (the command
         line wins; `--log-with ""` turns the suite's off), else the suite's `log_with`."""
         return command_line if command_line is not None else self.log_with
-
-    def suite_hash(self) -> str:
-        """A hash of what decides the suite's results: its runs' resolved configs. Claims,
-        description, regression settings and `jobs` do not change a number, so editing them
-        leaves a stored baseline valid; changing a run does not."""
-        return config_hash(sorted(config_hash(config) for config in expand_suite(self)))
 
 
 def load_suite(name_or_path: str, overrides: Sequence[str] = (),
@@ -138,25 +169,27 @@ def load_suite(name_or_path: str, overrides: Sequence[str] = (),
         if variation_name is not None:
             raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
                             "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
-        return _with_parent(parse_suite(raw, str(path)), path)
+        return _with_parent(parse_suite(raw, str(path)), path, name_or_path)
     suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
     name = variation_name if variation_name is not None else default_variation_name(
         suite.name, overrides)
     check_variation_name(name, suite.name)
     return _with_parent(dataclasses.replace(
         suite, overrides=tuple(overrides), variation=name,
-        unvaried_identities=_unvaried_identities(raw, path)), path)
+        unvaried_identities=_unvaried_identities(raw, path)), path, name_or_path)
 
 
-def _with_parent(suite: Suite, path: Path) -> Suite:
-    """The suite with the name and run identities of the suite its file `extends`, if any."""
+def _with_parent(suite: Suite, path: Path, given_as: str) -> Suite:
+    """The suite as the command line named it, with the name and run identities of the suite
+    its file `extends`, if any."""
+    suite = dataclasses.replace(suite, given_as=given_as)
     parent_name = read_suite_toml(path).get("extends")
     if parent_name is None:
         return suite
     parent_path = parent_suite_path(parent_name, path)
     parent = parse_suite(suite_table(parent_path), str(parent_path))
     return dataclasses.replace(suite, extends=parent.name, extended_identities=frozenset(
-        training_identity(config) for config in expand_suite(parent)))
+        training_identity(config) for config in parent.runs))
 
 
 def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:
@@ -192,7 +225,7 @@ def _unvaried_identities(raw: dict[str, Any], path: Path) -> frozenset[str]:
         unvaried = parse_suite(raw, str(path))
     except UserError:
         return frozenset()
-    return frozenset(training_identity(config) for config in expand_suite(unvaried))
+    return frozenset(training_identity(config) for config in unvaried.runs)
 
 
 OVERRIDABLE_TABLES = ("data", "model", "train", "eval", "trace", "regression")
@@ -260,7 +293,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
     _refuse_strategy_table(raw, where)
     base = {key: _table(raw, key, where) for key in ("data", "model", "train", "eval")}
     grid = _grid(raw, where)
-    suite = Suite(
+    return Suite(
         name=raw["name"], description=str(raw.get("description", "")),
         ci=bool(raw.get("ci", False)), needs_gpu=bool(raw.get("needs_gpu", False)),
         seeds=_typed_list(raw, "seeds", int, [0], where),
@@ -271,8 +304,6 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         custom_strategies=custom_strategy_phases(_table(raw, "custom_strategies", where), where),
         claims=_claims(raw, where), regression=_regression(raw, where),
         source=where, grid=grid, log_with=_log_with(raw, where))
-    expand_suite(suite)  # validates every run's config now, not mid-suite
-    return suite
 
 
 def _refuse_strategy_table(raw: dict[str, Any], where: str) -> None:
@@ -467,9 +498,15 @@ def _run_config(suite: Suite, variant: Variant, model_name: str, strategy: str, 
 
 
 def expand_suite(suite: Suite) -> list[RunConfig]:
-    """Every run of the suite, in a stable order (variant, model, seed, strategy)."""
+    """Every run of the suite, in a stable order (variant, model, seed, strategy), built from its
+    settings: what `Suite` does once when it is made. Read `suite.runs` instead."""
     for model_name in suite.models:
         check_model_name(model_name)
     return [_run_config(suite, variant, model_name, strategy, seed)
             for variant in suite.variants for model_name in suite.models
             for seed in suite.seeds for strategy in suite.strategies]
+
+
+def runs_hash(runs: Sequence[RunConfig]) -> str:
+    """The suite hash of these runs: independent of their order."""
+    return config_hash(sorted(config_hash(config) for config in runs))

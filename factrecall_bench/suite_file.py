@@ -25,6 +25,9 @@ def find_suite(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.is_file():
         return path
+    if path.suffix == ".toml":
+        why = "is a folder" if path.is_dir() else "does not exist"
+        raise UserError(f"suite file {name_or_path} {why}")
     raise UserError(f"unknown suite {name_or_path!r} (shipped: {', '.join(sorted(shipped))}; "
                     "or a path to a .toml file)")
 

@@ -84,6 +84,36 @@ class RegressionSettings:
         return cls(**{"enabled": bool(table), **table})
 
 
+@dataclass(frozen=True)
+class BaselineSubject:
+    """What comparing a suite's runs with its stored baseline reads of the suite."""
+
+    suite_name: str
+    """The suite's name: its baseline file's, the verdicts' and the `baseline update` hint's."""
+    suite_hash: str
+    """The hash of the suite's runs now: a baseline stored for another gets a note."""
+    settings: RegressionSettings
+    """The suite's `[regression]` table (disabled: no baseline verdicts at all)."""
+    variation: bool = False
+    """A `--set` variation: its settings have no baseline of their own (a missing one is
+    `no_baseline`, not a doubt), and its hash is not the suite's."""
+    own_identities: frozenset[str] | None = None
+    """A variation's: the training identities its baseline speaks for (None: every run is the
+    suite's own)."""
+    extends: str = ""
+    """The suite it extends ("" if none), whose baseline judges the runs trained as that suite's
+    when it has no baseline of its own."""
+    extended_identities: frozenset[str] = frozenset()
+    """The training identities of the extended suite's runs (what its baseline speaks for)."""
+    command_arguments: str = ""
+    """How a command line names the suite (`--suite my/low2.toml`), for hints; default
+    `--suite <suite_name>`."""
+
+    def __post_init__(self) -> None:
+        if not self.command_arguments:
+            object.__setattr__(self, "command_arguments", f"--suite {self.suite_name}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Regressions against a baseline
 

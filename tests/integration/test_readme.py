@@ -18,7 +18,6 @@ from factrecall_bench.cli import app
 from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 from tests.conftest import ROOT
 
-ROOT = ROOT
 README = "\n".join((ROOT / name).read_text("utf-8")
                    for name in ("README.md", "docs/gpu.md", "docs/cluster.md"))
 """The README and the pages its GPU and cluster sections moved to: their commands and TOML blocks

@@ -11,10 +11,9 @@ import pytest
 
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import reuse_identity
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from tests.conftest import ROOT, run_cli
 
-ROOT = ROOT
 README = ROOT / "README.md"
 
 
@@ -42,7 +41,7 @@ def _recipe_suite(folder: Path, text: str | None = None):
 
 
 def test_the_recipe_suite_expands_into_the_runs_it_describes(tmp_path):
-    configs = expand_suite(_recipe_suite(tmp_path))
+    configs = _recipe_suite(tmp_path).runs
     assert sorted({(c.strategy, c.seed) for c in configs}) == [
         (strategy, seed) for strategy in ("mixed", "two-stage", "two-stage-low2")
         for seed in (0, 1, 2)]
@@ -55,8 +54,8 @@ def test_the_recipe_suite_expands_into_the_runs_it_describes(tmp_path):
 def test_the_recipe_trains_the_cpu_suites_data_model_and_settings(tmp_path):
     """The README says so: the same data, model and [train] settings as `--suite cpu`, so its
     mixed and two-stage runs are the CPU suite's (reused, not retrained)."""
-    cpu = {c.strategy: c for c in expand_suite(load_suite("cpu")) if c.seed == 0}
-    recipe = {c.strategy: c for c in expand_suite(_recipe_suite(tmp_path)) if c.seed == 0}
+    cpu = {c.strategy: c for c in load_suite("cpu").runs if c.seed == 0}
+    recipe = {c.strategy: c for c in _recipe_suite(tmp_path).runs if c.seed == 0}
     for strategy in ("mixed", "two-stage"):
         for part in ("data", "model", "train", "eval", "trace", "phases", "identity"):
             assert getattr(recipe[strategy], part) == getattr(cpu[strategy], part), part

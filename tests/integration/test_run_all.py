@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from factrecall_bench import app, suite
+from factrecall_bench import app, suite, suite_file
 from factrecall_bench.suite import load_suite, shipped_suites
 from tests.conftest import TESTS
 
@@ -21,6 +21,7 @@ def ci_suites_with_a_gpu_one(tmp_path, monkeypatch):
     suites = {**shipped_suites(), "needs-gpu": gpu_suite}
     monkeypatch.setattr(app, "shipped_suites", lambda: suites)
     monkeypatch.setattr(suite, "shipped_suites", lambda: suites)
+    monkeypatch.setattr(suite_file, "shipped_suites", lambda: suites)  # find_suite reads it
     return suites
 
 

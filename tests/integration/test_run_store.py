@@ -14,14 +14,14 @@ import pytest
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import reuse_identity
 from factrecall_bench.runfolder import RunFolder
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite, shipped_suites
+from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 from tests.conftest import MICRO_SUITE, run_cli
 
 CPU = shipped_suites()["cpu"]
 
 
 def _configs(suite) -> dict[tuple[str, int], object]:
-    return {(config.strategy, config.seed): config for config in expand_suite(suite)}
+    return {(config.strategy, config.seed): config for config in suite.runs}
 
 
 # --- what a run's reuse identity holds ---------------------------------------------------------
@@ -83,7 +83,7 @@ def test_a_child_table_is_merged_key_by_key_and_a_list_replaced(tmp_path):
         'name = "child"\nextends = "parent.toml"\nseeds = [3]\n[train]\nlr = 1e-3\n')
     child = load_suite(str(tmp_path / "child.toml"))
     parent_raw = tomllib.loads(MICRO_SUITE.read_text())
-    (config,) = expand_suite(child)
+    (config,) = child.runs
     assert config.seed == 3 and config.train.lr == 1e-3
     assert config.train.stage2_lr == parent_raw["train"]["stage2_lr"]
     assert config.data.n_people == parent_raw["data"]["n_people"]
@@ -178,3 +178,44 @@ def test_only_the_new_strategy_trains_and_the_base_report_is_left_alone(tmp_path
     (mixed,) = [r for r in _results(runs, "base").values()
                 if r["strategy"] == "mixed" and "reused_from" in r]
     assert mixed["config"]["train"]["stage2_lr"] == 1e-3
+
+
+# --- what the user reads when something is off (issue 29, item 6) -------------------------------
+
+
+def test_a_hint_names_the_suite_as_the_user_gave_it(tmp_path):
+    (tmp_path / "my.toml").write_text(MICRO_SUITE.read_text())
+    completed = run_cli("check", "--suite", str(tmp_path / "my.toml"), "--runs-dir",
+                        str(tmp_path / "runs"))
+    assert completed.returncode == 2
+    assert f"`factrecall-bench run --suite {tmp_path / 'my.toml'}`" in completed.stderr
+    varied = load_suite(str(tmp_path / "my.toml"), ["train.lr=1e-3"])
+    assert varied.command_arguments == f"--suite {tmp_path / 'my.toml'} --set train.lr=1e-3"
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda path: path.write_text("x"), "is a file, not a folder"),
+])
+def test_a_runs_or_baselines_folder_that_is_a_file_is_named_so(tmp_path, make, message):
+    make(tmp_path / "taken")
+    for command in (["run", "--suite", str(MICRO_SUITE), "--runs-dir", str(tmp_path / "taken")],
+                    ["baseline", "update", "--suite", str(MICRO_SUITE), "--runs-dir",
+                     str(tmp_path / "runs"), "--baselines-dir", str(tmp_path / "taken")]):
+        completed = run_cli(*command)
+        assert completed.returncode == 2, completed.stderr
+        assert message in completed.stderr and "Traceback" not in completed.stderr
+        assert not (tmp_path / "runs" / "micro").exists()  # nothing trained
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+def test_a_missing_suite_file_says_the_file_is_missing(tmp_path):
+    completed = run_cli("run", "--suite", str(tmp_path / "nothere.toml"))
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == f"error: suite file {tmp_path / 'nothere.toml'} does not exist"
+
+
+def test_the_last_line_says_what_the_exit_code_means():
+    from factrecall_bench import exit_codes
+
+    assert exit_codes.described(3) == "exit code 3 (inconclusive: a verdict the data cannot decide)"
+    assert set(exit_codes.MEANINGS) == {0, 1, 2, 3, 4, 5, 130}

@@ -55,7 +55,6 @@ from factrecall_bench.tui.trace_view import NO_TRACE, trace_content
 from factrecall_bench.tui.values import Interval, wilson_interval
 from tests.conftest import ROOT, TESTS
 
-ROOT = ROOT
 RUNS = TESTS / "data" / "tui_runs"
 SUITE = "tui"
 SUITE_DIR = RUNS / SUITE
