@@ -31,7 +31,7 @@ from factrecall_bench.model_families import packaged_presets
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same settings and pools (a fix, a new way of
-drawing): tests/test_data_identity.py pins a small dataset's content to this number, so an
+drawing): tests/factrecall_bench/test_identity.py pins a small dataset's content to this number, so an
 unversioned change to the output fails there instead of reusing old runs."""
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")

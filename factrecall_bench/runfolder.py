@@ -1,7 +1,7 @@
 """The runs folder: where every file of a run and of a suite lives, and the one owner of each
 document in it: file names, the result and config codecs, "finished with this config?", the
 failure log. Writers and readers (runner, trace, report, judge, TUI, export, baselines) go
-through here; docs/formats.md describes the same contract and tests/test_formats.py checks they
+through here; docs/formats.md describes the same contract and tests/integration/test_formats.py checks they
 agree; tests/test_architecture.py checks no other module spells one of these file names.
 
     RUNS_DIR/<suite>/             SuiteFolder: verdicts.json, report.md, *.png, tui-launch.log

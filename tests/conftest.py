@@ -18,6 +18,8 @@ from factrecall_bench.data.dataset import generate_dataset
 from factrecall_bench.events import read_events
 
 TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+"""The checkout: test modules sit at several depths under tests/, so they locate files from here."""
 TINY_SUITE = TESTS / "data" / "suites" / "tiny.toml"
 MICRO_SUITE = TESTS / "data" / "suites" / "micro.toml"
 """One run of a few seconds: the runner's skip / resume / kill tests and the multi-process ones."""
@@ -105,7 +107,7 @@ def wait_for_step(events_file: Path, process: subprocess.Popen, step: int,
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     """A device mesh over a process group of one (gloo, CPU): sharded (DTensor) code paths run in
-    one process; what changes with several processes needs tests/test_fsdp.py."""
+    one process; what changes with several processes needs tests/integration/test_fsdp.py."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 

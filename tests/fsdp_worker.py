@@ -1,4 +1,4 @@
-"""One process of tests/test_fsdp.py, under `torchrun --nproc_per_node 2` on CPU (gloo).
+"""One process of tests/integration/test_fsdp.py, under `torchrun --nproc_per_node 2` on CPU (gloo).
 
 First the run goes through the DDP path (which equals one process, see test_distributed.py).
 Then the same run goes through FSDP2: accelerate picks FSDP only when it sees GPUs, so here its

@@ -1,0 +1,13 @@
+"""Exit codes: how several runs' and verdicts' codes combine, and an unknown one named
+(written for a survivor of mutation testing, docs/mutation.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from factrecall_bench import exit_codes
+
+
+def test_unknown_exit_codes_are_named():
+    with pytest.raises(ValueError, match=r"unknown exit codes \[7, 9\]"):
+        exit_codes.combined([9, 7])
