@@ -26,6 +26,9 @@ from tests.conftest import (
     wait_for_step,
 )
 
+# Every test trains the micro run end to end, most in a CLI subprocess.
+pytestmark = pytest.mark.slow
+
 
 def comparable(result: dict) -> dict:
     return {"metrics": result["metrics"], "per_question": result["per_question"],
