@@ -16,6 +16,9 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.export import export_run
 from tests.conftest import MICRO_SUITE, run_cli
 
+# The module trains the micro run once, in a CLI subprocess, for all but one of its tests.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from typing import Any
 
+import pytest
 import torch
 
 from factrecall_bench.orchestrate import ProcessPool, visible_gpus, worker_death_reason
@@ -27,11 +28,13 @@ def gpus_seen(jobs: int, gpus: list[str]) -> dict[int, str | None]:
     return seen
 
 
+@pytest.mark.slow
 def test_each_worker_sees_one_gpu_of_its_own(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert sorted(gpus_seen(2, ["3", "5"]).values()) == ["3", "5"]
 
 
+@pytest.mark.slow
 def test_more_workers_than_gpus_share_them_round_robin(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert sorted(gpus_seen(3, ["0", "1"]).values()) == ["0", "0", "1"]
@@ -56,6 +59,7 @@ def die_if_asked(code: int) -> int:
     return os.getpid()
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_is_its_task_alone():
     ends = ProcessPool(2, []).map(die_if_asked, [0, 3, 0, 0])
     assert [end.returned for end in ends] == [True, False, True, True]

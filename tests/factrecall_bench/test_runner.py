@@ -229,6 +229,7 @@ def comparable(result: dict) -> dict:
             "loss_curve": result["loss_curve"], "phase_evals": result["phase_evals"]}
 
 
+@pytest.mark.slow  # trains the micro run end to end
 def test_finished_run_is_skipped_and_says_so(tmp_path):
     config = load_suite(str(MICRO)).runs[0]
     first = run_one(config, tmp_path)
@@ -242,6 +243,7 @@ def test_finished_run_is_skipped_and_says_so(tmp_path):
     assert rerun.returncode == 0 and "nothing to do" in rerun.stderr
 
 
+@pytest.mark.slow  # trains the micro run end to end
 @pytest.mark.parametrize("kill_at_steps", [(40,), (25, 170, 290)])
 def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, micro_uninterrupted,
                                                             kill_at_steps):
@@ -264,6 +266,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, micro_unin
     assert comparable(micro_result(tmp_path)) == comparable(micro_uninterrupted)
 
 
+@pytest.mark.slow  # trains the micro run end to end
 def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path):
     config = load_suite(str(MICRO)).runs[0]
     run_one(config, tmp_path)
@@ -275,6 +278,7 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert fallback is not None and fallback.step < newest.step
 
 
+@pytest.mark.slow  # trains the micro run end to end
 def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
     config = load_suite(str(MICRO)).runs[0]
     events_file = tmp_path / "micro" / config.run_id / "events.jsonl"
@@ -333,6 +337,7 @@ def test_a_training_mode_trace_survives_kills(tmp_path, training_trace_run):
     assert micro_result(killed)["trace"]["per_k"] == expected["per_k"]
 
 
+@pytest.mark.slow  # trains the micro run end to end
 def test_a_checkpoint_with_a_corrupted_recorder_file_is_skipped(tmp_path, training_trace_run):
     _, whole = training_trace_run
     (checkpoints,) = whole.glob("micro/*/checkpoints")

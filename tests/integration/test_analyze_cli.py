@@ -31,6 +31,7 @@ def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return result.parent
 
 
+@pytest.mark.slow
 def test_analyze_writes_every_analysis_to_analyses_json_and_prints_a_summary(micro_run):
     done = CliRunner().invoke(app, ["analyze", str(micro_run), *FAST])
     assert done.exit_code == 0, done.output
@@ -53,6 +54,7 @@ def test_analyze_writes_every_analysis_to_analyses_json_and_prints_a_summary(mic
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_analyze_one_analysis_keeps_the_others_already_written(micro_run):
     done = CliRunner().invoke(app, ["analyze", str(micro_run), "--what", "representation",
                                     "--json"])
@@ -69,6 +71,7 @@ def test_a_missing_run_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, caps
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--what", "grafting,magic"], "unknown analysis magic"),
     (["--set", "grafting.share=2"], "grafting.share"),

@@ -45,7 +45,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[
     return run
 
 
-@pytest.mark.parametrize("name", list(SCRIPTS))
+# bench_ddp starts two processes (about 40 s on 2 cores): slow; the others take a few seconds.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "ddp" else name
+                                  for name in SCRIPTS])
 def test_script_runs_at_smoke_setting_and_writes_its_json(name, smoke_run):
     result = smoke_run(name)
     assert result["benchmark"] == name and result["settings"]["smoke"] is True

@@ -101,6 +101,7 @@ def test_slurm_jobs_ask_for_what_the_flags_say(tmp_path, monkeypatch):
         assert f"#SBATCH {line}\n" in sbatch, (line, sbatch)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_submitted_again(tmp_path, micro_uninterrupted):
     configs = load_suite(str(MICRO_SUITE)).runs
     folder = run_dir(tmp_path, configs[0])

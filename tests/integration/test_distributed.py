@@ -22,6 +22,10 @@ from factrecall_bench.events import read_events
 from tests.conftest import MICRO_SUITE as MICRO
 from tests.conftest import micro_result, run_cli, training_trace_suite, wait_for_step
 
+# One at a time under pytest-xdist (`--dist loadgroup`): each launch starts processes that
+# meet at a rendezvous, two cores' worth.
+pytestmark = pytest.mark.xdist_group("multi_process")
+
 
 def torchrun_command(*args: str, processes: int = 2) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -211,6 +215,7 @@ def test_divergence_fails_the_run_in_every_process_and_the_suite_goes_on(tmp_pat
     assert statuses["two-stage"]["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_training_mode_trace_is_refused_under_a_launcher(tmp_path):
     """Before any run starts; every process says why in one line (the launcher then exits 1)."""
     completed = run_two_processes("run", "--suite", training_trace_suite(tmp_path),

@@ -17,6 +17,11 @@ import pytest
 
 from tests.conftest import MICRO_SUITE, ROOT, TESTS, micro_result, run_cli
 
+# One at a time under pytest-xdist (`--dist loadgroup`): each launch starts processes that
+# meet at a rendezvous, two cores' worth.
+pytestmark = pytest.mark.xdist_group("multi_process")
+
+
 SUITE = """
 name = "fsdp"
 seeds = [0]

@@ -22,7 +22,8 @@ from factrecall_bench.tui.launcher import SuiteLauncher
 from tests.conftest import ctrl_c_as_at_a_terminal, run_cli
 from tests.integration.test_faults import comparable, pair_suite, result_of
 
-pytestmark = pytest.mark.slow
+# One at a time under pytest-xdist (`--dist loadgroup`): each test times how fast a stop is.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("signals")]
 
 STOP_WITHIN_S = 20  # generous for a loaded CI machine; an idle one takes about 1 s
 

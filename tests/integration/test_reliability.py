@@ -164,6 +164,7 @@ def test_a_run_locked_by_another_process_is_left_alone(tmp_path):
     assert not (lock.parent / "events.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_divergence_fails_that_run_and_the_suite_goes_on(tmp_path):
     suite_file = tmp_path / "diverge.toml"
     suite_file.write_text(MICRO.read_text().replace('strategies = ["two-stage"]',

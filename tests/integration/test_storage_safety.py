@@ -236,6 +236,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_run_on_a_full_disk_warns_keeps_the_last_checkpoint_and_resumes(tmp_path):
     runs = tmp_path / "runs"
     args = ("run", "--suite", str(MICRO_SUITE), "--runs-dir", str(runs), "--no-check")

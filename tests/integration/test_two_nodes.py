@@ -21,6 +21,11 @@ from tests.integration.test_distributed import assert_same_run
 MULTINODE_CONFIG = ROOT / "configs" / "accelerate" / "ddp-multinode.yaml"
 
 
+# One at a time under pytest-xdist (`--dist loadgroup`): each launch starts processes that
+# meet at a rendezvous, two cores' worth.
+pytestmark = pytest.mark.xdist_group("multi_process")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -173,6 +173,7 @@ def test_cli_unwritable_output_dir(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_generate_and_show_json(tmp_path):
     import json
 
