@@ -85,6 +85,8 @@ class ResultDocument(TypedDict):
     phase_evals: list[dict[str, Any]]
     loss_curve: list[list[float]]
     trace: dict[str, Any] | None
+    analyses: dict[str, Any] | None
+    """The mechanism analyses run at the end of training ([trace.analyses]), or None."""
     total_steps: int
     timings: dict[str, float]
     throughput: dict[str, float]
