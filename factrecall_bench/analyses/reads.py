@@ -138,19 +138,34 @@ def _padded(sequences: Sequence[list[int]], masks: Sequence[list[int]], pad_id: 
 def last_log_probs(model: nn.Module, sequences: Sequence[list[int]], masks: Sequence[list[int]],
                    targets: Sequence[int], pad_id: int, batch_size: int
                    ) -> tuple[list[float], list[bool]]:
-    """log p(target) at each sequence's last position, and whether the target is the argmax."""
+    """log p(target) at each sequence's last position, and whether the target is the argmax.
+    Sequences are batched by length (less padding) and the LM head runs at the last positions
+    only: the vocabulary projection of every position would cost more than the model."""
     device = next(model.parameters()).device
-    log_probs, argmax = [], []
-    for start in range(0, len(sequences), batch_size):
-        ids, mask = _padded(sequences[start:start + batch_size], masks[start:start + batch_size],
-                            pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        last = torch.tensor([len(s) - 1 for s in sequences[start:start + batch_size]])
-        at = logits[torch.arange(len(last)), last.to(device)].log_softmax(-1).cpu()
-        wanted = torch.tensor(targets[start:start + batch_size])
-        log_probs += at[torch.arange(len(last)), wanted].tolist()
-        argmax += (at.argmax(-1) == wanted).tolist()
+    log_probs, argmax = [0.0] * len(sequences), [False] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, mask = _padded([sequences[i] for i in rows], [masks[i] for i in rows], pad_id)
+        last = torch.tensor([len(sequences[i]) - 1 for i in rows], device=device)
+        at = _logits_at(model, ids.to(device), mask.to(device), last).log_softmax(-1).cpu()
+        for index, row in enumerate(rows):
+            log_probs[row] = float(at[index, targets[row]])
+            argmax[row] = bool(at[index].argmax() == targets[row])
     return log_probs, argmax
+
+
+def _logits_at(model: nn.Module, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+    """fp32 logits at one position per row: a transformers causal LM runs its decoder, then the LM
+    head on those states only; any other model (a scripted one in tests) its whole forward."""
+    causal_lm: Any = model  # transformers' methods, which torch's Module type does not know
+    rows = torch.arange(len(positions))
+    head = causal_lm.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return causal_lm(input_ids=ids, attention_mask=mask).logits[rows, positions].float()
+    decoder = causal_lm.get_decoder() if hasattr(model, "get_decoder") else causal_lm.base_model
+    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return head(hidden[rows, positions]).float()
 
 
 def occluded(item: ReadItem, group: str, mode: str, pad_id: int) -> tuple[list[int], list[int]]:
