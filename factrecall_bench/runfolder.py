@@ -114,6 +114,8 @@ class VerdictsDocument(TypedDict):
     summary: list[dict[str, Any]]
     runs: list[RunRow]
     trace: list[dict[str, Any]]
+    analyses: list[dict[str, Any]]
+    """Per group and analysis summary key: mean, sd and n over seeds (analyses.summary)."""
     written: dict[str, str]
 
 

@@ -96,3 +96,51 @@ def analyses_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, floa
     for name, result in results.items():
         summary.update(SCALARS[name](result))
     return summary
+
+
+def analyses_rows(grouped: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per group of runs (e.g. "mixed / tiny-llama") and summary key: mean and sample sd over the
+    runs (seeds) that have a value, and how many do; groups without analyses are left out."""
+    rows = []
+    for group, results in grouped.items():
+        summaries = [((r.get("analyses") or {}).get("summary") or {}) for r in results]
+        keys = dict.fromkeys(key for summary in summaries for key in summary)
+        for key in keys:
+            values = [s[key] for s in summaries
+                      if isinstance(s.get(key), int | float) and math.isfinite(s[key])]
+            if values:
+                rows.append({"group": group, "key": key, "n": len(values), **_mean_sd(values)})
+    return rows
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    mean = sum(values) / len(values)
+    variance = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 \
+        else 0.0
+    return {"mean": mean, "sd": math.sqrt(variance)}
+
+
+def analyses_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """report.md's "Mechanism analyses": one row per summary key, the groups side by side
+    (mean ± sd over seeds, n), the paper's stated direction beside each."""
+    if not rows:
+        return []
+    groups = list(dict.fromkeys(row["group"] for row in rows))
+    cells = {(row["key"], row["group"]): row for row in rows}
+    lines = ["", "## Mechanism analyses", "",
+             "Per run, at the end of training ([trace.analyses]; docs/analyses.md): mean ± sd over "
+             "seeds (n runs). representation_*: storage (biography) vs query (question) hidden "
+             "states at the position before the value, mean over the blocks' outputs "
+             "(cosine_gap: minus another person's question); reads_*: share of the value's "
+             "attribution (occlusion) on subject and relation tokens; grafting_*: the smallest "
+             "grafted set meeting the target.", "",
+             "| quantity | " + " | ".join(groups) + " | paper's direction |",
+             "|---|" + "---|" * (len(groups) + 1)]
+    for key in dict.fromkeys(row["key"] for row in rows):
+        shown = [_cell(cells.get((key, group))) for group in groups]
+        lines.append(f"| {key} | " + " | ".join(shown) + f" | {paper_direction(key)} |")
+    return lines
+
+
+def _cell(row: Mapping[str, Any] | None) -> str:
+    return "-" if row is None else f"{row['mean']:.3f} ± {row['sd']:.3f} ({row['n']})"
