@@ -180,16 +180,19 @@ def occluded(item: ReadItem, group: str, mode: str, pad_id: int) -> tuple[list[i
 
 
 def occlusion_scores(model: nn.Module, items: Sequence[ReadItem], pad_id: int,
-                     settings: ReadsSettings) -> list[dict[str, float]]:
-    """Per item and group, max(0, log p(target) - log p(target | group occluded))."""
+                     settings: ReadsSettings, full_lp: Sequence[float] | None = None
+                     ) -> list[dict[str, float]]:
+    """Per item and group, max(0, log p(target) - log p(target | group occluded)); `full_lp`,
+    the items' log p(target) unoccluded, where the caller has it already."""
     variants = [occluded(item, group, settings.occlusion, pad_id)
                 for item in items for group in GROUPS]
     occluded_lp, _ = last_log_probs(model, [v[0] for v in variants], [v[1] for v in variants],
                                     [item.target for item in items for _ in GROUPS], pad_id,
                                     settings.batch_size)
-    full_lp, _ = last_log_probs(model, [item.input_ids for item in items],
-                                [[1] * len(item.input_ids) for item in items],
-                                [item.target for item in items], pad_id, settings.batch_size)
+    if full_lp is None:
+        full_lp, _ = last_log_probs(model, [item.input_ids for item in items],
+                                    [[1] * len(item.input_ids) for item in items],
+                                    [item.target for item in items], pad_id, settings.batch_size)
     per_item = np.array(occluded_lp).reshape(len(items), len(GROUPS))
     return [{group: max(0.0, full - float(row[g])) for g, group in enumerate(GROUPS)}
             for full, row in zip(full_lp, per_item, strict=True)]
@@ -228,13 +231,17 @@ def reads_of(model: nn.Module, items: Sequence[ReadItem], pad_id: int, settings:
              ) -> dict[str, Any]:
     """Attribution shares per group for one format's items."""
     model.eval()
-    _, correct = last_log_probs(model, [i.input_ids for i in items],
-                                [[1] * len(i.input_ids) for i in items],
-                                [i.target for i in items], pad_id, settings.batch_size)
-    kept = [item for item, ok in zip(items, correct, strict=True)
-            if ok or not settings.only_correct]
-    scorer = occlusion_scores if settings.method == "occlusion" else grad_x_input_scores
-    scores = scorer(model, kept, pad_id, settings) if kept else []
+    full_lp, correct = last_log_probs(model, [i.input_ids for i in items],
+                                      [[1] * len(i.input_ids) for i in items],
+                                      [i.target for i in items], pad_id, settings.batch_size)
+    chosen = [index for index, ok in enumerate(correct) if ok or not settings.only_correct]
+    kept = [items[index] for index in chosen]
+    if not kept:
+        scores: list[dict[str, float]] = []
+    elif settings.method == "occlusion":  # the unoccluded pass above is reused
+        scores = occlusion_scores(model, kept, pad_id, settings, [full_lp[i] for i in chosen])
+    else:
+        scores = grad_x_input_scores(model, kept, pad_id, settings)
     tokens = {group: float(np.mean([len(i.groups[group]) for i in kept])) if kept else None
               for group in GROUPS}
     return {"n_items": len(items), "n_scored": len(kept),
