@@ -119,3 +119,16 @@ def test_the_result_holds_each_analysis_its_settings_summary_and_timing(with_and
         counts = analyses["results"]["grafting"]["shared"]["counts"]["0.05"]
         assert counts["recomputed"] == counts["stored"]  # the trace's shared set, found again
         assert all(math.isfinite(v) for v in analyses["summary"].values() if v is not None)
+
+
+def test_every_readme_trace_analyses_block_is_a_valid_table():
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    blocks = [tomllib.loads(block) for block in re.findall(r"^```toml\n(.*?)^```", readme,
+                                                            re.S | re.M)]
+    tables = [block["trace"]["analyses"] for block in blocks
+              if "analyses" in (block.get("trace") or {})]
+    assert tables, "the README shows [trace.analyses]"
+    for table in tables:
+        AnalysesSettings(**table).resolved(seed=0)
