@@ -8,8 +8,10 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from factrecall_bench.analyses.at_end import AnalysesSettings, analyses_settings
 from factrecall_bench.errors import UserError
@@ -71,7 +73,7 @@ def test_the_cli_refuses_a_bad_table_in_one_line_with_exit_2_before_any_run(tmp_
 
 
 @pytest.fixture(scope="module")
-def with_and_without(tmp_path_factory) -> dict[str, list[dict]]:
+def with_and_without(tmp_path_factory) -> dict[str, list[Any]]:
     """The same two runs trained in one process, once with and once without the analyses."""
     folder = tmp_path_factory.mktemp("at-end")
     results = {}
@@ -82,6 +84,7 @@ def with_and_without(tmp_path_factory) -> dict[str, list[dict]]:
             [o.reason for o in outcome.outcomes]
         results[name] = [json.loads((folder / "runs" / name / c.run_id / "result.json").read_text())
                          for c in configs]
+    results["folders"] = [folder / "runs" / "analysed" / c.run_id for c in configs]
     return results
 
 
@@ -132,3 +135,22 @@ def test_every_readme_trace_analyses_block_is_a_valid_table():
     assert tables, "the README shows [trace.analyses]"
     for table in tables:
         AnalysesSettings(**table).resolved(seed=0)
+
+
+@pytest.mark.slow
+def test_at_the_end_they_equal_analyze_on_the_finished_run_and_keep_the_global_rng(
+        with_and_without):
+    from factrecall_bench.analyses.at_end import run_analyses_at_end
+    from factrecall_bench.analyses.run import load_run
+
+    folder, result = with_and_without["folders"][0], with_and_without["analysed"][0]
+    run = load_run(folder)  # the final checkpoint, as `factrecall-bench analyze` loads it
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    again = run_analyses_at_end(run.config, run.model, run.data,
+                                {"run_dir": folder, "initial_state": run.initial_state,
+                                 "trace": run.result["trace"]})
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert again["summary"].keys() == result["analyses"]["summary"].keys()
+    for key, value in result["analyses"]["summary"].items():
+        assert again["summary"][key] == pytest.approx(value, abs=1e-6), key
