@@ -33,7 +33,7 @@ from factrecall_bench.environment import environment_record  # noqa: E402
 from factrecall_bench.events import EventLog  # noqa: E402
 from factrecall_bench.io import write_json_atomic  # noqa: E402
 from factrecall_bench.runner import accelerator_for  # noqa: E402
-from factrecall_bench.suite import expand_suite, load_suite  # noqa: E402
+from factrecall_bench.suite import load_suite  # noqa: E402
 from factrecall_bench.train import Trainer  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -62,7 +62,7 @@ def cpu_suite_config(strategy: str = "mixed", seed: int = 0, data: dict[str, Any
                      ) -> RunConfig:
     """One run of the shipped `cpu` suite, with optional overrides of its data/model/train."""
     suite = load_suite("cpu")
-    config = next(c for c in expand_suite(suite) if c.strategy == strategy and c.seed == seed)
+    config = next(c for c in suite.runs if c.strategy == strategy and c.seed == seed)
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, **(data or {})),
         model=dataclasses.replace(config.model, **(model or {})),

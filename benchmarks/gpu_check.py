@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from factrecall_bench.config import DataSpec, RunConfig  # noqa: E402
 from factrecall_bench.environment import environment_record  # noqa: E402
-from factrecall_bench.suite import expand_suite, parse_suite  # noqa: E402
+from factrecall_bench.suite import parse_suite  # noqa: E402
 
 GPU_DATA = DataSpec(n_people=1000, seed=0, bio_variants=2, permute=True)
 TINY_DATA = DataSpec(n_people=24, seed=0, bio_variants=2, permute=True, templates_per_attribute=3)
@@ -66,7 +66,7 @@ def check_configs(model: str, data: DataSpec, train: dict[str, Any],
     """One run per strategy, in the order given, built and validated as a suite file would be."""
     raw = {"name": "gpu-check", "seeds": [0], "strategies": strategies, "models": [model],
            "data": asdict(data), "train": train, "eval": {"batch_size": 256}, "trace": TRACE}
-    return expand_suite(parse_suite(raw, "gpu_check"))
+    return list(parse_suite(raw, "gpu_check").runs)
 
 
 def run_strategy(config: RunConfig, runs_root: Path, peak: float | None) -> dict[str, Any]:
@@ -129,9 +129,9 @@ def summarize(result: dict[str, Any], parameters: int, peak: float | None) -> di
 def mfu_config(tiny: bool) -> Any:
     from transformers import AutoConfig
 
-    from factrecall_bench.plan import PAPER_ARCHITECTURES
+    from factrecall_bench.model_families import published_architecture
 
-    values = dict(PAPER_ARCHITECTURES["llama-3.2-1b"])
+    values = published_architecture("llama-3.2-1b") or {}
     if tiny:
         values.update(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16)

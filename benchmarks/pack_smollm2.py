@@ -108,9 +108,9 @@ def pack_gguf(gguf_path: Path, keep_tokens: set[int]) -> dict[str, np.ndarray]:
     from gguf import GGUFReader
     from gguf.constants import GGMLQuantizationType as Quant
 
-    from factrecall_bench.plan import PAPER_ARCHITECTURES
+    from factrecall_bench.model_families import published_architecture
 
-    arch = PAPER_ARCHITECTURES["smollm2-135m"]
+    arch = published_architecture("smollm2-135m") or {}
     heads = {"attn_q.weight": arch["num_attention_heads"], "attn_k.weight": arch["num_key_value_heads"]}
     packed: dict[str, np.ndarray] = {}
     for tensor in GGUFReader(str(gguf_path)).tensors:
@@ -178,9 +178,9 @@ def unpack(pack_dir: Path, out: Path) -> Path:
     from tokenizers import Tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from factrecall_bench.plan import PAPER_ARCHITECTURES
+    from factrecall_bench.model_families import published_architecture
 
-    values = dict(PAPER_ARCHITECTURES["smollm2-135m"])
+    values = published_architecture("smollm2-135m") or {}
     config = AutoConfig.for_model(values.pop("model_type"), **values)
     model = AutoModelForCausalLM.from_config(config)
     state = unpacked_state_dict(load_file(str(pack_dir / "weights.safetensors")))

@@ -20,6 +20,7 @@ from typing import Any
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
 from factrecall_bench.errors import UserError
+from factrecall_bench.io import ensure_writable_folder
 from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import (
     ResultDocument,
@@ -27,12 +28,13 @@ from factrecall_bench.runfolder import (
     event_paths,
     finished_results,
     is_finished,
+    reusable_source,
     run_dir,
     run_row,
 )
 from factrecall_bench.runner import RunOptions
 from factrecall_bench.shard import Shard
-from factrecall_bench.suite import Suite, expand_suite, load_suite, shipped_suites
+from factrecall_bench.suite import Suite, load_suite, shipped_suites
 from factrecall_bench.tracking import check_trackers
 from factrecall_bench.verdicts import RegressionSettings
 
@@ -44,7 +46,7 @@ def list_suites() -> list[dict[str, Any]]:
     for name in sorted(shipped_suites()):
         suite = load_suite(name)
         listing.append({"name": name, "ci": suite.ci, "needs_gpu": suite.needs_gpu,
-                        "runs": len(expand_suite(suite)), "description": suite.description})
+                        "runs": len(suite.runs), "description": suite.description})
     return listing
 
 
@@ -68,9 +70,7 @@ def selected_suites(names: list[str], run_all: bool, strategy: str | None, model
     if strategy is not None:
         if len(suites) != 1:
             raise UserError("a single run (--strategy) takes at most one --suite as its base")
-        single = single_run_suite(suites[0], strategy, model, seed)
-        expand_suite(single)
-        return [single]
+        return [single_run_suite(suites[0], strategy, model, seed)]
     return suites
 
 
@@ -222,7 +222,7 @@ def check_suite_settings(suite: Suite) -> None:
     from factrecall_bench.analyses.at_end import analyses_settings
     from factrecall_bench.trace.hook import trace_settings
 
-    for config in expand_suite(suite):
+    for config in suite.runs:
         if config.trace.get("enabled", False):
             trace_settings(config)
         analyses_settings(config)
@@ -254,7 +254,7 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
     from factrecall_bench.progress import EventProgress
 
     check_suite_can_run(suite)
-    configs = shard.select(expand_suite(suite)) if shard else expand_suite(suite)
+    configs = shard.select(suite.runs) if shard else list(suite.runs)
     # Several processes (accelerate launch) train each run together, one run after another.
     jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
     if distributed.is_main():
@@ -265,14 +265,17 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
 
 
 def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
-    finished = sum(is_finished(config, runs_dir) for config in configs)
-    to_run = len(configs) - finished
+    unfinished = [config for config in configs if not is_finished(config, runs_dir)]
+    reused = sum(reusable_source(runs_dir, config) is not None for config in unfinished)
+    finished, to_run = len(configs) - len(unfinished), len(unfinished) - reused
+    elsewhere = f", {reused} reused from runs that trained the same thing" if reused else ""
     if to_run == 0:
-        return (f"suite {suite.name}: all {finished} runs already finished in "
-                f"{runs_dir / suite.name}; nothing to do")
+        return (f"suite {suite.name}: all {len(configs)} runs already finished in "
+                f"{runs_dir / suite.name}{elsewhere}; nothing to do")
     side_by_side = min(jobs, to_run)
     return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
-            f"({finished} already finished), {side_by_side} side by side, in {runs_dir / suite.name}")
+            f"({finished} already finished{elsewhere}), {side_by_side} side by side, in "
+            f"{runs_dir / suite.name}")
 
 
 def check_suite_can_run(suite: Suite) -> None:
@@ -282,7 +285,7 @@ def check_suite_can_run(suite: Suite) -> None:
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")
     check_fsdp_launch()
-    for config in expand_suite(suite):
+    for config in suite.runs:
         refuse_training_mode_under_a_launcher(config)
 
 
@@ -308,8 +311,8 @@ def judge_suite(suite: Suite, results: Sequence[Mapping[str, Any]], baselines_di
                 baseline_file: Path | None = None) -> list[Any]:
     from factrecall_bench.verdicts.judging import judge_baseline, judge_claims
 
-    return judge_claims(suite, results) + judge_baseline(suite, results, baselines_dir,
-                                                         baseline_file)
+    return judge_claims(suite.claims, results) + judge_baseline(
+        suite.baseline_subject, results, baselines_dir, baseline_file)
 
 
 def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json: bool,
@@ -341,12 +344,12 @@ def check_command(suite_name: str, runs_dir: Path, baselines_dir: Path, as_json:
 
 def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], list[dict[str, Any]]]:
     """The finished runs and a row per run (`missing` for one not finished); none is an error."""
-    configs = expand_suite(suite)
+    configs = suite.runs
     results = finished_results(configs, runs_dir)
     done = {result["run_id"] for result in results}
     if not results:
         raise UserError(f"no finished run of suite {suite.name} in {runs_dir / suite.name}: "
-                        f"train them with `factrecall-bench run --suite {suite.name}`")
+                        f"train them with `factrecall-bench run {suite.command_arguments}`")
     rows = [{"run_id": c.run_id, "status": "finished" if c.run_id in done else "missing",
              "reused": c.run_id in done, "reason": "" if c.run_id in done else
              f"not finished in {run_dir(runs_dir, c)}"} for c in configs]
@@ -354,7 +357,7 @@ def _finished_only(suite: Suite, runs_dir: Path) -> tuple[list[ResultDocument], 
         missing = [config.run_id for config in configs if config.run_id not in done]
         note(f"suite {suite.name}: {len(missing)} of {len(configs)} runs are not finished "
              f"({listed_run_ids(missing)}); claims that need them are inconclusive "
-             f"(`run --suite {suite.name}` trains them)")
+             f"(`run {suite.command_arguments}` trains them)")
     return results, rows
 
 
@@ -365,6 +368,7 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
 
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
+    ensure_writable_folder(baselines_dir, "baselines folder")
     results, rows = run_suite(suite, runs_dir, None, show_progress=True,
                               options=RunOptions(log_with=suite.log_with))
     if not distributed.is_main():
@@ -377,10 +381,13 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
         return exit_codes.RUNS_FAILED
     hardware = recorded_hardware(suite, results)
     settings = suite.regression
-    baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware,
+    baseline = baseline_from_results(suite.name, suite.suite_hash, results, hardware,
                                      settings.alpha, settings.min_effect, list(settings.metrics))
     path = baseline_path(baselines_dir, suite.name, hardware)
-    write_baseline(path, baseline)
+    try:
+        write_baseline(path, baseline)
+    except OSError as error:
+        raise UserError(f"cannot write the baseline {path}: {error.strerror}") from error
     print(f"wrote {path}", flush=True)
     return exit_codes.OK
 

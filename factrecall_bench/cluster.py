@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from factrecall_bench.config import RunConfig
 from factrecall_bench.errors import UserError
-from factrecall_bench.runfolder import RunFolder, is_finished
+from factrecall_bench.runfolder import RunFolder, is_finished, reuse_finished_run
 
 if TYPE_CHECKING:
     from factrecall_bench.orchestrate import SuiteOutcome
@@ -206,12 +206,14 @@ def make_executor(settings: ClusterSettings, folder: Path, jobs: int) -> Any:
 
 def submit_runs(configs: list[RunConfig], runs_root: Path, settings: ClusterSettings,
                 options: RunOptions, threads: int | None = None) -> Submission:
-    """One job per run not finished yet, as one job array; finished runs are not submitted."""
+    """One job per run not finished yet, as one job array; finished runs are not submitted, nor
+    runs that a finished run elsewhere in the runs folder trained already (reused here)."""
     folder = submitit_folder(runs_root, configs[0].suite if configs else "suite", settings)
     submission = Submission(folder)
     pending: list[RunConfig] = []
     for config in configs:
-        (submission.already_finished if is_finished(config, runs_root) else pending).append(config)
+        done = is_finished(config, runs_root) or reuse_finished_run(runs_root, config) is not None
+        (submission.already_finished if done else pending).append(config)
     if not pending:
         return submission
     executor = make_executor(settings, folder, len(pending))
@@ -255,13 +257,15 @@ def job_failure_reason(job: Any, error: Exception) -> str:
             "its checkpoints are kept: rerun to resume")
 
 
-def submitted_note(suite: str, runs_root: Path, submission: Submission, wait: bool) -> str:
-    """What `run --executor` tells the user once the jobs are submitted."""
+def submitted_note(suite: str, runs_root: Path, submission: Submission, wait: bool,
+                   suite_arguments: str = "") -> str:
+    """What `run --executor` tells the user once the jobs are submitted (`suite_arguments`: how
+    the command line named the suite, `--suite my.toml`; default `--suite SUITE`)."""
     done = len(submission.already_finished)
     if not submission.jobs:
         return f"suite {suite}: all {done} runs already finished; nothing submitted"
     then = ("waiting for them (Ctrl-C stops waiting; Slurm jobs go on: scancel stops them)"
             if wait else "judge them once they end with "
-            f"`factrecall-bench check --suite {suite} --runs-dir {runs_root}`")
+            f"`factrecall-bench check {suite_arguments or '--suite ' + suite} --runs-dir {runs_root}`")
     return (f"suite {suite}: submitted {len(submission.jobs)} jobs ({done} runs already finished): "
             f"{', '.join(submission.job_ids)}; logs in {submission.folder}; {then}")

@@ -20,7 +20,7 @@ from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import ResultDocument, event_paths, finished_results, run_row
 from factrecall_bench.runner import RunOptions
 from factrecall_bench.shard import Shard
-from factrecall_bench.suite import Suite, expand_suite
+from factrecall_bench.suite import Suite
 
 
 def check_cluster_request(cluster: ClusterSettings) -> None:
@@ -34,14 +34,14 @@ def join_shards(suite: Suite, runs_dir: Path, shard: Shard, rows: list[dict[str,
                 ) -> tuple[list[ResultDocument], list[dict[str, Any]]] | None:
     """After this shard's runs: every run of the suite (this shard's rows, the other shards' runs
     as reused) if all have finished; else None, and a note naming the missing runs."""
-    configs = expand_suite(suite)
+    configs = suite.runs
     results = finished_results(configs, runs_dir)
     done = {result["run_id"] for result in results}
     missing = [config.run_id for config in configs if config.run_id not in done]
     if missing:
         note(f"suite {suite.name}, shard {shard}: {len(missing)} of {len(configs)} runs not "
              f"finished yet ({listed_run_ids(missing)}); once every shard is done, `factrecall-bench "
-             f"check --suite {suite.name} --runs-dir {runs_dir}` judges the suite")
+             f"check {suite.command_arguments} --runs-dir {runs_dir}` judges the suite")
         return None
     mine = {row["run_id"]: row for row in rows}
     reused = {"status": "finished", "reused": True, "reason": ""}
@@ -63,10 +63,10 @@ def run_suite_on_cluster(suite: Suite, runs_dir: Path, cluster: ClusterSettings,
     default on Slurm): this node needs none."""
     from factrecall_bench.progress import EventProgress
 
-    configs = shard.select(expand_suite(suite)) if shard else expand_suite(suite)
+    configs = shard.select(suite.runs) if shard else list(suite.runs)
     submission = submit_runs(configs, runs_dir, cluster, options or RunOptions(),
                              threads=_local_job_threads(cluster, len(configs)))
-    note(submitted_note(suite.name, runs_dir, submission, cluster.wait))
+    note(submitted_note(suite.name, runs_dir, submission, cluster.wait, suite.command_arguments))
     if not cluster.wait:
         return None
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from factrecall_bench.errors import UserError
+from factrecall_bench.model_families import tiny_presets
 
 T = TypeVar("T")
 
@@ -58,7 +59,8 @@ class ModelSpec:
     """Which causal LM to train: a preset built from config, a packaged GGUF, or `hf:<id-or-path>`."""
 
     name: str = "tiny-llama"
-    """Preset name (`tiny-llama`, `tiny-neox`, `smollm2-135m`) or `hf:<id-or-path>`."""
+    """Preset name (`tiny-llama`, `tiny-neox`, `smollm2-135m`: `model_families.presets`) or
+    `hf:<id-or-path>`."""
     n_layer: int = 2
     """Layers of a from-scratch preset (ignored for pretrained models)."""
     d_model: int = 128
@@ -83,7 +85,8 @@ class ModelSpec:
 
     @property
     def from_scratch(self) -> bool:
-        return self.name in ("tiny-llama", "tiny-neox")
+        """A tiny preset (random init, the dataset's tokenizer): `model_families.tiny_presets`."""
+        return self.name in tiny_presets()
 
 
 @dataclass(frozen=True)

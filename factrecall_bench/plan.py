@@ -48,8 +48,15 @@ from transformers.utils import CONFIG_NAME
 from factrecall_bench.batching import example_counts
 from factrecall_bench.config import DataSpec, RunConfig
 from factrecall_bench.errors import UserError
+from factrecall_bench.model_families import (
+    family_of,
+    hf_aliases,
+    published_architecture,
+    published_models,
+    tiny_presets,
+)
 from factrecall_bench.models import count_parameters, tiny_config
-from factrecall_bench.suite import Suite, expand_suite
+from factrecall_bench.suite import Suite
 
 GIB = 1024**3
 STATE_BYTES_PER_PARAM = 16
@@ -69,54 +76,19 @@ H100_BF16_PEAK = 989e12
 """H100 SXM dense bf16 FLOP/s (the H200 has the same tensor cores)."""
 DEFAULT_MFU = 0.35
 
-_LLAMA_3_2: dict[str, Any] = dict(
-    model_type="llama", vocab_size=128256, intermediate_size=8192, num_key_value_heads=8,
-    max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
-    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-    tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001)
-"""What Llama-3.2-1B and -3B share (their published config.json); the sizes differ below."""
-
-PAPER_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "llama-3.2-1b": dict(
-        **_LLAMA_3_2, hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, head_dim=64),
-    "llama-3.2-3b": dict(
-        **_LLAMA_3_2, hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, head_dim=128),
-    "pythia-2.8b": dict(
-        model_type="gpt_neox", vocab_size=50304, hidden_size=2560, intermediate_size=10240,
-        num_hidden_layers=32, num_attention_heads=32, rotary_pct=0.25, rotary_emb_base=10000,
-        max_position_embeddings=2048, layer_norm_eps=1e-5, use_parallel_residual=True,
-        tie_word_embeddings=False, bos_token_id=0, eos_token_id=0),
-    "smollm2-135m": dict(
-        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
-        max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2),
-}
-"""Hyper-parameters typed in from each model's published config.json."""
-
-MODEL_ALIASES = {
-    "hf:meta-llama/Llama-3.2-1B": "llama-3.2-1b", "hf:meta-llama/Llama-3.2-1B-Instruct": "llama-3.2-1b",
-    "hf:meta-llama/Llama-3.2-3B": "llama-3.2-3b", "hf:meta-llama/Llama-3.2-3B-Instruct": "llama-3.2-3b",
-    "hf:EleutherAI/pythia-2.8b": "pythia-2.8b", "hf:EleutherAI/pythia-2.8b-deduped": "pythia-2.8b",
-    "hf:HuggingFaceTB/SmolLM2-135M": "smollm2-135m",
-    "hf:HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
-}
-"""Suite model names (as `factrecall_bench.models` reads them) that have a known architecture."""
-
-
 def architecture_config(name: str) -> PretrainedConfig:
-    """The config of a known architecture, a suite model name, or a local `hf:` folder."""
-    key = MODEL_ALIASES.get(name, name)
-    if key in PAPER_ARCHITECTURES:
-        values = dict(PAPER_ARCHITECTURES[key])
+    """The config of a published architecture (`model_families`: e.g. `llama-3.2-1b`, or an
+    `hf:<id>` it knows), a suite model name, or a local `hf:` folder."""
+    key = hf_aliases().get(name, name)
+    values = published_architecture(key)
+    if values is not None:
         return AutoConfig.for_model(values.pop("model_type"), **values)
-    if key in ("tiny-llama", "tiny-neox"):
+    if key in tiny_presets():
         raise UserError(f"{name} depends on a suite's model settings and data: plan the suite")
     local = Path(name[3:]).expanduser() if name.startswith("hf:") else None
     if local is not None and (local / CONFIG_NAME).is_file():  # transformers' config.json
         return AutoConfig.from_pretrained(str(local))
-    known = ", ".join([*PAPER_ARCHITECTURES, *MODEL_ALIASES])
+    known = ", ".join([*published_models(), *hf_aliases()])
     raise UserError(f"no architecture known for {name} (known: {known}; or hf:<local folder>)")
 
 
@@ -178,7 +150,13 @@ def model_dims(config: PretrainedConfig) -> ModelDims:
                      root_parameters=total - per_layer * config.num_hidden_layers,
                      hidden=config.hidden_size, layers=config.num_hidden_layers,
                      intermediate=config.intermediate_size, kv_width=kv_heads * head_dim,
-                     vocab=config.vocab_size, gated_mlp=config.model_type != "gpt_neox")
+                     vocab=config.vocab_size, gated_mlp=_gated_mlp(config.model_type))
+
+
+def _gated_mlp(model_type: str) -> bool:
+    """The family's (`ModelFamily.gated_mlp`); a gate for an architecture no family declares."""
+    family = family_of(model_type)
+    return True if family is None else family.gated_mlp
 
 
 def activation_bytes_per_token(dims: ModelDims, checkpointing: bool) -> float:
@@ -323,7 +301,7 @@ def plan_suite(suite: Suite, gpus: int, gpu_memory_gib: float, mfu: float = DEFA
     if gpus < 1 or gpu_memory_gib <= 0 or not 0 < mfu <= 1:
         raise UserError("plan needs gpus >= 1, gpu memory > 0 GiB and 0 < mfu <= 1")
     seen: dict[tuple[str, str, str], RunConfig] = {}
-    for config in expand_suite(suite):
+    for config in suite.runs:
         seen.setdefault((config.variant, config.model.name, config.strategy), config)
     rows = [plan_run(config, gpus, gpu_memory_gib, mfu, peak_flops) for config in seen.values()]
     runs_per_row = len(suite.seeds)

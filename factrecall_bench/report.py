@@ -15,12 +15,16 @@ from rich.table import Table
 
 from factrecall_bench.analyses.summary import analyses_rows, analyses_section
 from factrecall_bench.io import write_bytes_atomic
+from factrecall_bench.metrics import summarized_metrics
 from factrecall_bench.runfolder import SuiteFolder, suite_folder
 from factrecall_bench.samples import WRONG_KINDS, read_summary
 from factrecall_bench.suite import Suite
 from factrecall_bench.verdicts import Verdict, status_label, suite_exit_code, verdicts_document
 
-SUMMARY_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
+
+def summary_metric_names() -> list[str]:
+    """The summary table's metrics (`metrics.Metric.summarized`), in the registry's order."""
+    return [metric.name for metric in summarized_metrics()]
 
 
 def group_key(result: Mapping[str, Any]) -> str:
@@ -44,13 +48,29 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for key, members in grouped.items():
         row: dict[str, Any] = {"group": key, "seeds": sorted(r["seed"] for r in members)}
-        for metric in SUMMARY_METRICS:
-            values = [r["metrics"][metric]["value"] for r in members]
-            row[metric] = {"mean": statistics.fmean(values),
-                           "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        for metric in summary_metric_names():
+            row[metric] = _mean_sd([r["metrics"][metric]["value"] for r in members
+                                    if metric in r["metrics"]])
         row["train_s_mean"] = statistics.fmean(r["timings"]["total_s"] for r in members)
         rows.append(row)
     return rows
+
+
+def _mean_sd(values: list[float]) -> dict[str, float] | None:
+    """None when no run has the metric (runs finished before it was registered)."""
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _summary_cell(spread: dict[str, float] | None, seeds: int = 2) -> str:
+    """`0.871 ± 0.012` (mean ± sd over seeds); one seed has no spread to show: `0.871`."""
+    if spread is None:
+        return "–"
+    if seeds < 2:
+        return f"{spread['mean']:.3f}"
+    return f"{spread['mean']:.3f} ± {spread['sd']:.3f}"
 
 
 def write_suite_report(suite: Suite, results: Sequence[Mapping[str, Any]], outcome_rows: list[dict],
@@ -87,13 +107,18 @@ def _exit_code(verdicts: list[Verdict], failed_runs: list[dict]) -> int:
     return exit_codes.combined([suite_exit_code(verdicts), runs_code])
 
 
+def _summary_header() -> list[str]:
+    labels = [metric.label for metric in summarized_metrics()]
+    return ["| " + " | ".join(["group", "seeds", *labels, "s/run"]) + " |",
+            "|" + "---|" * (len(labels) + 3)]
+
+
 def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
                     samples: list[dict[str, Any]] | None = None) -> str:
     lines = [f"# Suite `{suite.name}`", "", suite.description, "", *_variation_lines(suite),
-             "| group | seeds | ID exact match | OOD exact match | BIO recall (P_test) | s/run |",
-             "|---|---|---|---|---|---|"]
+             *_summary_header()]
     for row in document["summary"]:
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in SUMMARY_METRICS]
+        cells = [_summary_cell(row[m], len(row['seeds'])) for m in summary_metric_names()]
         lines.append(f"| {row['group']} | {len(row['seeds'])} | " + " | ".join(cells)
                      + f" | {row['train_s_mean']:.0f} |")
     lines += ["", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
@@ -338,11 +363,11 @@ def print_summary(document: dict[str, Any]) -> None:
     """Results and verdicts to stdout (what a user pipes to a file); where they were written."""
     console = Console(soft_wrap=True)
     table = Table(title=f"suite {document['suite']}")
-    for column in ("group", "seeds", "ID EM", "OOD EM", "BIO recall P_test"):
+    for column in ("group", "seeds", *(metric.label for metric in summarized_metrics())):
         table.add_column(column)
     for row in document["summary"]:
         table.add_row(row["group"], str(len(row["seeds"])),
-                      *[f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}" for m in SUMMARY_METRICS])
+                      *[_summary_cell(row[m], len(row['seeds'])) for m in summary_metric_names()])
     console.print(table)
     for run in document["runs"]:
         if run["status"] not in ("finished",):
@@ -354,7 +379,9 @@ def print_summary(document: dict[str, Any]) -> None:
                       f"{verdict['detail']}", highlight=False)
     for what, path in document.get("written", {}).items():
         console.print(f"{what}: {path}", markup=False, highlight=False)
-    console.print(f"exit code {document['exit_code']}", highlight=False)
+    from factrecall_bench import exit_codes
+
+    console.print(exit_codes.described(document["exit_code"]), highlight=False)
     sys.stdout.flush()
 
 

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from factrecall_bench.config import (
     DataSpec,
@@ -35,7 +35,8 @@ from factrecall_bench.config import (
 )
 from factrecall_bench.errors import UserError
 from factrecall_bench.events import EventLog
-from factrecall_bench.io import write_json_atomic, write_text_atomic
+from factrecall_bench.identity import reuse_identity
+from factrecall_bench.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 RESULT_SCHEMA_VERSION = 1
 VERDICTS_SCHEMA_VERSION = 1
@@ -91,6 +92,10 @@ class ResultDocument(TypedDict):
     timings: dict[str, float]
     throughput: dict[str, float]
     environment: dict[str, Any]
+    reused_from: NotRequired[str]
+    """Only in a run reused from another suite's or variation's run that trained the same thing
+    (same `identity.reuse_identity`): that run's folder, relative to the runs folder
+    (`cpu/mixed-tiny-llama-s0-167710a5`), which holds the checkpoints."""
 
 
 class RunRow(TypedDict):
@@ -187,6 +192,15 @@ class RunFolder:
 
     def read_result(self) -> ResultDocument | None:
         return _read_json(self.result, RESULT_SCHEMA_VERSION)
+
+    def trained_checkpoints(self) -> Path:
+        """Where the run's trained weights lie: its own checkpoints, or, for a run reused from
+        another folder (`reused_from`), that run's."""
+        result = self.read_result()
+        source = result.get("reused_from") if result is not None else None
+        if source and not self.checkpoints.exists():
+            return self.path.parent.parent / source / self.CHECKPOINTS
+        return self.checkpoints
 
     def write_result(self, result: ResultDocument) -> None:
         write_json_atomic(self.result, result)
@@ -302,6 +316,60 @@ def finished_results(configs: Sequence[RunConfig], runs_root: Path) -> list[Resu
 def event_paths(configs: Sequence[RunConfig], runs_root: Path) -> dict[str, Path]:
     """Each run's events.jsonl, by run id."""
     return {config.run_id: RunFolder.of(runs_root, config).events for config in configs}
+
+
+# --- reuse: a finished run stands for any run that trains the same thing ----------------------
+
+REUSED_FILES = (RunFolder.TRACE, RunFolder.ANALYSES, RunFolder.SAMPLES, RunFolder.SAMPLES_SUMMARY)
+"""What a reused run's folder gets besides its own config.json and result.json (not the
+checkpoints, which stay with the run that trained them; nor the events, which name that run)."""
+
+
+def reusable_source(runs_root: Path, config: RunConfig) -> RunFolder | None:
+    """A run elsewhere in the runs folder (any suite or variation) that finished training exactly
+    what `config` trains (same `reuse_identity`) and trained it itself, or None."""
+    wanted = reuse_identity(config)
+    own = RunFolder.of(runs_root, config).path
+    for config_file in sorted(Path(runs_root).glob(f"*/*/{RunFolder.CONFIG}")):
+        folder = RunFolder(config_file.parent)
+        candidate = _readable_run_config(folder)
+        if folder.path == own or candidate is None or reuse_identity(candidate) != wanted:
+            continue
+        result = folder.finished_result(candidate)
+        if result is not None and "reused_from" not in result:
+            return folder
+    return None
+
+
+def _readable_run_config(folder: RunFolder) -> RunConfig | None:
+    try:
+        return folder.read_run_config()
+    except (OSError, ValueError, UserError):
+        return None
+
+
+def reuse_finished_run(runs_root: Path, config: RunConfig) -> ResultDocument | None:
+    """The result of `config`'s run made from a finished run of the same training elsewhere in
+    the runs folder (its files copied, its config and names this run's, `reused_from` naming
+    it), or None when there is none. Nothing is trained; the source is only read."""
+    source = reusable_source(runs_root, config)
+    if source is None:
+        return None
+    result = source.read_result()
+    if result is None:  # removed between the look and now
+        return None
+    run = RunFolder.of(runs_root, config)
+    for name in REUSED_FILES:
+        if (source.path / name).is_file():
+            write_bytes_atomic(run.path / name, (source.path / name).read_bytes())
+    run.write_run_config(config)
+    reused: ResultDocument = {
+        **result, "run_id": config.run_id, "suite": config.suite, "variant": config.variant,
+        "strategy": config.strategy, "config_hash": config_hash(config),
+        "config": run_config_dict(config),
+        "reused_from": source.path.relative_to(Path(runs_root)).as_posix()}
+    run.write_result(reused)
+    return reused
 
 
 def run_row(run_id: str, status: str, reason: str = "") -> dict[str, Any]:

@@ -28,14 +28,17 @@ from factrecall_bench.data.dataset import ensure_dataset, load_saved_dataset
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
-from factrecall_bench.evaluate import bio_hits, per_attribute, proportion, qa_scores
+from factrecall_bench.evaluate import metric_hits, per_attribute_of, proportion, scored_sources
 from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
+from factrecall_bench.io import ensure_writable_folder
+from factrecall_bench.metrics import all_metrics, sources_of
 from factrecall_bench.models import build_model
 from factrecall_bench.runfolder import (
     RESULT_SCHEMA_VERSION,
     Interval,
     ResultDocument,
     RunFolder,
+    reuse_finished_run,
     run_config_dict,
     run_dir,
 )
@@ -97,31 +100,22 @@ def accelerator_for(mixed_precision: str, log_with: str | None = None,
 
 def evaluate_recall(model: torch.nn.Module, data: FactData, batch_size: int
                     ) -> dict[str, Any]:
-    """QA exact match and first token (ID and OOD) and BIO value recall, per question.
+    """Every registered metric (`metrics.METRICS`: QA exact match and first token, ID and OOD,
+    BIO value recall), per attribute where declared, and QA per question.
 
     Under several processes each scores its share and all get the whole result.
     """
-    id_scores = qa_scores(model, data.id_questions, data.pad_id, batch_size)
-    ood_scores = qa_scores(model, data.ood_questions, data.pad_id, batch_size)
-    bio_train = bio_hits(model, data.bio_train_people, data.pad_id, batch_size)
-    bio_test = bio_hits(model, data.bio_test_people, data.pad_id, batch_size)
-    metrics = {
-        "id_exact_match": proportion(id_scores.exact_match),
-        "ood_exact_match": proportion(ood_scores.exact_match),
-        "id_first_token": proportion(id_scores.first_token),
-        "ood_first_token": proportion(ood_scores.first_token),
-        "bio_first_token_train": proportion([h for hits in bio_train.values() for h in hits]),
-        "bio_first_token_test": proportion([h for hits in bio_test.values() for h in hits]),
-    }
+    metrics = all_metrics()
+    scored = scored_sources(model, data, batch_size, sources_of(metrics))
     return {
-        "metrics": metrics,
-        "per_attribute": {"id_exact_match": per_attribute(id_scores, "exact_match"),
-                          "ood_exact_match": per_attribute(ood_scores, "exact_match"),
-                          "bio_first_token_test": {a: proportion(h) for a, h in bio_test.items()}},
+        "metrics": {metric.name: proportion(metric_hits(metric, scored)) for metric in metrics},
+        "per_attribute": {metric.name: per_attribute_of(metric, scored)
+                          for metric in metrics if metric.per_attribute},
         "per_question": {
-            name: {"question_ids": scores.question_ids, "exact_match": scores.exact_match,
-                   "first_token": scores.first_token}
-            for name, scores in (("id", id_scores), ("ood", ood_scores))},
+            source: {"question_ids": item_scores.qa.question_ids,
+                     "exact_match": item_scores.qa.exact_match,
+                     "first_token": item_scores.qa.first_token}
+            for source, item_scores in scored.items() if item_scores.qa is not None},
     }
 
 
@@ -283,6 +277,10 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, extras: _Extra
     existing = distributed.computed_on_main(lambda: run.finished_result(config))
     if existing is not None:
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
+    reused = distributed.computed_on_main(lambda: reuse_finished_run(runs_root, config))
+    if reused is not None:
+        return RunOutcome(config.run_id, "skipped", reused if distributed.is_main() else None,
+                          f"reused: trained as {reused['reused_from']}")
     events = run.event_log(config.run_id, writes=distributed.is_main())
     if distributed.is_main():
         run.write_run_config(config)
@@ -436,10 +434,4 @@ def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, e
 def ensure_writable(runs_root: Path) -> None:
     if not distributed.is_main():
         return
-    try:
-        runs_root.mkdir(parents=True, exist_ok=True)
-        probe = runs_root / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"runs folder {runs_root} is not writable: {error.strerror}") from error
+    ensure_writable_folder(runs_root, "runs folder")

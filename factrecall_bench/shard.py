@@ -7,6 +7,7 @@ holds every run once, and `check` judges the suite when all are there.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from factrecall_bench.config import RunConfig, config_hash
@@ -29,7 +30,7 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def select(self, configs: list[RunConfig]) -> list[RunConfig]:
+    def select(self, configs: Sequence[RunConfig]) -> list[RunConfig]:
         """This shard's runs, in the suite's order. Ordered by config hash and dealt round robin,
         the shards differ in size by at most one run, whatever the hashes."""
         by_hash = sorted(configs, key=config_hash)

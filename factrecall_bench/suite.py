@@ -6,15 +6,10 @@ Shipped suites live in `factrecall_bench/suites/`; `--suite NAME` finds them by 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
 import itertools
-import re
-import tomllib
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +27,18 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity, training_identity
 from factrecall_bench.models import check_model_name
 from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
-from factrecall_bench.verdicts import Claim, RegressionSettings, check_claim_seeds
-
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
-"""Suite and variant names become folder names: no separators, no `..`, nothing hidden."""
+from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites re-exported)
+    SAFE_NAME,
+    apply_overrides,
+    check_variation_name,
+    default_variation_name,
+    find_suite,
+    parent_suite_path,
+    read_suite_toml,
+    shipped_suites,
+    suite_table,
+)
+from factrecall_bench.verdicts import BaselineSubject, Claim, RegressionSettings, check_claim_seeds
 
 SUITE_KEYS = {"name", "description", "ci", "seeds", "strategies", "models", "jobs", "data",
               "model", "train", "eval", "trace", "variants", "custom_strategies", "claims",
@@ -99,89 +102,94 @@ class Suite:
     unvaried_identities: frozenset[str] | None = None
     """A variation's: the training identities of the suite's runs as its file says, which its
     baseline speaks for (None: not a variation, every run is the suite's own)."""
+    extends: str = ""
+    """The name of the suite this one `extends` ("" if none): with no baseline of its own, the
+    suite is compared with that suite's baseline, for the runs trained as that suite's are."""
+    extended_identities: frozenset[str] = frozenset()
+    """The training identities of the extended suite's runs (what its baseline speaks for)."""
+    given_as: str = ""
+    """How the command line named the suite (`cpu`, `my/low2.toml`); "" when it was not loaded
+    from a command line (then its name)."""
+
+    @property
+    def command_arguments(self) -> str:
+        """What a hint tells the user to pass to name this suite again: `--suite my/low2.toml`,
+        with the variation's `--set` items."""
+        parts = ["--suite", self.given_as or self.name]
+        for item in self.overrides:
+            parts += ["--set", item]
+        if self.overrides and self.variation != default_variation_name(self.name, self.overrides):
+            parts += ["--name", self.variation]
+        return shlex.join(parts)
+
+    runs: tuple[RunConfig, ...] = field(init=False, repr=False, compare=False)
+    """Every run's resolved config, in a stable order (variant, model, seed, strategy): built
+    and validated once, when the Suite is made (`dataclasses.replace` builds them anew)."""
+    suite_hash: str = field(init=False, repr=False, compare=False)
+    """A hash of what decides the suite's results: its runs' resolved configs. Claims,
+    description, regression settings and `jobs` do not change a number, so editing them
+    leaves a stored baseline valid; changing a run does not."""
+
+    def __post_init__(self) -> None:
+        runs = tuple(expand_suite(self))  # a bad run config is refused here, not mid-suite
+        object.__setattr__(self, "runs", runs)  # frozen: set once, here
+        object.__setattr__(self, "suite_hash", runs_hash(runs))
 
     @property
     def report_name(self) -> str:
         """The folder under the runs folder that holds this suite's (or variation's) report."""
         return self.variation or self.name
 
+    @property
+    def baseline_subject(self) -> BaselineSubject:
+        """What comparing its runs with its stored baseline reads of the suite."""
+        return BaselineSubject(self.name, self.suite_hash, self.regression,
+                               variation=bool(self.overrides),
+                               own_identities=self.unvaried_identities, extends=self.extends,
+                               extended_identities=self.extended_identities,
+                               command_arguments=self.command_arguments)
+
     def trackers(self, command_line: str | None) -> str | None:
         """The trackers a run of this suite reports to: `--log-with` when given (the command
         line wins; `--log-with ""` turns the suite's off), else the suite's `log_with`."""
         return command_line if command_line is not None else self.log_with
 
-    def suite_hash(self) -> str:
-        """A hash of what decides the suite's results: its runs' resolved configs. Claims,
-        description, regression settings and `jobs` do not change a number, so editing them
-        leaves a stored baseline valid; changing a run does not."""
-        return config_hash(sorted(config_hash(config) for config in expand_suite(self)))
-
-
-def shipped_suites() -> dict[str, Path]:
-    folder = resources.files("factrecall_bench").joinpath("suites")
-    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir()
-            if str(entry).endswith(".toml")}
-
-
-def find_suite(name_or_path: str) -> Path:
-    shipped = shipped_suites()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        return path
-    raise UserError(f"unknown suite {name_or_path!r} (shipped: {', '.join(sorted(shipped))}; "
-                    "or a path to a .toml file)")
-
 
 def load_suite(name_or_path: str, overrides: Sequence[str] = (),
                variation_name: str | None = None) -> Suite:
     """A suite by name or path, with `--set` overrides applied before it is validated; with
-    overrides it is a variation, named `variation_name` (`--name`) or after the overrides."""
+    overrides it is a variation, named `variation_name` (`--name`) or after the overrides.
+    Its runs are built once, when the Suite is made."""
     path = find_suite(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read suite {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"suite {path} is not valid TOML: {error}") from error
+    raw = suite_table(path)
+    known = {"given_as": name_or_path, **_parent_fields(path)}
     if not overrides:
         if variation_name is not None:
             raise UserError(f"--name {variation_name!r} names a variation: give it with --set "
                             "TABLE.KEY=VALUE (the suite's own report keeps the suite's name)")
-        return parse_suite(raw, str(path))
-    suite = parse_suite(apply_overrides(raw, overrides), f"{path} with --set {' '.join(overrides)}")
+        return parse_suite(raw, str(path), known)
+    varied = apply_overrides(raw, overrides)
+    where = f"{path} with --set {' '.join(overrides)}"
+    suite_name = varied.get("name")
+    if not isinstance(suite_name, str):
+        parse_suite(varied, where)  # says what is wrong with the name
+        raise AssertionError("unreachable: a suite without a name is refused")
     name = variation_name if variation_name is not None else default_variation_name(
-        suite.name, overrides)
-    check_variation_name(name, suite.name)
-    return dataclasses.replace(suite, overrides=tuple(overrides), variation=name,
-                               unvaried_identities=_unvaried_identities(raw, path))
+        suite_name, overrides)
+    check_variation_name(name, suite_name)
+    return parse_suite(varied, where, {**known, "overrides": tuple(overrides), "variation": name,
+                                       "unvaried_identities": _unvaried_identities(raw, path)})
 
 
-def default_variation_name(suite_name: str, overrides: Sequence[str]) -> str:
-    """`cpu+train.stage2_lr=3e-4`: the suite's name and its overrides, other characters as `_`;
-    a name too long for a folder is cut and ends in a digest of the overrides."""
-    text = "+".join([suite_name, *(item.replace(" ", "") for item in overrides)])
-    name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", text).replace("..", "_")
-    if len(name) <= 64:
-        return name
-    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
-    return f"{name[:55]}-{digest}"
-
-
-RESERVED_FOLDERS = ("data",)
-"""Names under the runs folder that are not a suite's (the cached datasets)."""
-
-
-def check_variation_name(name: str, suite_name: str) -> None:
-    """A variation's name becomes a folder beside the suite's: safe, and never the suite's own or
-    another shipped suite's (its report would be overwritten)."""
-    if not SAFE_NAME.match(name) or ".." in name:
-        raise UserError(f"--name {name!r}: must be 1 to 64 letters, digits and _.=+- (it names a "
-                        "folder inside the runs folder)")
-    if name == suite_name or name in shipped_suites() or name in RESERVED_FOLDERS:
-        raise UserError(f"--name {name!r} is a suite's own folder: a variation's report never "
-                        "replaces a suite's; choose another name")
+def _parent_fields(path: Path) -> dict[str, Any]:
+    """The name and run identities of the suite the file at `path` `extends` ({} if none)."""
+    parent_name = read_suite_toml(path).get("extends")
+    if parent_name is None:
+        return {}
+    parent_path = parent_suite_path(parent_name, path)
+    parent = parse_suite(suite_table(parent_path), str(parent_path))
+    return {"extends": parent.name,
+            "extended_identities": frozenset(training_identity(c) for c in parent.runs)}
 
 
 def _unvaried_identities(raw: dict[str, Any], path: Path) -> frozenset[str]:
@@ -191,53 +199,7 @@ def _unvaried_identities(raw: dict[str, Any], path: Path) -> frozenset[str]:
         unvaried = parse_suite(raw, str(path))
     except UserError:
         return frozenset()
-    return frozenset(training_identity(config) for config in expand_suite(unvaried))
-
-
-OVERRIDABLE_TABLES = ("data", "model", "train", "eval", "trace", "regression")
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """`TABLE.KEY=VALUE` sets a key of a base table, `KEY=VALUE` a top-level key (`seeds=[0,1]`);
-    VALUE is read as TOML (`3e-4`, `true`, `[0, 1]`), a bare word as a string. The result is
-    validated like the suite file itself. A key that a variant also sets is refused: the
-    variant's value would silently win."""
-    result = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or not all(path) or len(path) > 2 or (
-                len(path) == 2 and path[0] not in OVERRIDABLE_TABLES):
-            raise UserError(f"--set {item!r}: expected TABLE.KEY=VALUE (TABLE one of "
-                            f"{', '.join(OVERRIDABLE_TABLES)}) or KEY=VALUE, e.g. "
-                            "train.stage2_lr=3e-4")
-        if len(path) == 1:
-            result[path[0]] = _toml_value(text)
-            continue
-        table, name = path
-        if not isinstance(result.setdefault(table, {}), dict):
-            raise UserError(f"--set {item!r}: {table} is not a table in this suite")
-        _refuse_shadowed_override(result, table, name, item)
-        result[table][name] = _toml_value(text)
-    return result
-
-
-def _toml_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"value = {text.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text.strip()
-
-
-def _refuse_shadowed_override(raw: dict[str, Any], table: str, name: str, item: str) -> None:
-    grid = raw.get("grid")
-    if isinstance(grid, dict) and f"{table}.{name}" in grid:
-        raise UserError(f"--set {item!r}: every variant of the suite's grid sets {table}.{name} "
-                        "itself (the grid crosses it), so the override would not reach its runs")
-    for variant in raw.get("variants", []):
-        if isinstance(variant, dict) and name in (variant.get(table) or {}):
-            raise UserError(f"--set {item!r}: variant {variant.get('name')!r} sets {table}.{name} "
-                            "itself, so the override would not reach its runs")
+    return frozenset(training_identity(config) for config in unvaried.runs)
 
 
 def _typed_list(raw: dict[str, Any], key: str, kind: type, default: list[Any], where: str
@@ -249,7 +211,10 @@ def _typed_list(raw: dict[str, Any], key: str, kind: type, default: list[Any], w
     return tuple(values)
 
 
-def parse_suite(raw: dict[str, Any], where: str) -> Suite:
+def parse_suite(raw: dict[str, Any], where: str, known: Mapping[str, Any] | None = None
+                ) -> Suite:
+    """The Suite a table describes (`where` names it in errors); `known`: the fields loading
+    knows besides the table (how it was named, a variation's overrides, what it extends)."""
     unknown = sorted(set(raw) - SUITE_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -259,7 +224,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
     _refuse_strategy_table(raw, where)
     base = {key: _table(raw, key, where) for key in ("data", "model", "train", "eval")}
     grid = _grid(raw, where)
-    suite = Suite(
+    return Suite(
         name=raw["name"], description=str(raw.get("description", "")),
         ci=bool(raw.get("ci", False)), needs_gpu=bool(raw.get("needs_gpu", False)),
         seeds=_typed_list(raw, "seeds", int, [0], where),
@@ -269,9 +234,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         trace=_table(raw, "trace", where),
         custom_strategies=custom_strategy_phases(_table(raw, "custom_strategies", where), where),
         claims=_claims(raw, where), regression=_regression(raw, where),
-        source=where, grid=grid, log_with=_log_with(raw, where))
-    expand_suite(suite)  # validates every run's config now, not mid-suite
-    return suite
+        source=where, grid=grid, log_with=_log_with(raw, where), **(known or {}))
 
 
 def _refuse_strategy_table(raw: dict[str, Any], where: str) -> None:
@@ -466,9 +429,15 @@ def _run_config(suite: Suite, variant: Variant, model_name: str, strategy: str, 
 
 
 def expand_suite(suite: Suite) -> list[RunConfig]:
-    """Every run of the suite, in a stable order (variant, model, seed, strategy)."""
+    """Every run of the suite, in a stable order (variant, model, seed, strategy), built from its
+    settings: what `Suite` does once when it is made. Read `suite.runs` instead."""
     for model_name in suite.models:
         check_model_name(model_name)
     return [_run_config(suite, variant, model_name, strategy, seed)
             for variant in suite.variants for model_name in suite.models
             for seed in suite.seeds for strategy in suite.strategies]
+
+
+def runs_hash(runs: Sequence[RunConfig]) -> str:
+    """The suite hash of these runs: independent of their order."""
+    return config_hash(sorted(config_hash(config) for config in runs))

@@ -31,7 +31,7 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.events import EventLog, read_events
 from factrecall_bench.models import build_model
 from factrecall_bench.runner import accelerator_for, evaluate_recall, prepared_for_training
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from factrecall_bench.trace import TraceSettings, own_rows_of, trace_summary
 from factrecall_bench.trace.hook import ablation_evaluator, probe_batches
 from factrecall_bench.train import Trainer, find_resume_checkpoint, make_optimizer, make_scheduler
@@ -118,7 +118,7 @@ def trace(model: torch.nn.Module, data, initial: dict[str, torch.Tensor]) -> dic
 
 
 def main(suite_path: str, out: str, work: str) -> None:
-    (config,) = expand_suite(load_suite(Path(suite_path)))
+    (config,) = load_suite(Path(suite_path)).runs
     work_dir = Path(work)
     data = load_fact_data(config.data, config.model, config.eval, work_dir / "data")
     built = build_model(config.model, data.tokenizer, config.seed)

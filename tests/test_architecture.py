@@ -274,3 +274,27 @@ def test_no_module_over_the_line_limit() -> None:
                 if (n := len(path.read_text("utf-8").splitlines())) > MAX_LINES
                 and module not in LONG_MODULES}
     assert not too_long, f"modules over {MAX_LINES} lines (split along their banners): {too_long}"
+
+
+# --- a suite is expanded once ------------------------------------------------------------------
+
+
+def calls_of(source: str, function: str) -> list[int]:
+    """The lines that call `function` by name (`f(...)` or `module.f(...)`)."""
+    return [node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) == function
+                 or getattr(node.func, "attr", None) == function)]
+
+
+def test_the_call_check_finds_calls_by_name_and_attribute() -> None:
+    source = "a = expand_suite(s)\nb = suite.expand_suite(s)\nc = s.runs\nexpand_suite\n"
+    assert calls_of(source, "expand_suite") == [1, 2]
+
+
+def test_only_the_suite_expands_a_suite() -> None:
+    """A Suite builds its runs once, when it is made (`suite.runs`, `suite.suite_hash`); a use
+    case that called expand_suite would build every run config again."""
+    found = {f"{module}:{line}" for module, path in _modules().items()
+             if module != "factrecall_bench.suite"
+             for line in calls_of(path.read_text("utf-8"), "expand_suite")}
+    assert not found, f"expand_suite called outside suite.py (read suite.runs): {found}"

@@ -321,10 +321,10 @@ def test_a_variation_without_any_baseline_file_is_no_baseline(tmp_path: Path) ->
 
     results = [{**result, "environment": {"hardware": "cpu:x86_64"}} for result in _results()]
     suite = load_suite(str(TINY_SUITE))
-    [own] = judge_baseline(suite, results, tmp_path)
+    [own] = judge_baseline(suite.baseline_subject, results, tmp_path)
     assert (own.status, own.name) == ("inconclusive", "tiny baseline")
     variation = load_suite(str(TINY_SUITE), ["train.stage2_lr=3e-4"])
-    [varied] = judge_baseline(variation, results, tmp_path)
+    [varied] = judge_baseline(variation.baseline_subject, results, tmp_path)
     assert varied.status == "no_baseline"
     assert varied.detail == f"no baseline for these settings: no baseline at {tmp_path}/tiny.json: " \
         "create one with `factrecall-bench baseline update --suite tiny`"

@@ -23,7 +23,7 @@ from factrecall_bench.verdicts.baselines import (
     read_baseline,
     write_baseline,
 )
-from factrecall_bench.verdicts.regressions import RegressionSettings
+from factrecall_bench.verdicts.regressions import BaselineSubject, RegressionSettings
 from tests.conftest import MICRO_SUITE, TINY_SUITE
 from tests.test_baselines import _results
 
@@ -39,17 +39,18 @@ def _on(hardware: str, accuracy: float, seed: int = 0) -> list[dict]:
 
 
 def _store(folder: Path, results: list[dict], hardware: str) -> Path:
-    suite = _suite()
-    baseline = baseline_from_results(suite.name, suite.suite_hash(), results, hardware,
+    suite = _tiny_subject()
+    baseline = baseline_from_results(suite.suite_name, suite.suite_hash, results, hardware,
                                      alpha=0.05, min_effect=0.05, metrics=METRICS)
-    path = baseline_path(folder, suite.name, hardware)
+    path = baseline_path(folder, suite.suite_name, hardware)
     write_baseline(path, baseline)
     return path
 
 
-def _suite():
-    return dataclasses.replace(load_suite(str(TINY_SUITE)),
-                               regression=RegressionSettings(enabled=True))
+def _tiny_subject() -> BaselineSubject:
+    """The tiny suite as the baseline comparison reads it, its regression check on."""
+    return dataclasses.replace(load_suite(str(TINY_SUITE)).baseline_subject,
+                               settings=RegressionSettings(enabled=True))
 
 
 @pytest.mark.parametrize("hardware, klass", [
@@ -80,7 +81,7 @@ def test_the_shipped_cpu_baseline_is_the_cpu_class_one():
 def test_cpu_runs_are_judged_against_the_cpu_baseline_and_gpu_runs_against_theirs(tmp_path):
     _store(tmp_path, _on("cpu:x86_64", 0.7), "cpu:x86_64")
     _store(tmp_path, _on(H100, 0.3), H100)  # far below: a comparison with it would fail
-    suite = _suite()
+    suite = _tiny_subject()
     on_cpu = judging.judge_baseline(suite, _on("cpu:x86_64", 0.7, seed=1), tmp_path)
     assert on_cpu and all(verdict.status == "pass" for verdict in on_cpu)
     on_gpu = judging.judge_baseline(suite, _on(H100, 0.3, seed=1), tmp_path)
@@ -91,7 +92,7 @@ def test_cpu_runs_are_judged_against_the_cpu_baseline_and_gpu_runs_against_their
 
 def test_gpu_runs_without_a_gpu_baseline_are_one_inconclusive_verdict(tmp_path, capsys):
     _store(tmp_path, _on("cpu:x86_64", 0.7), "cpu:x86_64")
-    [verdict] = judging.judge_baseline(_suite(), _on(H100, 0.7), tmp_path)
+    [verdict] = judging.judge_baseline(_tiny_subject(), _on(H100, 0.7), tmp_path)
     assert (verdict.status, verdict.kind, verdict.outcome) == (
         "inconclusive", "regression", "undecided")
     assert verdict.detail == (
@@ -106,7 +107,7 @@ def test_a_baseline_in_the_cpu_file_made_on_a_gpu_is_not_used_for_cpu_runs(tmp_p
     path = _store(tmp_path, _on(H100, 0.7), "cpu:x86_64")
     text = json.loads(path.read_text("utf-8"))
     write_baseline(path, {**text, "hardware_class": H100})
-    [verdict] = judging.judge_baseline(_suite(), _on("cpu:x86_64", 0.7), tmp_path)
+    [verdict] = judging.judge_baseline(_tiny_subject(), _on("cpu:x86_64", 0.7), tmp_path)
     assert verdict.status == "inconclusive"
     assert verdict.detail.startswith(f"no baseline for cpu hardware: {path} was made on {H100}")
 
@@ -114,13 +115,13 @@ def test_a_baseline_in_the_cpu_file_made_on_a_gpu_is_not_used_for_cpu_runs(tmp_p
 def test_runs_on_two_classes_have_no_single_baseline(tmp_path):
     _store(tmp_path, _on("cpu:x86_64", 0.7), "cpu:x86_64")
     mixed = _on("cpu:x86_64", 0.7)[:3] + _on(H100, 0.7)[3:]
-    [verdict] = judging.judge_baseline(_suite(), mixed, tmp_path)
+    [verdict] = judging.judge_baseline(_tiny_subject(), mixed, tmp_path)
     assert verdict.status == "inconclusive" and "2 hardware classes" in verdict.detail
 
 
 def test_another_cpu_is_the_same_class_with_a_note(tmp_path, capsys):
     _store(tmp_path, _on("cpu:x86_64", 0.7), "cpu:x86_64")
-    verdicts = judging.judge_baseline(_suite(), _on("cpu:arm64", 0.7, seed=1), tmp_path)
+    verdicts = judging.judge_baseline(_tiny_subject(), _on("cpu:arm64", 0.7, seed=1), tmp_path)
     assert verdicts and all(verdict.status == "pass" for verdict in verdicts)
     assert "note: baseline made on cpu:x86_64, this is cpu:arm64" in capsys.readouterr().err
 
@@ -131,9 +132,9 @@ def test_runs_that_record_no_hardware_take_this_machines_class(tmp_path, monkeyp
     for result in results:
         del result["environment"]["hardware"]
     monkeypatch.setattr(judging, "hardware_class", lambda: "cpu:x86_64")
-    assert all(v.status == "pass" for v in judging.judge_baseline(_suite(), results, tmp_path))
+    assert all(v.status == "pass" for v in judging.judge_baseline(_tiny_subject(), results, tmp_path))
     monkeypatch.setattr(judging, "hardware_class", lambda: H100)
-    [verdict] = judging.judge_baseline(_suite(), results, tmp_path)
+    [verdict] = judging.judge_baseline(_tiny_subject(), results, tmp_path)
     assert verdict.status == "inconclusive"
 
 

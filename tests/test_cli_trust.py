@@ -127,7 +127,7 @@ def test_every_shipped_baseline_matches_its_shipped_suite(baseline):
     stored = read_baseline(baseline)
     assert stored["suite"] in shipped_suites()
     suite = load_suite(stored["suite"])
-    assert stored["suite_hash"] == suite.suite_hash(), (
+    assert stored["suite_hash"] == suite.suite_hash, (
         f"{baseline.name} was stored for another version of suite {suite.name}: rerun "
         f"`factrecall-bench baseline update --suite {suite.name}`")
 
@@ -137,9 +137,9 @@ def test_editing_a_claim_keeps_the_baseline_valid(tmp_path):
     edited = tmp_path / "tiny.toml"
     edited.write_text(text.replace('why = "smoke test of the claim machinery"',
                                    'why = "another reason"'))
-    assert load_suite(str(edited)).suite_hash() == load_suite(str(TINY_SUITE)).suite_hash()
+    assert load_suite(str(edited)).suite_hash == load_suite(str(TINY_SUITE)).suite_hash
     edited.write_text(text.replace("lr = 3e-3\n", "lr = 2e-3\n", 1))
-    assert load_suite(str(edited)).suite_hash() != load_suite(str(TINY_SUITE)).suite_hash()
+    assert load_suite(str(edited)).suite_hash != load_suite(str(TINY_SUITE)).suite_hash
 
 
 # --- progress without a terminal (item 6) ----------------------------------------------------
@@ -217,14 +217,13 @@ def test_suite_names_complete_in_the_shell():
 
 
 def test_set_overrides_reach_the_runs_and_are_validated_like_the_file():
-    from factrecall_bench.suite import expand_suite
 
     suite = load_suite("cpu", ["train.stage2_lr=3e-4", "seeds=[0, 1]", "data.permute=false"])
-    configs = expand_suite(suite)
+    configs = suite.runs
     assert {config.seed for config in configs} == {0, 1}
     assert {config.phases[-1].lr for config in configs if config.strategy == "two-stage"} == {3e-4}
     assert all(not config.data.permute for config in configs)
-    assert suite.suite_hash() != load_suite("cpu").suite_hash()  # other runs, other baseline
+    assert suite.suite_hash != load_suite("cpu").suite_hash  # other runs, other baseline
     with pytest.raises(UserError, match="train.lr: expected float"):
         load_suite("cpu", ["train.lr=fast"])
     with pytest.raises(UserError, match="unknown key"):
@@ -272,7 +271,7 @@ def test_suites_show_prints_a_suite_that_loads_as_the_shipped_one(tmp_path):
     assert shown.returncode == 0
     copy = tmp_path / "cpu.toml"
     copy.write_text(shown.stdout)
-    assert load_suite(str(copy)).suite_hash() == load_suite("cpu").suite_hash()
+    assert load_suite(str(copy)).suite_hash == load_suite("cpu").suite_hash
     assert run_cli("suites", "show", "nope", timeout=60).returncode == 2
 
 

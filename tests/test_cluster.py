@@ -20,7 +20,7 @@ from factrecall_bench.cluster import ClusterSettings, make_executor, submit_runs
 from factrecall_bench.events import read_events  # noqa: E402
 from factrecall_bench.runfolder import run_dir  # noqa: E402
 from factrecall_bench.runner import RunOptions  # noqa: E402
-from factrecall_bench.suite import expand_suite, load_suite  # noqa: E402
+from factrecall_bench.suite import load_suite  # noqa: E402
 from tests.conftest import MICRO_SUITE, micro_result, run_cli, wait_for_step  # noqa: E402
 from tests.test_distributed import descendants, next_events_file  # noqa: E402
 from tests.test_faults import comparable, pair_suite  # noqa: E402
@@ -102,7 +102,7 @@ def test_slurm_jobs_ask_for_what_the_flags_say(tmp_path, monkeypatch):
 
 
 def test_a_finished_run_is_not_submitted_again(tmp_path, micro_uninterrupted):
-    configs = expand_suite(load_suite(str(MICRO_SUITE)))
+    configs = load_suite(str(MICRO_SUITE)).runs
     folder = run_dir(tmp_path, configs[0])
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps(micro_uninterrupted))
@@ -146,7 +146,7 @@ def task_of(job) -> int:
 def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result(tmp_path, micro_uninterrupted):
     """USR2 is what Slurm sends (through submitit's --signal) before preempting or timing out a
     job: submitit checkpoints the job (RunJob.checkpoint) and requeues it; the new job resumes."""
-    configs = expand_suite(load_suite(str(MICRO_SUITE)))
+    configs = load_suite(str(MICRO_SUITE)).runs
     submission = submit_runs(configs, tmp_path, ClusterSettings("local"), RunOptions(), threads=1)
     job = submission.jobs[configs[0].run_id]
     events_file = next_events_file(tmp_path, job._process)
@@ -163,7 +163,7 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result(tmp_path, mi
 
 @pytest.mark.slow
 def test_a_killed_job_resumes_when_the_suite_is_submitted_again(tmp_path, micro_uninterrupted):
-    configs = expand_suite(load_suite(str(MICRO_SUITE)))
+    configs = load_suite(str(MICRO_SUITE)).runs
     submission = submit_runs(configs, tmp_path, ClusterSettings("local"), RunOptions(), threads=1)
     job = submission.jobs[configs[0].run_id]
     events_file = next_events_file(tmp_path, job._process)
@@ -212,7 +212,7 @@ def test_a_job_with_two_tasks_trains_its_run_together(tmp_path, micro_uninterrup
     one would find the run busy or already finished)."""
     from tests.test_distributed import assert_same_run
 
-    configs = expand_suite(load_suite(str(MICRO_SUITE)))
+    configs = load_suite(str(MICRO_SUITE)).runs
     settings = ClusterSettings("local", gpus_per_run=2)
     submission = submit_runs(configs, tmp_path, settings, RunOptions(), threads=1)
     outcome = wait_for_runs(configs, tmp_path, submission)
@@ -242,7 +242,7 @@ def test_a_timed_out_job_is_checkpointed_as_the_same_call(tmp_path):
 
     from factrecall_bench.cluster import RunJob
 
-    (config,) = expand_suite(load_suite(str(MICRO_SUITE)))
+    (config,) = load_suite(str(MICRO_SUITE)).runs
     delayed = DelayedSubmission(RunJob(), config, tmp_path, RunOptions(), 1)
     delayed.set_timeout(60, 3)
     assert _checkpoint(delayed, tmp_path / "requeued.pkl", countdown=2) == ""  # "": requeue

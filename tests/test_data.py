@@ -194,10 +194,10 @@ def test_each_metric_reads_the_people_and_questions_the_datasets_columns_name(tm
 
     from factrecall_bench.data.dataset import load_saved_dataset
     from factrecall_bench.data.facts import load_fact_data
-    from factrecall_bench.suite import expand_suite, load_suite
+    from factrecall_bench.suite import load_suite
     from tests.conftest import MICRO_SUITE
 
-    (config,) = expand_suite(load_suite(str(MICRO_SUITE)))
+    (config,) = load_suite(str(MICRO_SUITE)).runs
     evaluation = dataclasses.replace(config.eval, max_questions=max_questions)
     data = load_fact_data(config.data, config.model, evaluation, tmp_path)
     dataset = load_saved_dataset(ensure_dataset(config.data, tmp_path))

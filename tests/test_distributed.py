@@ -75,9 +75,9 @@ def test_a_run_locked_elsewhere_is_busy_in_every_process(tmp_path):
     from filelock import FileLock
 
     from factrecall_bench.runfolder import run_dir
-    from factrecall_bench.suite import expand_suite, load_suite
+    from factrecall_bench.suite import load_suite
 
-    folder = run_dir(tmp_path, expand_suite(load_suite(str(MICRO)))[0])
+    folder = run_dir(tmp_path, load_suite(str(MICRO)).runs[0])
     folder.mkdir(parents=True)
     with FileLock(str(folder / ".lock")):
         completed = run_two_processes("run", "--suite", str(MICRO), "--runs-dir", str(tmp_path),

@@ -154,9 +154,9 @@ def test_an_unknown_lock_method_is_one_line_and_exit_2(monkeypatch, capsys, tmp_
 @pytest.mark.slow
 def test_a_run_held_through_an_owner_file_is_busy(tmp_path):
     from factrecall_bench.runfolder import run_dir
-    from factrecall_bench.suite import expand_suite, load_suite
+    from factrecall_bench.suite import load_suite
 
-    folder = run_dir(tmp_path, expand_suite(load_suite(str(MICRO_SUITE)))[0])
+    folder = run_dir(tmp_path, load_suite(str(MICRO_SUITE)).runs[0])
     folder.mkdir(parents=True)
     holder = run_lock(folder / ".lock", "owner-file")
     assert holder.acquire()  # a live process of this host (this one) holds it

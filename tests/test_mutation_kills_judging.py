@@ -19,7 +19,7 @@ from factrecall_bench.verdicts import compare_with_baseline
 from factrecall_bench.verdicts.baselines import baseline_from_results, write_baseline
 from factrecall_bench.verdicts.claims import Claim
 from factrecall_bench.verdicts.judging import judge_baseline, judge_claims
-from factrecall_bench.verdicts.regressions import RegressionSettings
+from factrecall_bench.verdicts.regressions import BaselineSubject, RegressionSettings
 from tests.conftest import TINY_SUITE
 from tests.test_baselines import _results
 from tests.test_verdicts import _trace_results
@@ -41,8 +41,7 @@ def _two_claim_results() -> tuple[list[dict], list[Claim]]:
 
 def test_every_claim_gets_a_verdict_holm_corrected_as_one_family():
     results, claims = _two_claim_results()
-    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), seeds=(0, 1, 2), claims=tuple(claims))
-    verdicts = judge_claims(suite, results)
+    verdicts = judge_claims(claims, results)
     assert [v.name for v in verdicts] == ["mixed higher on score_a", "mixed higher on score_b"]
     raw = sorted(v.p_value for v in verdicts)
     assert raw[0] < raw[1] < 0.05  # each passes alone
@@ -53,8 +52,7 @@ def test_every_claim_gets_a_verdict_holm_corrected_as_one_family():
 
 
 def test_a_suite_without_claims_has_no_claim_verdicts():
-    suite = dataclasses.replace(load_suite(str(TINY_SUITE)), claims=())
-    assert judge_claims(suite, []) == []
+    assert judge_claims((), []) == []
 
 
 # --- baseline ----------------------------------------------------------------------------------
@@ -68,9 +66,10 @@ def _stderr(monkeypatch) -> io.StringIO:
     return stream
 
 
-def _suite(**regression):
+def _tiny_subject(**regression) -> BaselineSubject:
+    """The tiny suite as the baseline comparison reads it, with these regression settings."""
     settings = RegressionSettings(**{"enabled": True, **regression})
-    return dataclasses.replace(load_suite(str(TINY_SUITE)), regression=settings)
+    return dataclasses.replace(load_suite(str(TINY_SUITE)).baseline_subject, settings=settings)
 
 
 RUNS_HARDWARE = "cpu:x86_64"
@@ -80,23 +79,23 @@ RUNS_HARDWARE = "cpu:x86_64"
 def _stored(suite, tmp_path: Path, *, name: str | None = None, suite_hash: str | None = None,
             hardware: str | None = None, results=None) -> Path:
     baseline = baseline_from_results(
-        name or suite.name, suite_hash or suite.suite_hash(), results or _results(0.7),
+        name or suite.suite_name, suite_hash or suite.suite_hash, results or _results(0.7),
         hardware or RUNS_HARDWARE, alpha=0.05, min_effect=0.05,
         metrics=["ood_exact_match", "id_exact_match"])
-    path = tmp_path / "baselines" / f"{name or suite.name}.json"
+    path = tmp_path / "baselines" / f"{name or suite.suite_name}.json"
     write_baseline(path, baseline)
     return path
 
 
 def test_no_regression_table_means_no_baseline_verdicts(tmp_path):
-    suite = _suite()
+    suite = _tiny_subject()
     _stored(suite, tmp_path)
-    disabled = dataclasses.replace(suite, regression=RegressionSettings())
+    disabled = dataclasses.replace(suite, settings=RegressionSettings())
     assert judge_baseline(disabled, _results(0.2), tmp_path / "baselines") == []
 
 
 def test_a_missing_baseline_is_one_inconclusive_verdict_that_says_how_to_make_it(tmp_path):
-    suite = _suite()
+    suite = _tiny_subject()
     [verdict] = judge_baseline(suite, _results(0.7), tmp_path / "baselines")
     path = tmp_path / "baselines" / "tiny.json"
     assert verdict.name == "tiny baseline"
@@ -114,7 +113,7 @@ def test_stored_effect_and_level_decide_with_the_suites_test_correction_and_attr
     stderr = _stderr(monkeypatch)
     # The suite asks for a looser gate (min_effect 0.5, alpha 0.2) and one metric: the stored
     # baseline's 0.05 / 0.05 and its two metrics decide, so a drop from 0.7 to 0.4 fails.
-    suite = _suite(min_effect=0.5, alpha=0.2, metrics=("id_exact_match",), test="welch",
+    suite = _tiny_subject(min_effect=0.5, alpha=0.2, metrics=("id_exact_match",), test="welch",
                    correction="none", per_attribute=True)
     path = _stored(suite, tmp_path)
     fresh = _results(0.4, seed=1)
@@ -134,7 +133,7 @@ def test_stored_effect_and_level_decide_with_the_suites_test_correction_and_attr
 
 
 def test_an_explicit_baseline_file_may_be_of_another_suite(tmp_path):
-    suite = _suite()
+    suite = _tiny_subject()
     path = _stored(suite, tmp_path, name="elsewhere")
     verdicts = judge_baseline(suite, _results(0.7), tmp_path / "unused", baseline_file=path)
     assert len(verdicts) == 4 and all(v.kind == "regression" for v in verdicts)
@@ -147,7 +146,7 @@ def test_an_explicit_baseline_file_may_be_of_another_suite(tmp_path):
 
 
 def test_a_malformed_baseline_is_a_user_error_naming_the_file(tmp_path):
-    suite = _suite()
+    suite = _tiny_subject()
     path = _stored(suite, tmp_path)
     path.write_text("{", "utf-8")
     with pytest.raises(UserError, match=str(path)):
@@ -155,7 +154,7 @@ def test_a_malformed_baseline_is_a_user_error_naming_the_file(tmp_path):
 
 
 def test_a_note_when_the_suite_changed_since_the_baseline(tmp_path, monkeypatch):
-    suite = _suite()
+    suite = _tiny_subject()
     stderr = _stderr(monkeypatch)
     _stored(suite, tmp_path, suite_hash="0ld")
     verdicts = judge_baseline(suite, _results(0.7), tmp_path / "baselines")
@@ -175,13 +174,13 @@ def _on(hardware: str, results: list[dict]) -> list[dict]:
 def test_runs_on_several_hardware_classes_are_named(tmp_path):
     results = _results(0.7)
     mixed = _on(H100, results[:3]) + results[3:]
-    [verdict] = judge_baseline(_suite(), mixed, tmp_path / "baselines")
+    [verdict] = judge_baseline(_tiny_subject(), mixed, tmp_path / "baselines")
     assert verdict.detail == ("the runs were made on 2 hardware classes "
                               "(cpu, cuda-nvidia-h100-80gb-hbm3), and a baseline holds one")
 
 
 def test_a_missing_class_names_the_suites_other_baselines(tmp_path):
-    suite = _suite()
+    suite = _tiny_subject()
     folder = tmp_path / "baselines"
     [verdict] = judge_baseline(suite, _on(H100, _results(0.7)), folder)
     path = folder / "tiny@cuda-nvidia-h100-80gb-hbm3.json"
@@ -208,7 +207,7 @@ def test_a_run_without_a_recorded_hardware_string_counts_as_this_machines():
 
 
 def test_the_note_names_every_machine_of_the_same_class(tmp_path, monkeypatch):
-    suite = _suite()
+    suite = _tiny_subject()
     _stored(suite, tmp_path)
     results = _results(0.7)
     runs = _on("cpu:arm64", results[:3]) + results[3:]

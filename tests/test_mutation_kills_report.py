@@ -108,7 +108,7 @@ def test_report_md_lines():
     assert text.endswith("\n") and not text.endswith("\n\n")
     assert text.splitlines() == [
         "# Suite `cpu`", "", "A suite for the report tests", "",
-        "| group | seeds | ID exact match | OOD exact match | BIO recall (P_test) | s/run |",
+        "| group | seeds | ID exact match | OOD exact match | BIO recall P_test | s/run |",
         "|---|---|---|---|---|---|",
         "| mixed / tiny-llama | 2 | 1.000 ± 0.000 | 0.500 ± 0.354 | 0.500 ± 0.000 | 13 |",
         "", "## Verdicts", "", "| verdict | status | effect | interval | p (adj.) | detail |",
@@ -282,15 +282,15 @@ def test_printed_summary_lines(monkeypatch):
     assert "suite cpu" in lines[0]
     header = next(line for line in lines if "group" in line)
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
-        "group", "seeds", "ID EM", "OOD EM", "BIO recall P_test"]
+        "group", "seeds", "ID exact match", "OOD exact match", "BIO recall P_test"]
     row = next(line for line in lines if "mixed / tiny-llama" in line)
-    assert row.split("│")[1:-1] == [" mixed / tiny-llama ", " 2     ", " 1.000 ± 0.000 ",
-                                     " 0.500 ± 0.354 ", " 0.500 ± 0.000     "]
+    assert row.split("│")[1:-1] == [" mixed / tiny-llama ", " 2     ", " 1.000 ± 0.000  ",
+                                     " 0.500 ± 0.354   ", " 0.500 ± 0.000     "]
     tail = lines[lines.index(next(line for line in lines if line.startswith("run r1"))):]
     assert tail == ["run r1 failed: diverged [oom]", "pass v pass: fine", "fail v fail: bad",
                     "inconclusive v unsure: unsure", "reported (holds, effect +0.5) v rep: told",
                     "report: /work/runs/cpu-2/report.md", "verdicts: runs/[x]/verdicts.json",
-                    "exit code 1"]
+                    "exit code 1 (a regression or a failed claim)"]
 
 
 def test_printed_summary_without_written_files_and_long_details_on_one_line(monkeypatch):
@@ -303,13 +303,14 @@ def test_printed_summary_without_written_files_and_long_details_on_one_line(monk
     print_summary(document)
     lines = stream.getvalue().splitlines()
     assert "pass v pass: " + ("word " * 40).strip() in [line.rstrip() for line in lines]
-    assert lines[-1] == "exit code 1" and not any(line.startswith("report:") for line in lines)
+    assert lines[-1] == "exit code 1 (a regression or a failed claim)"
+    assert not any(line.startswith("report:") for line in lines)
 
 
 def test_printed_statuses_are_coloured_by_what_they_mean(monkeypatch):
     text = _printed(monkeypatch, _summary_document(), color=True)
     # numbers and paths in these lines are printed as they are, not highlighted
-    assert "\nexit code 1\n" in text
+    assert "\nexit code 1 (a regression or a failed claim)\n" in text
     assert "\nreport: /work/runs/cpu-2/report.md\n" in text
     assert "\nrun r1 failed: diverged [oom]\n" in text
     assert "reported (holds, effect +0.5)\x1b[0m v rep: told\n" in text
@@ -404,3 +405,15 @@ def test_plots_are_png_at_100_dpi_cropped_to_their_content(tmp_path):
     per_metre = struct.unpack(">I", data[physical + 4:physical + 8])[0]
     assert round(per_metre * 0.0254) == 100
     assert (width, height) != (700, 350)  # bbox_inches="tight": cropped to what is drawn
+
+
+def test_one_seed_shows_its_value_without_a_spread(monkeypatch):
+    """A group of one seed has no standard deviation: `0.250`, not `0.250 ± 0.000`."""
+    document = _document([], [], summary_rows([_result("mixed", 0, 0.25)]))
+    lines = [line.rstrip() for line in _printed(monkeypatch, document).splitlines()]
+    row = next(line for line in lines if "mixed / tiny-llama" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[1] == "1" and cells[3] == "0.250" and "±" not in row
+    markdown = markdown_report(SUITE, document, [])
+    (table_row,) = [line for line in markdown.splitlines() if line.startswith("| mixed / tiny-llama")]
+    assert "±" not in table_row and "| 0.250 |" in table_row

@@ -10,10 +10,10 @@ from rich.console import Console
 
 from factrecall_bench.data.facts import load_fact_data
 from factrecall_bench.errors import UserError
+from factrecall_bench.model_families import published_models
 from factrecall_bench.models import build_model, count_parameters
 from factrecall_bench.plan import (
     OVER_MARK,
-    PAPER_ARCHITECTURES,
     SETTINGS,
     activation_bytes_per_token,
     architecture_config,
@@ -24,7 +24,7 @@ from factrecall_bench.plan import (
     plan_suite,
     render_plan,
 )
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from tests.conftest import run_cli
 
 PUBLISHED = {"llama-3.2-1b": 1.24e9, "llama-3.2-3b": 3.21e9, "pythia-2.8b": 2.78e9,
@@ -54,7 +54,7 @@ def test_dims_split_parameters_into_layers_and_the_rest():
     assert not model_dims(architecture_config("pythia-2.8b")).gated_mlp
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(published_models()))
 @pytest.mark.parametrize("gpus", [2, 4, 8])
 def test_fsdp2_needs_less_memory_per_gpu_than_ddp(name, gpus):
     dims = model_dims(architecture_config(name))
@@ -72,7 +72,7 @@ def test_fsdp2_memory_falls_with_more_gpus_and_ddp_does_not():
     assert len(ddp) == 1
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(published_models()))
 def test_checkpointing_lowers_activations(name):
     dims = model_dims(architecture_config(name))
     assert activation_bytes_per_token(dims, True) < activation_bytes_per_token(dims, False)
@@ -131,7 +131,7 @@ def test_paper_plan_marks_exactly_the_settings_that_do_not_fit(gpu_memory):
 def test_paper_plan_at_16_gib_names_the_fewest_gpus_that_fit():
     plan = plan_suite(load_suite("paper"), gpus=1, gpu_memory_gib=16)
     text = " ".join(rendered(plan, width=200).split())
-    configs = {config.model.name: config for config in expand_suite(load_suite("paper"))}
+    configs = {config.model.name: config for config in load_suite("paper").runs}
     for row in plan["rows"]:
         dims = model_dims(architecture_config(row["model"]))
         gpus = row["fits_with"]["gpus"]
@@ -167,7 +167,7 @@ def test_names_too_long_for_the_tables_go_whole_into_a_key():
 
 
 def test_plan_counts_the_parameters_a_run_of_the_cpu_suite_builds(tmp_path):
-    config = expand_suite(load_suite("cpu"))[0]
+    config = load_suite("cpu").runs[0]
     data = load_fact_data(config.data, config.model, config.eval, tmp_path / "data")
     built = build_model(config.model, data.tokenizer, config.seed)
     plan = plan_suite(load_suite("cpu"), gpus=1, gpu_memory_gib=16)

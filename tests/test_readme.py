@@ -15,9 +15,13 @@ import pytest
 import typer
 
 from factrecall_bench.cli import app
-from factrecall_bench.suite import parse_suite, shipped_suites
+from factrecall_bench.suite import load_suite, parse_suite, shipped_suites
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+ROOT = Path(__file__).resolve().parents[1]
+README = "\n".join((ROOT / name).read_text("utf-8")
+                   for name in ("README.md", "docs/gpu.md", "docs/cluster.md"))
+"""The README and the pages its GPU and cluster sections moved to: their commands and TOML blocks
+are checked alike."""
 PLACEHOLDERS = re.compile(r"^[A-Z][A-Z_]*$|^[A-Z]\.[A-Z]=[A-Z]$")
 
 
@@ -89,10 +93,11 @@ def test_a_misspelled_flag_or_command_would_be_caught():
 
 
 @pytest.mark.parametrize("block", _code_blocks("toml"))
-def test_each_readme_toml_block_loads(block: str):
+def test_each_readme_toml_block_loads(block: str, tmp_path: Path):
     raw = tomllib.loads(block)
-    if "name" in raw:  # a whole suite
-        parse_suite(raw, "README")
+    if "name" in raw:  # a whole suite, loaded from a file as `--suite FILE` loads it
+        (tmp_path / "readme.toml").write_text(block)
+        load_suite(str(tmp_path / "readme.toml"))
         return
     # A fragment: the cpu suite with it added loads (e.g. the sensitivity suite's variants)
     base = tomllib.loads(Path(shipped_suites()["cpu"]).read_text("utf-8"))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from factrecall_bench.errors import UserError
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from factrecall_bench.identity import reuse_identity
+from factrecall_bench.suite import load_suite
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,16 @@ def _recipe() -> dict:
     return tomllib.loads(block)
 
 
-def test_the_recipe_suite_expands_into_the_runs_it_describes():
-    configs = expand_suite(parse_suite(_recipe(), "README low2"))
+def _recipe_suite(folder: Path, text: str | None = None):
+    """The README's low2.toml (or `text`), loaded as `--suite low2.toml` loads it (its `extends`
+    resolved)."""
+    path = folder / "low2.toml"
+    path.write_text(_blocks("toml")[0] if text is None else text)
+    return load_suite(str(path))
+
+
+def test_the_recipe_suite_expands_into_the_runs_it_describes(tmp_path):
+    configs = _recipe_suite(tmp_path).runs
     assert sorted({(c.strategy, c.seed) for c in configs}) == [
         (strategy, seed) for strategy in ("mixed", "two-stage", "two-stage-low2")
         for seed in (0, 1, 2)]
@@ -43,23 +52,25 @@ def test_the_recipe_suite_expands_into_the_runs_it_describes():
     assert low2.phases[0].lr == 1e-3 and low2.phases[1].lr == pytest.approx(1e-4)
 
 
-def test_the_recipe_trains_the_cpu_suites_data_model_and_settings():
-    """The README says so: the same data, model and [train] settings as `--suite cpu`."""
-    cpu = {c.strategy: c for c in expand_suite(load_suite("cpu")) if c.seed == 0}
-    recipe = {c.strategy: c for c in expand_suite(parse_suite(_recipe(), "README low2"))
-              if c.seed == 0}
+def test_the_recipe_trains_the_cpu_suites_data_model_and_settings(tmp_path):
+    """The README says so: the same data, model and [train] settings as `--suite cpu`, so its
+    mixed and two-stage runs are the CPU suite's (reused, not retrained)."""
+    cpu = {c.strategy: c for c in load_suite("cpu").runs if c.seed == 0}
+    recipe = {c.strategy: c for c in _recipe_suite(tmp_path).runs if c.seed == 0}
     for strategy in ("mixed", "two-stage"):
-        for part in ("data", "model", "train", "phases", "identity"):
+        for part in ("data", "model", "train", "eval", "trace", "phases", "identity"):
             assert getattr(recipe[strategy], part) == getattr(cpu[strategy], part), part
+        assert reuse_identity(recipe[strategy]) == reuse_identity(cpu[strategy])
 
 
-def test_the_quoted_typo_error_is_the_one_given():
-    raw = _recipe()
-    raw["custom_strategies"]["two-stage-low2"]["phases"][1]["lr"] = "0.1*stage_2_lr"
+def test_the_quoted_typo_error_is_the_one_given(tmp_path):
+    typo = _blocks("toml")[0].replace('lr = "0.1*stage2_lr"', 'lr = "0.1*stage_2_lr"')
+    assert tomllib.loads(typo)["custom_strategies"]["two-stage-low2"]["phases"][1]["lr"] == (
+        "0.1*stage_2_lr")
     quoted = re.search(r"`error: (strategy .*?) \.\.\.`", " ".join(_section().split()))
     assert quoted is not None
     with pytest.raises(UserError) as caught:
-        parse_suite(raw, "README low2")
+        _recipe_suite(tmp_path, typo)
     assert str(caught.value).startswith(quoted.group(1))
 
 

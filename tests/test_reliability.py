@@ -20,7 +20,7 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.events import read_events
 from factrecall_bench.runner import run_one
 from factrecall_bench.strategies import STRATEGIES
-from factrecall_bench.suite import expand_suite, find_suite, load_suite, parse_suite
+from factrecall_bench.suite import find_suite, load_suite, parse_suite
 from factrecall_bench.verdicts.baselines import BaselineError, read_baseline
 from tests.conftest import TESTS, run_cli
 
@@ -91,7 +91,7 @@ def test_any_suite_table_loads_or_is_one_user_error(raw):
         assert "\n" not in str(error).strip()
         return
     event("loaded")
-    configs = expand_suite(suite)
+    configs = suite.runs
     assert len(configs) == (len(suite.variants) * len(suite.models) * len(suite.seeds)
                             * len(suite.strategies))
     for config in configs:  # every setting the suite names reaches its runs
@@ -149,7 +149,7 @@ def test_names_cannot_escape_the_runs_folder(name):
 
 
 def test_a_run_locked_by_another_process_is_left_alone(tmp_path):
-    config = expand_suite(load_suite(str(MICRO)))[0]
+    config = load_suite(str(MICRO)).runs[0]
     lock = tmp_path / "micro" / config.run_id / ".lock"
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from factrecall_bench import app, suite
+from factrecall_bench import app, suite, suite_file
 from factrecall_bench.suite import load_suite, shipped_suites
 
 MICRO = Path(__file__).parent / "data" / "suites" / "micro.toml"
@@ -22,6 +22,7 @@ def ci_suites_with_a_gpu_one(tmp_path, monkeypatch):
     suites = {**shipped_suites(), "needs-gpu": gpu_suite}
     monkeypatch.setattr(app, "shipped_suites", lambda: suites)
     monkeypatch.setattr(suite, "shipped_suites", lambda: suites)
+    monkeypatch.setattr(suite_file, "shipped_suites", lambda: suites)  # find_suite reads it
     return suites
 
 

@@ -16,7 +16,7 @@ from factrecall_bench.checkpoints import latest_checkpoint
 from factrecall_bench.events import read_events
 from factrecall_bench.io import write_json_atomic
 from factrecall_bench.runner import run_one
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from tests.conftest import MICRO_SUITE as MICRO
 from tests.conftest import (
     ctrl_c_as_at_a_terminal,
@@ -33,7 +33,7 @@ def comparable(result: dict) -> dict:
 
 
 def test_finished_run_is_skipped_and_says_so(tmp_path):
-    config = expand_suite(load_suite(str(MICRO)))[0]
+    config = load_suite(str(MICRO)).runs[0]
     first = run_one(config, tmp_path)
     assert first.status == "finished"
     events_before = (tmp_path / "micro" / config.run_id / "events.jsonl").read_bytes()
@@ -49,7 +49,7 @@ def test_finished_run_is_skipped_and_says_so(tmp_path):
 def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, micro_uninterrupted,
                                                             kill_at_steps):
     """Killed mid-phase, at a phase boundary's neighbourhood, several times: same result."""
-    config = expand_suite(load_suite(str(MICRO)))[0]
+    config = load_suite(str(MICRO)).runs[0]
     events_file = tmp_path / "micro" / config.run_id / "events.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", str(MICRO),
@@ -68,7 +68,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path, micro_unin
 
 
 def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    config = expand_suite(load_suite(str(MICRO)))[0]
+    config = load_suite(str(MICRO)).runs[0]
     run_one(config, tmp_path)
     folder = tmp_path / "micro" / config.run_id / "checkpoints"
     newest = latest_checkpoint(folder)
@@ -79,7 +79,7 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
-    config = expand_suite(load_suite(str(MICRO)))[0]
+    config = load_suite(str(MICRO)).runs[0]
     events_file = tmp_path / "micro" / config.run_id / "events.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "factrecall_bench", "run", "--suite", str(MICRO),
@@ -113,7 +113,7 @@ def test_a_training_mode_trace_survives_kills(tmp_path, training_trace_run):
     one does, and `trace` recomputes it from the final checkpoint."""
     suite, whole = training_trace_run
     killed = tmp_path / "killed"
-    config = expand_suite(load_suite(suite))[0]
+    config = load_suite(suite).runs[0]
     events_file = killed / "micro" / config.run_id / "events.jsonl"
     command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", suite,
                "--runs-dir", str(killed), "--no-check"]

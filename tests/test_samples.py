@@ -26,7 +26,7 @@ from factrecall_bench.samples import (
     read_summary,
     summarize,
 )
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from tests.conftest import MICRO_SUITE
 
 PEOPLE = People(
@@ -133,7 +133,7 @@ def test_report_puts_the_chance_beside_the_observed_share():
 @pytest.fixture(scope="module")
 def sampled_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     runs = tmp_path_factory.mktemp("sampled")
-    config = expand_suite(load_suite(str(MICRO_SUITE)))[0]
+    config = load_suite(str(MICRO_SUITE)).runs[0]
     outcome = run_one(config, runs, options=RunOptions(log_samples=True))
     assert outcome.status == "finished", outcome.reason
     return run_dir(runs, config), outcome.result

@@ -34,11 +34,11 @@ from factrecall_bench.events import read_events
 from factrecall_bench.models import build_model
 from factrecall_bench.plan import parameter_count
 from factrecall_bench.runner import run_one
-from factrecall_bench.suite import expand_suite, find_suite, load_suite
+from factrecall_bench.suite import find_suite, load_suite
 from factrecall_bench.verdicts.baselines import baseline_from_results
 from tests.conftest import MICRO_SUITE
 
-README = Path(__file__).parent.parent / "README.md"
+GPU_DOC = Path(__file__).parent.parent / "docs" / "gpu.md"
 WARMUP_FRACTION = 0.2
 
 
@@ -60,7 +60,7 @@ def two_stage(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("seams")
     suite = load_suite(str(micro_variant(folder, "seams", log_every=1,
                                          warmup_fraction=WARMUP_FRACTION)))
-    (config,) = expand_suite(suite)
+    (config,) = suite.runs
     assert config.strategy == "two-stage" and len(config.phases) == 2
     runs = folder / "runs"
     outcome = run_one(config, runs)
@@ -219,7 +219,7 @@ def test_sensitivity_variants_reach_their_run_configs():
     ((grid_key, grid_values),) = [(key, values) for key, values in raw["grid"].items()
                                   if key != "labels"]
     table, key = grid_key.split(".")
-    configs = expand_suite(load_suite("sensitivity"))
+    configs = load_suite("sensitivity").runs
     by_variant: dict[str, list] = {}
     for config in configs:
         by_variant.setdefault(config.variant, []).append(config)
@@ -255,7 +255,7 @@ def test_a_variant_overrides_the_base_tables_it_names(tmp_path):
         '[[variants]]\nname = "base"\n'
         '[[variants]]\nname = "changed"\ndata = {bio_variants = 1}\nmodel = {n_layer = 1}\n'
         "train = {stage2_lr = 1e-4, batch_size = 4}\n")
-    base, changed = expand_suite(load_suite(str(path)))
+    base, changed = load_suite(str(path)).runs
     assert (base.data.bio_variants, base.model.n_layer, base.train.stage2_lr,
             base.train.batch_size, base.phases[1].lr) == (3, 2, 1e-3, 8, 1e-3)
     assert (changed.data.bio_variants, changed.model.n_layer, changed.train.stage2_lr,
@@ -280,7 +280,7 @@ def training_examples(monkeypatch, folder: Path, bio_loss: str):
 
     monkeypatch.setattr(runner_module, "Trainer", capture)
     suite = load_suite(str(micro_variant(folder, f"loss-{bio_loss}", bio_loss=bio_loss)))
-    (config,) = expand_suite(suite)
+    (config,) = suite.runs
     with contextlib.suppress(_Captured):  # the runner may also report it as a failed run
         run_one(config, folder / "runs")
     assert "examples" in seen, "the runner never built a Trainer"
@@ -338,7 +338,7 @@ def test_baseline_from_a_real_result_records_versions(two_stage):
     assert baseline["hardware_class"] == result["environment"]["hardware"]
 
 
-# --- 11. Paper models: the exact parameter counts the README quotes ------------------------
+# --- 11. Paper models: the exact parameter counts docs/gpu.md quotes ------------------------
 
 
 README_MODEL_NAMES = {"Llama-3.2-1B": "llama-3.2-1b", "3B": "llama-3.2-3b",
@@ -346,11 +346,12 @@ README_MODEL_NAMES = {"Llama-3.2-1B": "llama-3.2-1b", "3B": "llama-3.2-3b",
 
 
 def readme_parameter_counts() -> dict[str, int]:
-    """README, section "Pretrained models, paper scale and GPUs": "parameter counts tested
-    against the published sizes: Llama-3.2-1B 1,235,814,400; 3B ...; SmolLM2 134,515,008"."""
-    text = " ".join(README.read_text().split())
+    """docs/gpu.md (the README's "Pretrained models, paper scale and GPUs" links it): "parameter
+    counts tested against the published sizes: Llama-3.2-1B 1,235,814,400; 3B ...; SmolLM2
+    134,515,008"."""
+    text = " ".join(GPU_DOC.read_text().split())
     match = re.search(r"published sizes: ([^)]*)\)", text)
-    assert match is not None, "the README no longer quotes the parameter counts"
+    assert match is not None, "docs/gpu.md no longer quotes the parameter counts"
     counts = {}
     for entry in match[1].split(";"):
         name, number = entry.strip().rsplit(" ", 1)
@@ -358,7 +359,7 @@ def readme_parameter_counts() -> dict[str, int]:
     return counts
 
 
-def test_paper_parameter_counts_are_the_numbers_the_readme_quotes():
+def test_paper_parameter_counts_are_the_numbers_the_gpu_doc_quotes():
     quoted = readme_parameter_counts()
     assert sorted(quoted) == sorted(README_MODEL_NAMES.values())
     assert {name: parameter_count(name) for name in quoted} == quoted

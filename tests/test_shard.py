@@ -12,14 +12,14 @@ import pytest
 from factrecall_bench import cli
 from factrecall_bench.config import config_hash
 from factrecall_bench.shard import Shard, parse_shard
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from tests.conftest import MICRO_SUITE, run_cli
 from tests.test_faults import pair_suite
 
 
 @pytest.fixture(scope="module")
-def paper_configs() -> list:
-    return expand_suite(load_suite("paper"))
+def paper_configs() -> tuple:
+    return load_suite("paper").runs
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 7])

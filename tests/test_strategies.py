@@ -11,7 +11,7 @@ from factrecall_bench.batching import example_counts, plan_run, split_micro_batc
 from factrecall_bench.config import TrainSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.strategies import STRATEGIES, resolve_strategy, resolve_value
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from factrecall_bench.suite import load_suite, parse_suite
 from tests.conftest import run_cli
 
 SIZES = {"bio": 1000, "qa_train": 600}
@@ -90,7 +90,7 @@ def test_each_phase_ends_with_its_partial_batch():
 def test_the_cpu_suite_phases_fill_whole_batches():
     """200 people x 5 biographies and 100 P_train people x 6 questions, 16 + 16 epochs, batch
     32: 16,000 / 32 = 500 and 9,600 / 32 = 300 steps, 800 for both strategies (the README's)."""
-    config = next(c for c in expand_suite(load_suite("cpu")) if c.strategy == "two-stage")
+    config = next(c for c in load_suite("cpu").runs if c.strategy == "two-stage")
     sizes = {"bio": 200 * 5, "qa_train": 100 * 6}
     assert (config.data.n_people, config.data.bio_variants, config.data.train_fraction) == (
         200, 5, 0.5)
@@ -161,12 +161,12 @@ def _suite(text: str):
 
 @pytest.mark.parametrize("spelling", sorted(SPELLINGS))
 def test_every_spelling_of_a_custom_strategy_gives_the_same_runs(spelling):
-    (config,) = expand_suite(_suite(SPELLINGS[spelling]))
+    (config,) = _suite(SPELLINGS[spelling]).runs
     bio, qa = config.phases
     assert (bio.name, bio.epochs, bio.lr) == ("bio", {"bio": 16.0}, 1e-3)  # defaults: lr = "lr"
     assert (qa.name, qa.epochs, qa.mix) == ("qa", {"qa_train": 4.0}, {})
     assert qa.lr == pytest.approx(3e-4)
-    (compact,) = expand_suite(_suite(SPELLINGS["compact (suites/gpu.toml)"]))
+    (compact,) = _suite(SPELLINGS["compact (suites/gpu.toml)"]).runs
     assert config.run_id == compact.run_id
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from factrecall_bench.errors import UserError
 from factrecall_bench.runfolder import run_config_dict
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from factrecall_bench.suite import load_suite, parse_suite
 from tests.conftest import run_cli
 
 HEADER = 'name = "g"\nstrategies = ["mixed"]\n[model]\nn_layer = 1\n'
@@ -46,7 +46,7 @@ def _suite(text: str):
 
 
 def _resolved(suite) -> list[dict]:
-    return [run_config_dict(config) for config in expand_suite(suite)]
+    return [run_config_dict(config) for config in suite.runs]
 
 
 def test_a_grid_crosses_every_value_of_every_key_in_file_order():
@@ -54,7 +54,7 @@ def test_a_grid_crosses_every_value_of_every_key_in_file_order():
     assert [variant.name for variant in suite.variants] == [
         "stage2_lr=1e-3-permute=true", "stage2_lr=1e-3-permute=false",
         "stage2_lr=3e-4-permute=true", "stage2_lr=3e-4-permute=false"]
-    configs = expand_suite(suite)
+    configs = suite.runs
     assert {(c.train.stage2_lr, c.data.permute) for c in configs} == {
         (1e-3, True), (1e-3, False), (3e-4, True), (3e-4, False)}
     assert len({config.run_id for config in configs}) == 4
@@ -66,7 +66,7 @@ def test_explicit_variants_are_each_crossed_with_the_grid_and_labels_name_the_ax
                    '[grid.labels]\n"train.batch_size" = "bs"\n')
     assert [variant.name for variant in suite.variants] == [
         "a-bs=16-lr=0.5", "a-bs=32-lr=0.5", "b-bs=16-lr=0.5", "b-bs=32-lr=0.5"]
-    assert {c.data.n_people for c in expand_suite(suite) if c.variant.startswith("b-")} == {20}
+    assert {c.data.n_people for c in suite.runs if c.variant.startswith("b-")} == {20}
 
 
 def test_the_sensitivity_grid_resolves_to_exactly_the_hand_written_runs():
@@ -77,7 +77,7 @@ def test_the_sensitivity_grid_resolves_to_exactly_the_hand_written_runs():
     grid = load_suite("sensitivity")
     assert grid.grid, "the shipped sensitivity suite is expected to use [grid]"
     assert _resolved(grid) == _resolved(by_hand)  # same configs, run ids, order
-    assert grid.suite_hash() == by_hand.suite_hash()
+    assert grid.suite_hash == by_hand.suite_hash
 
 
 @pytest.mark.parametrize("grid, message", [
@@ -109,7 +109,7 @@ def test_a_grid_key_a_variant_sets_too_or_a_repeated_name_is_refused():
 def test_set_on_a_key_the_grid_crosses_is_refused(tmp_path):
     path = tmp_path / "g.toml"
     path.write_text(HEADER + '[grid]\n"train.lr" = [0.1, 0.2]\n')
-    assert len(expand_suite(load_suite(str(path), ["train.stage2_lr=0.5"]))) == 2
+    assert len(load_suite(str(path), ["train.stage2_lr=0.5"]).runs) == 2
     with pytest.raises(UserError, match="grid sets train.lr itself"):
         load_suite(str(path), ["train.lr=0.3"])
 
@@ -128,4 +128,4 @@ def test_suites_show_prints_the_sensitivity_grid(tmp_path):
     assert shown.returncode == 0 and "[grid]" in shown.stdout
     copy = tmp_path / "sensitivity.toml"
     copy.write_text(shown.stdout)
-    assert load_suite(str(copy)).suite_hash() == load_suite("sensitivity").suite_hash()
+    assert load_suite(str(copy)).suite_hash == load_suite("sensitivity").suite_hash

@@ -9,7 +9,7 @@ import pytest
 
 from factrecall_bench.errors import UserError
 from factrecall_bench.runner import RunOptions
-from factrecall_bench.suite import expand_suite, load_suite, parse_suite
+from factrecall_bench.suite import load_suite, parse_suite
 from factrecall_bench.tracking import check_trackers, requested_trackers
 from tests.conftest import MICRO_SUITE
 
@@ -40,9 +40,9 @@ def test_trackers_do_not_change_a_suites_runs(tmp_path):
         "seeds = [0]", 'seeds = [0]\nlog_with = ["tensorboard"]'))
     with_trackers, plain = load_suite(str(path)), load_suite(str(MICRO_SUITE))
     assert with_trackers.log_with == "tensorboard"
-    assert [c.run_id for c in expand_suite(with_trackers)] == [
-        c.run_id for c in expand_suite(plain)]
-    assert with_trackers.suite_hash() == plain.suite_hash()
+    assert [c.run_id for c in with_trackers.runs] == [
+        c.run_id for c in plain.runs]
+    assert with_trackers.suite_hash == plain.suite_hash
     check_trackers(RunOptions(log_with=with_trackers.trackers(None)).log_with)  # installed here
 
 

@@ -531,14 +531,14 @@ def test_a_suite_naming_no_trace_setting_records_the_readmes_defaults(tmp_path):
     TraceSettings; a suite with only `enabled = true` under [trace] must record them."""
     from pathlib import Path
 
-    from factrecall_bench.suite import expand_suite, load_suite
+    from factrecall_bench.suite import load_suite
     from factrecall_bench.trace.hook import trace_settings
 
     micro = (Path(__file__).parent / "data" / "suites" / "micro.toml").read_text()
     assert "[trace]" not in micro
     suite_file = tmp_path / "untraced-settings.toml"
     suite_file.write_text(micro + "\n[trace]\nenabled = true\n")
-    (config,) = expand_suite(load_suite(str(suite_file)))
+    (config,) = load_suite(str(suite_file)).runs
     recorded = trace_settings(config).to_dict()
     assert recorded["mode"] == "probe"
     assert recorded["probe_examples"] == 256

@@ -13,13 +13,13 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.events import read_events
 from factrecall_bench.runfolder import run_dir
 from factrecall_bench.runner import RunOptions, run_one
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from factrecall_bench.tracking import check_trackers, flat_config, requested_trackers, tracker_values
 from tests.conftest import MICRO_SUITE
 
 
 def micro_config():
-    return expand_suite(load_suite(str(MICRO_SUITE)))[0]
+    return load_suite(str(MICRO_SUITE)).runs[0]
 
 
 @pytest.fixture(scope="module")

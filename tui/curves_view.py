@@ -12,6 +12,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Label, Static
 
+from factrecall_bench.metrics import plotted_metrics
 from factrecall_bench.tui.format import DASH, fmt_num, loss_scale, spark_text
 from factrecall_bench.tui.run_state import RunState
 from factrecall_bench.tui.widgets import run_label
@@ -32,22 +33,27 @@ class Curve(Widget):
         return Text(spark_text(self.data, self.size.width, low, high), style="green")
 
 
-class CurvePanel(Vertical):
-    """Loss, ID and OOD exact match of one run as one-line curves with their latest values."""
+def curve_rows() -> tuple[tuple[str, str], ...]:
+    """(key, label) of a panel's rows: the loss, then the registry's plotted metrics."""
+    return (("loss", "loss"), *((metric.name, metric.curve) for metric in plotted_metrics()))
 
-    ROWS = (("loss", "loss"), ("id_exact_match", "ID"), ("ood_exact_match", "OOD"))
+
+class CurvePanel(Vertical):
+    """The loss and the plotted metrics (ID and OOD exact match) of one run as one-line curves
+    with their latest values."""
 
     def __init__(self, run: RunState, selected: bool) -> None:
         super().__init__(classes="curve-panel")
+        self.rows = curve_rows()
         self.run_id = run.run_id
         self.title = Label("", classes="curve-title", markup=False)
-        self.sparks = {key: Curve(None if key == "loss" else (0.0, 1.0)) for key, _ in self.ROWS}
-        self.values = {key: Label("", classes="curve-value", markup=False) for key, _ in self.ROWS}
+        self.sparks = {key: Curve(None if key == "loss" else (0.0, 1.0)) for key, _ in self.rows}
+        self.values = {key: Label("", classes="curve-value", markup=False) for key, _ in self.rows}
         self._initial = (run, selected)
 
     def compose(self) -> ComposeResult:
         yield self.title
-        for key, label in self.ROWS:
+        for key, label in self.rows:
             with Horizontal(classes="curve-row"):
                 yield Label(label, classes="curve-label")
                 yield self.sparks[key]
@@ -61,7 +67,7 @@ class CurvePanel(Vertical):
         self.title.update(f"{marker}{run_label(run)} · {run.status} · {run.step} steps")
         self.set_class(selected, "selected")
         histories = {"loss": run.loss_values}
-        for key in ("id_exact_match", "ood_exact_match"):
+        for key, _ in self.rows[1:]:
             histories[key] = run.metric_history(key)
         for key, values in histories.items():
             self.sparks[key].data = list(values)

@@ -6,22 +6,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from factrecall_bench import metrics as metrics_registry
 from factrecall_bench import verdicts as verdicts_module
 from factrecall_bench.tui.values import Interval
 
 DASH = "–"
 BARS = "▁▂▃▄▅▆▇█"
 VERDICT_ORDER = ("pass", "reported", "xfail", "xpass", "no_baseline", "fail", "inconclusive")
-METRIC_LABELS = {
-    "id_exact_match": "ID exact match",
-    "ood_exact_match": "OOD exact match",
-    "id_first_token": "ID first token",
-    "ood_first_token": "OOD first token",
-    "bio_first_token_train": "BIO recall P_train",
-    "bio_first_token_test": "BIO recall P_test",
-}
-"""How tables name a recall metric: BIO recall is the first token of a biography's attribute
-value, never an exact match."""
+METRIC_LABELS = metrics_registry.METRIC_LABELS
+"""How tables name a recall metric (`metrics.Metric.label`, read live): BIO recall is the first
+token of a biography's attribute value, never an exact match."""
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str:

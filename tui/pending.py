@@ -24,7 +24,7 @@ def suite_plan(suite: str, runs_dir: Path) -> list[PlannedRun]:
     """Every run of the suite (by name or path), as `run --suite` expands it. Slow (it loads the
     suite's data identity): call it from a worker."""
     from factrecall_bench.runner import run_dir
-    from factrecall_bench.suite import expand_suite, load_suite
+    from factrecall_bench.suite import load_suite
 
     return [PlannedRun(c.run_id, c.suite, c.variant, c.strategy, c.model.name, c.seed,
-                       run_dir(runs_dir, c)) for c in expand_suite(load_suite(suite))]
+                       run_dir(runs_dir, c)) for c in load_suite(suite).runs]

@@ -10,18 +10,18 @@ from textual.app import ComposeResult
 from textual.containers import ScrollableContainer, Vertical
 from textual.widgets import DataTable, Static
 
+from factrecall_bench.metrics import shown_metrics
 from factrecall_bench.tui.format import DASH, fmt_interval, fmt_num, metric_label
 from factrecall_bench.tui.run_state import RunState
 from factrecall_bench.tui.values import Interval
 from factrecall_bench.tui.widgets import fill_table, run_label, seed_text, several_suites
 
-RESULT_METRICS = (
-    "id_exact_match",
-    "ood_exact_match",
-    "bio_first_token_train",
-    "bio_first_token_test",
-)
-RESULT_COLUMNS = ("strategy", "seed", "ID EM [95%]", "OOD EM [95%]", "BIO train", "BIO test")
+FIRST_COLUMNS = ("strategy", "seed")
+
+
+def result_columns_of_metrics() -> list[str]:
+    """The results table's metric columns: the registry's shown metrics (`Metric.shown`)."""
+    return [metric.column for metric in shown_metrics()]
 
 
 def mean(values: Sequence[float]) -> float:
@@ -35,25 +35,33 @@ def result_rows(runs: Sequence[RunState]) -> list[tuple[str, ...]]:
     suite_cells = several_suites(finished)
     rows: list[tuple[str, ...]] = []
     for run in finished:
-        m = run.metrics
         rows.append((*_suite_cell(run.suite, suite_cells), run.strategy, seed_text(run),
-                     fmt_interval(m.get("id_exact_match")), fmt_interval(m.get("ood_exact_match")),
-                     fmt_num(_value(m.get("bio_first_token_train")), 2),
-                     fmt_num(_value(m.get("bio_first_token_test")), 2)))
+                     *_metric_cells(run)))
     for suite, strategy in sorted({(r.suite, r.strategy) for r in finished}):
         group = [r for r in finished if (r.suite, r.strategy) == (suite, strategy)]
         if len(group) > 1:
             cells = []
-            for metric in RESULT_METRICS:
+            for metric in (shown.name for shown in shown_metrics()):
                 values = [r.metrics[metric].value for r in group if metric in r.metrics]
                 cells.append(fmt_num(mean(values), 2) if values else DASH)
             rows.append((*_suite_cell(suite, suite_cells), strategy, "mean", *cells))
     return rows
 
 
+def _metric_cells(run: RunState) -> list[str]:
+    """A finished run's shown metrics: with their interval where declared, else the value."""
+    cells = []
+    for metric in shown_metrics():
+        interval = run.metrics.get(metric.name)
+        cells.append(fmt_interval(interval) if metric.with_interval
+                     else fmt_num(_value(interval), 2))
+    return cells
+
+
 def result_columns(runs: Sequence[RunState]) -> list[str]:
     finished = [r for r in runs if r.status == "finished" and r.metrics]
-    return [*_suite_cell("suite", several_suites(finished)), *RESULT_COLUMNS]
+    return [*_suite_cell("suite", several_suites(finished)), *FIRST_COLUMNS,
+            *result_columns_of_metrics()]
 
 
 def _suite_cell(suite: str, shown: bool) -> tuple[str, ...]:

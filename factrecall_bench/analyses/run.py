@@ -118,7 +118,7 @@ def load_run(run_folder: Path) -> LoadedRun:
     if result is None:
         raise UserError(f"{run_folder} holds no finished run (no valid {RunFolder.RESULT})")
     config = RunFolder(run_folder).read_run_config()
-    checkpoint = latest_checkpoint(RunFolder(run_folder).checkpoints)
+    checkpoint = latest_checkpoint(RunFolder(run_folder).trained_checkpoints())
     if checkpoint is None:
         raise UserError(f"{run_folder} has no valid checkpoint to analyse")
     data = load_fact_data(config.data, config.model, config.eval,

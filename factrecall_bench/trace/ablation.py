@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
+from factrecall_bench.metrics import higher_is_better
 from factrecall_bench.trace.scores import scored_parameters
 from factrecall_bench.trace.selection import _top_count_masks, count_true, mask_count
 from factrecall_bench.trace.settings import Evaluate, Masks, Scores
@@ -49,7 +50,8 @@ def ablate(
 ) -> dict[str, Any]:
     """Reset the masked elements to reference_state (the weights before fact training), evaluate,
     restore; the same for n_random_draws seeded draws of as many random elements (over the masked
-    tensors) and, if given, for the BIO-only control. drop = baseline - ablated, per metric. The
+    tensors) and, if given, for the BIO-only control. drop = baseline - ablated, per metric
+    (ablated - baseline for a metric that is not higher-is-better, `metrics.Metric`). The
     model's weights are restored exactly, also when evaluate raises. Under FSDP2 evaluate must
     leave the model sharded, as evaluate.py's scorers do."""
     params = scored_parameters(model)
@@ -167,7 +169,13 @@ def _restore(params: Mapping[str, nn.Parameter], masks: Masks, saved: Mapping[st
 
 
 def _drops(baseline: Mapping[str, float], ablated: Mapping[str, float]) -> dict[str, float]:
-    return {metric: baseline[metric] - ablated[metric] for metric in baseline if metric in ablated}
+    """How much worse the ablated model does, per metric (a rise, for a lower-is-better one)."""
+    return {metric: _worsening(metric, baseline[metric], ablated[metric])
+            for metric in baseline if metric in ablated}
+
+
+def _worsening(metric: str, baseline: float, ablated: float) -> float:
+    return baseline - ablated if higher_is_better(metric) else ablated - baseline
 
 
 def _mean_sd(draws: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict[str, float]]:

@@ -21,7 +21,8 @@ from factrecall_bench.config import RunConfig
 from factrecall_bench.data.examples import bio_examples
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.errors import UserError
-from factrecall_bench.evaluate import bio_hits, qa_scores
+from factrecall_bench.evaluate import metric_hits, scored_sources
+from factrecall_bench.metrics import ablated_metrics, sources_of
 from factrecall_bench.models import build_model
 from factrecall_bench.runfolder import DATA_FOLDER, RunFolder
 from factrecall_bench.trace.scores import TrainingTraceRecorder
@@ -29,7 +30,6 @@ from factrecall_bench.trace.settings import TraceSettings
 from factrecall_bench.trace.summary import trace_summary
 
 PROBE_BATCH = 32
-ABLATION_METRICS = ("id_exact_match", "ood_exact_match", "bio_first_token_test")
 
 TraceHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dict[str, Any]]
 """What the runner calls after evaluation (its `after_eval`, a runner.RunHook): `run_trace`."""
@@ -100,16 +100,17 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def ablation_evaluator(data: FactData, batch_size: int):
-    """Recall of an ablated model; under several processes each scores its share of questions."""
+    """The ablated metrics (`metrics.ablated_metrics`) of a model, plain means; under several
+    processes each scores its share of items."""
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        id_scores = qa_scores(model, data.id_questions, data.pad_id, batch_size)
-        ood_scores = qa_scores(model, data.ood_questions, data.pad_id, batch_size)
-        bio = bio_hits(model, data.bio_test_people, data.pad_id, batch_size)
-        hits = [hit for values in bio.values() for hit in values]
-        return {"id_exact_match": float(np.mean(id_scores.exact_match)),
-                "ood_exact_match": float(np.mean(ood_scores.exact_match)),
-                "bio_first_token_test": float(np.mean(hits)) if hits else 0.0}
+        metrics = ablated_metrics()
+        scored = scored_sources(model, data, batch_size, sources_of(metrics))
+        return {metric.name: _mean(metric_hits(metric, scored)) for metric in metrics}
     return evaluate
+
+
+def _mean(hits: list[int]) -> float:
+    return float(np.mean(hits)) if hits else 0.0
 
 
 def run_trace(config: RunConfig, model: torch.nn.Module, data: FactData,
@@ -141,7 +142,7 @@ def retrace_run(run_folder: Path) -> dict[str, Any]:
     if result is None:
         raise UserError(f"{run_folder} holds no finished run (no valid {RunFolder.RESULT})")
     config = run.read_run_config()
-    checkpoint = latest_checkpoint(run.checkpoints)
+    checkpoint = latest_checkpoint(run.trained_checkpoints())
     if checkpoint is None:
         raise UserError(f"{run_folder} has no valid checkpoint to trace")
     runs_root = run_folder.parent.parent

@@ -12,37 +12,29 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from factrecall_bench.model_families import PARAMETER_KINDS, parameter_names
 from factrecall_bench.trace.selection import _ratio
 from factrecall_bench.trace.settings import Masks
 from factrecall_bench.trace.sharding import column_counts, row_counts
 
-_KIND_PATTERNS = (
-    ("embed", re.compile(r"(^|\.)(embed_tokens|embed_in)\.")),
-    ("lm_head", re.compile(r"(^|\.)(lm_head|embed_out)\.")),
-    ("qkv", re.compile(r"\.query_key_value\.")),
-    ("q", re.compile(r"\.q_proj\.")),
-    ("k", re.compile(r"\.k_proj\.")),
-    ("v", re.compile(r"\.v_proj\.")),
-    ("o", re.compile(r"\.(o_proj|attention\.dense)\.")),
-    ("mlp_gate", re.compile(r"\.gate_proj\.")),
-    ("mlp_up", re.compile(r"\.(up_proj|dense_h_to_4h)\.")),
-    ("mlp_down", re.compile(r"\.(down_proj|dense_4h_to_h)\.")),
-    ("norm", re.compile(r"norm\.(weight|bias)$")),
-)
-_LAYER = re.compile(r"\.layers\.(\d+)\.")
-
 
 def parameter_kind(name: str) -> str:
-    """embed, q, k, v, o, qkv, mlp_gate, mlp_up, mlp_down, norm, lm_head, or other (Llama, NeoX)."""
-    for kind, pattern in _KIND_PATTERNS:
-        if pattern.search(name):
+    """embed, q, k, v, o, qkv, mlp_gate, mlp_up, mlp_down, norm, lm_head, or other: the first
+    kind (in PARAMETER_KINDS' order) whose pattern in any registered family matches."""
+    families = parameter_names()
+    for kind in PARAMETER_KINDS:
+        if any(kind in f.kinds and re.search(f.kinds[kind], name) for f in families):
             return kind
     return "other"
 
 
 def layer_of(name: str) -> int | None:
-    match = _LAYER.search(name)
-    return int(match.group(1)) if match else None
+    """The decoder layer's index by the first family's layer pattern that matches."""
+    for pattern in dict.fromkeys(f.layer for f in parameter_names()):
+        match = re.search(pattern, name)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def locate(masks: Masks, model: nn.Module) -> dict[str, Any]:

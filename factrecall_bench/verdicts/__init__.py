@@ -5,9 +5,9 @@ Modules, each importing only those above it: stats (the tests: pure functions of
 vocabulary (claim kinds, tests, corrections, statuses), evidence (reading runs: metric values,
 paired per-question outcomes, seed values), decision (Verdict, the one rule from an outcome to a
 status, Holm / BH, the suite's exit code, verdicts.json), claims (Claim, its checks, greater and
-at_least), regressions (RegressionSettings, compare_with_baseline), baselines (baseline files).
-judging, a suite's claims and baseline judged together (of anything shaped like a suite: its
-Judged protocol; it never imports suite.py), reads baseline files and so is imported by path:
+at_least), regressions (RegressionSettings, BaselineSubject, compare_with_baseline), baselines (baseline
+files). judging, a suite's claims and its runs' comparison with the stored baseline (it takes the
+claims and a BaselineSubject, never a suite), reads baseline files and so is imported by path:
 factrecall_bench.verdicts.judging. Names with a leading underscore are shared among these
 modules only.
 """
@@ -36,6 +36,7 @@ from factrecall_bench.verdicts.evidence import (
     split_of,
 )
 from factrecall_bench.verdicts.regressions import (
+    BaselineSubject,
     RegressionCheck,
     RegressionSettings,
     compare_with_baseline,
@@ -72,6 +73,7 @@ __all__ = [
     "STATUSES",
     "STATUS_EXIT_CODES",
     "TRACE_PREFIX",
+    "BaselineSubject",
     "Claim",
     "DecisionBasis",
     "PairedOutcomes",

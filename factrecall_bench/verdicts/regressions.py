@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from factrecall_bench.metrics import regression_metric_names
 from factrecall_bench.verdicts import stats
 from factrecall_bench.verdicts.decision import (
     DecisionBasis,
@@ -46,8 +47,9 @@ class RegressionSettings:
 
     enabled: bool = False
     """Whether the suite is compared with a stored baseline (on when the table is present)."""
-    metrics: tuple[str, ...] = ("id_exact_match", "ood_exact_match")
-    """result.json metrics compared run by run with the baseline."""
+    metrics: tuple[str, ...] = field(default_factory=regression_metric_names)
+    """result.json metrics compared run by run with the baseline (default: the registry's
+    regression-checked ones, `metrics.Metric.regression_checked`: ID and OOD exact match)."""
     min_effect: float = 0.05
     """Smallest change that counts as a regression (points of accuracy as a proportion)."""
     alpha: float = 0.01
@@ -80,6 +82,36 @@ class RegressionSettings:
         if unknown:
             raise ValueError(f"regression: unknown key(s) {unknown}")
         return cls(**{"enabled": bool(table), **table})
+
+
+@dataclass(frozen=True)
+class BaselineSubject:
+    """What comparing a suite's runs with its stored baseline reads of the suite."""
+
+    suite_name: str
+    """The suite's name: its baseline file's, the verdicts' and the `baseline update` hint's."""
+    suite_hash: str
+    """The hash of the suite's runs now: a baseline stored for another gets a note."""
+    settings: RegressionSettings
+    """The suite's `[regression]` table (disabled: no baseline verdicts at all)."""
+    variation: bool = False
+    """A `--set` variation: its settings have no baseline of their own (a missing one is
+    `no_baseline`, not a doubt), and its hash is not the suite's."""
+    own_identities: frozenset[str] | None = None
+    """A variation's: the training identities its baseline speaks for (None: every run is the
+    suite's own)."""
+    extends: str = ""
+    """The suite it extends ("" if none), whose baseline judges the runs trained as that suite's
+    when it has no baseline of its own."""
+    extended_identities: frozenset[str] = frozenset()
+    """The training identities of the extended suite's runs (what its baseline speaks for)."""
+    command_arguments: str = ""
+    """How a command line names the suite (`--suite my/low2.toml`), for hints; default
+    `--suite <suite_name>`."""
+
+    def __post_init__(self) -> None:
+        if not self.command_arguments:
+            object.__setattr__(self, "command_arguments", f"--suite {self.suite_name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,5 +394,5 @@ def _no_baseline_detail(runs: Sequence[Run], suite: str, own: bool) -> str:
         return (f"no baseline for these settings: {held}; the suite's runs changed since it was "
                 f"stored: `factrecall-bench baseline update --suite {suite or 'SUITE'}` records "
                 "them")
-    return (f"no baseline for these settings: {held}; a variation is compared only with a "
-            "baseline of its own settings, never with the suite's")
+    return (f"no baseline for these settings: {held}; a run is compared only with a baseline "
+            "entry trained as it was, never with runs of other settings")
