@@ -16,7 +16,7 @@ import torch
 from factrecall_bench.analyses.at_end import AnalysesSettings, analyses_settings
 from factrecall_bench.errors import UserError
 from factrecall_bench.orchestrate import run_configs
-from factrecall_bench.suite import expand_suite, load_suite
+from factrecall_bench.suite import load_suite
 from tests.conftest import MICRO_SUITE, TRAINING_TRACE, run_cli
 
 ANALYSES_TABLE = ('\n[trace.analyses]\nwhat = ["representation", "reads", "grafting"]\n'
@@ -35,7 +35,7 @@ def micro_suite(folder: Path, name: str, extra: str) -> Path:
 
 
 def test_the_table_parses_with_documented_defaults_and_each_analysis_keeps_its_settings(tmp_path):
-    (config, _) = expand_suite(load_suite(str(micro_suite(tmp_path, "parsed", ANALYSES_TABLE))))
+    (config, _) = load_suite(str(micro_suite(tmp_path, "parsed", ANALYSES_TABLE))).runs
     settings = analyses_settings(config)
     assert settings.what == ("representation", "reads", "grafting")
     resolved = settings.resolved(seed=7)
@@ -56,8 +56,8 @@ def test_the_table_parses_with_documented_defaults_and_each_analysis_keeps_its_s
     ('whut = ["reads"]', "unknown key(s) whut"),
 ])
 def test_a_bad_table_is_a_user_error_naming_the_setting(tmp_path, table, message):
-    (config, _) = expand_suite(load_suite(str(micro_suite(tmp_path, "bad",
-                                                          f"\n[trace.analyses]\n{table}\n"))))
+    (config, _) = load_suite(str(micro_suite(tmp_path, "bad",
+                                             f"\n[trace.analyses]\n{table}\n"))).runs
     with pytest.raises(UserError, match=re.escape(message)) as raised:
         analyses_settings(config)
     assert str(raised.value).startswith("suite bad: trace.analyses: ")
@@ -78,7 +78,7 @@ def with_and_without(tmp_path_factory) -> dict[str, list[Any]]:
     folder = tmp_path_factory.mktemp("at-end")
     results = {}
     for name, extra in (("plain", ""), ("analysed", ANALYSES_TABLE)):
-        configs = expand_suite(load_suite(str(micro_suite(folder, name, extra))))
+        configs = list(load_suite(str(micro_suite(folder, name, extra))).runs)
         outcome = run_configs(configs, folder / "runs")
         assert [o.status for o in outcome.outcomes] == ["finished", "finished"], \
             [o.reason for o in outcome.outcomes]
