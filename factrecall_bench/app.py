@@ -218,12 +218,14 @@ def check_before_any_work(suites: list[Suite], runs_dir: Path, baselines_dir: Pa
 
 
 def check_suite_settings(suite: Suite) -> None:
-    """What loading the suite does not check yet: each run's trace settings."""
+    """What loading the suite does not check yet: each run's trace and analyses settings."""
+    from factrecall_bench.analyses.at_end import analyses_settings
     from factrecall_bench.trace.hook import trace_settings
 
     for config in suite.runs:
         if config.trace.get("enabled", False):
             trace_settings(config)
+        analyses_settings(config)
 
 
 def check_suite_baseline(suite: Suite, baselines_dir: Path) -> None:

@@ -52,13 +52,14 @@ class SuiteOutcome:
 
 
 def _run_with_trace(config: RunConfig, runs_root: Path, options: RunOptions) -> RunOutcome:
-    """One run with the gradient trace's hooks (the runner itself knows no trace)."""
+    """One run with the gradient trace's and the analyses' hooks (the runner knows neither)."""
+    from factrecall_bench.analyses.at_end import analyses_hook_for
     from factrecall_bench.trace.ablation import own_rows_of
     from factrecall_bench.trace.hook import trace_hook_for, training_recorder_for
 
     return run_one(config, runs_root, after_eval=trace_hook_for(config),
                    recorder_for=training_recorder_for, options=options,
-                   reference_rows=own_rows_of)
+                   reference_rows=own_rows_of, analyses=analyses_hook_for(config))
 
 
 def run_as_worker(config: RunConfig, runs_root: Path, threads: int, options: RunOptions

@@ -13,6 +13,7 @@ from xml.etree import ElementTree
 from rich.console import Console
 from rich.table import Table
 
+from factrecall_bench.analyses.summary import analyses_rows, analyses_section
 from factrecall_bench.io import write_bytes_atomic
 from factrecall_bench.metrics import summarized_metrics
 from factrecall_bench.runfolder import SuiteFolder, suite_folder
@@ -30,6 +31,13 @@ def group_key(result: Mapping[str, Any]) -> str:
     variant = result.get("variant", "base")
     prefix = "" if variant == "base" else f"{variant} / "
     return f"{prefix}{result['strategy']} / {result['model']}"
+
+
+def _by_group(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for result in results:
+        grouped[group_key(result)].append(result)
+    return grouped
 
 
 def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -74,7 +82,7 @@ def write_suite_report(suite: Suite, results: Sequence[Mapping[str, Any]], outco
     document = verdicts_document(suite.report_name, verdicts)
     document["exit_code"] = _exit_code(verdicts, failed)
     document.update({"summary": summary_rows(results), "runs": outcome_rows,
-                     "trace": trace_rows(results)})
+                     "trace": trace_rows(results), "analyses": analyses_rows(_by_group(results))})
     plots = write_plots(results, folder.path)
     document["written"] = {"report": str(folder.report),
                            "plots": ", ".join(str(folder.path / plot) for plot in plots),
@@ -124,6 +132,7 @@ def markdown_report(suite: Suite, document: dict[str, Any], plots: list[str],
     lines += [""] + [f"- run {row['run_id']} {row['status']}: {row['reason']}" for row in failed]
     lines += definitions_section(document["verdicts"])
     lines += trace_section(document.get("trace") or [])
+    lines += analyses_section(document.get("analyses") or [])
     lines += wrong_answers_section(samples or [])
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"

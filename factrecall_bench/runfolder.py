@@ -86,6 +86,8 @@ class ResultDocument(TypedDict):
     phase_evals: list[dict[str, Any]]
     loss_curve: list[list[float]]
     trace: dict[str, Any] | None
+    analyses: dict[str, Any] | None
+    """The mechanism analyses run at the end of training ([trace.analyses]), or None."""
     total_steps: int
     timings: dict[str, float]
     throughput: dict[str, float]
@@ -117,6 +119,8 @@ class VerdictsDocument(TypedDict):
     summary: list[dict[str, Any]]
     runs: list[RunRow]
     trace: list[dict[str, Any]]
+    analyses: list[dict[str, Any]]
+    """Per group and analysis summary key: mean, sd and n over seeds (analyses.summary)."""
     written: dict[str, str]
 
 

@@ -1,6 +1,7 @@
 """Runs: one folder per resolved config; finished runs are skipped, interrupted ones resume.
 
-A run is: data -> model -> train (strategy) -> evaluate -> (samples) -> trace -> result.json,
+A run is: data -> model -> train (strategy) -> evaluate -> (samples) -> trace -> analyses ->
+result.json,
 with every step reported to the run's event log (and, with `RunOptions.log_with`, to trackers).
 Under several processes (DDP) all of them train; the main one alone locks, writes, evaluates and
 traces (see `distributed`).
@@ -142,11 +143,15 @@ class _Extras:
     recorder_for: RecorderFor | None
     reference_rows: ReferenceRows | None
     options: RunOptions
+    analyses: RunHook | None = None
+    """The mechanism analyses (analyses.at_end), after the trace; their return is result["analyses"]
+    and their context also holds "trace"."""
 
 
 def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = None,
             recorder_for: RecorderFor | None = None, options: RunOptions | None = None,
-            reference_rows: ReferenceRows | None = None) -> RunOutcome:
+            reference_rows: ReferenceRows | None = None, analyses: RunHook | None = None
+            ) -> RunOutcome:
     """Run (or skip, or resume) one run.
 
     A run is the unit of failure: whatever goes wrong inside it (a diverging loss, a full disk,
@@ -156,11 +161,12 @@ def run_one(config: RunConfig, runs_root: Path, after_eval: RunHook | None = Non
     processes (DDP) only RunFailed is caught, as every process meets it alike; anything else
     propagates, so the launcher stops all processes rather than leave some waiting.
     `options` (trackers, samples) change what is reported, never what is trained. The hooks
-    (`after_eval`, `recorder_for`, `reference_rows`) are the trace's (trace.hook), given by the
-    caller: the runner knows no trace.
+    (`after_eval`, `recorder_for`, `reference_rows`) are the trace's (trace.hook) and `analyses`
+    the mechanism analyses' (analyses.at_end, after the trace), given by the caller: the runner
+    knows neither.
     """
     folder = run_dir(runs_root, config)
-    extras = _Extras(after_eval, recorder_for, reference_rows, options or RunOptions())
+    extras = _Extras(after_eval, recorder_for, reference_rows, options or RunOptions(), analyses)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with distributed.main_process_lock(RunFolder(folder).lock) as locked:
@@ -323,10 +329,14 @@ def _train_and_measure(config: RunConfig, folder: Path, runs_root: Path, events:
     if trace is not None:
         events.emit("trace", summary=trace.get("summary", {}))
     timings = {**timings, "eval_s": eval_s, "trace_s": time.perf_counter() - trace_started}
+    stage.name = "running the analyses"
+    analyses = extras.analyses(config, model, data, {**context, "trace": trace}) \
+        if extras.analyses else None  # one process only (analyses.at_end refuses a launcher)
     if not distributed.is_main():
         distributed.barrier()  # until the main process has written
         return None
     result = _result_document(config, folder, recall, trace, trainer.total_steps, timings, started)
+    result["analyses"] = analyses
     distributed.barrier()
     return result
 
@@ -362,10 +372,10 @@ def _prepared_trainer(config: RunConfig, folder: Path, runs_root: Path, events: 
     stage.name = "preparing training"
     after_eval, recorder_for = extras.after_eval, extras.recorder_for
     plans = plan_run(config.phases, data.source_sizes(), config.train.batch_size, config.seed)
-    # The ablation resets parameters to their values before fact training: keep a copy only if
-    # something after evaluation (the trace) will need it.
+    # The ablation and grafting reset parameters to their values before fact training: keep a
+    # copy only if something after evaluation (the trace, the analyses) will need it.
     initial_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                     if after_eval is not None else None)
+                     if after_eval is not None or extras.analyses is not None else None)
     checkpoint_dir = RunFolder(folder).checkpoints
     resume_from = find_resume_checkpoint(checkpoint_dir)
     if resume_from is not None:
@@ -402,7 +412,7 @@ def _result_document(config: RunConfig, folder: Path, recall: dict[str, Any],
         "metrics": recall["metrics"], "per_attribute": recall["per_attribute"],
         "per_question": recall["per_question"],
         "phase_evals": phase_evals(history), "loss_curve": loss_curve(history),
-        "trace": trace, "total_steps": total_steps,
+        "trace": trace, "analyses": None, "total_steps": total_steps,
         "timings": {"train_s": timings["train_s"], "eval_s": timings["eval_s"],
                     "trace_s": timings["trace_s"],
                     "total_s": time.perf_counter() - started},

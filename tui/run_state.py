@@ -133,6 +133,12 @@ class RunState:
         return trace if isinstance(trace, dict) else None
 
     @property
+    def analyses(self) -> dict[str, Any] | None:
+        """The mechanism analyses run at the end of training (result.json `analyses`), or None."""
+        analyses = self.written("analyses")
+        return analyses if isinstance(analyses, dict) else None
+
+    @property
     def label(self) -> str:
         """Strategy, prefixed by the variant where the suite has variants."""
         return self.strategy if self.variant == "base" else f"{self.variant}/{self.strategy}"

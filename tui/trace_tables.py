@@ -240,3 +240,41 @@ def _trace_tables(trace: Mapping[str, Any]) -> Iterator[LabelledTable]:
     definitions = definitions_table(trace)
     if definitions is not None:
         yield definitions
+
+
+ANALYSES_TITLES = {"representation": "representation consistency: storage (biography) vs query "
+                                     "(question) hidden states",
+                   "reads": "what the model reads: share of a value's attribution",
+                   "grafting": "grafting: the smallest grafted set meeting the target"}
+QUANTITY_LABELS = {
+    "representation_cosine": "cosine", "representation_cosine_gap": "cosine - another person's",
+    "representation_cka": "linear CKA", "reads_subject_relation": "subject + relation",
+    "reads_subject": "subject", "grafting_fraction": "share of parameters",
+    "grafting_id_recovered": "ID recall recovered",
+    "grafting_random_id_recovered": "random set: ID recovered",
+    "grafting_shared_enrichment": "shared set x chance"}
+"""The analyses' summary quantities (factrecall_bench.analyses.summary), as the tables name them."""
+
+
+def analyses_tables(analyses: Mapping[str, Any]) -> list[LabelledTable]:
+    """One table per analysis in result["analyses"]["summary"]: a row per quantity, a column per
+    place ("quantity@where" keys: p_train / p_test, bio / qa_id / qa_ood, a grafting method)."""
+    cells: dict[str, dict[str, dict[str, str]]] = {}
+    for key, value in _dict(analyses.get("summary")).items():
+        quantity, _, where = str(key).partition("@")
+        analysis = quantity.split("_", 1)[0]
+        cells.setdefault(analysis, {}).setdefault(quantity, {})[where] = \
+            fmt_num(as_float(value), 3)
+    timings = _dict(analyses.get("timings"))
+    tables = []
+    for analysis, by_quantity in cells.items():
+        places = list(dict.fromkeys(where for row in by_quantity.values() for where in row))
+        rows = tuple((QUANTITY_LABELS.get(quantity, quantity),
+                      *(row.get(where, DASH) for where in places))
+                     for quantity, row in by_quantity.items())
+        seconds = as_float(timings.get(analysis))
+        tables.append(LabelledTable(
+            ANALYSES_TITLES.get(analysis, analysis), ("quantity", *places), rows,
+            f"at the end of training in {seconds:.1f} s; docs/analyses.md" if seconds is not None
+            else "docs/analyses.md"))
+    return tables

@@ -1,5 +1,5 @@
-"""View 5, trace: the selected run's cross-task gradient trace as labelled tables (trace_tables),
-or, before its result.json, the numbers of its trace event."""
+"""View 5, trace: the selected run's cross-task gradient trace and mechanism analyses as labelled
+tables (trace_tables), or, before its result.json, the numbers of its trace event."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textual.widgets import Static
 from factrecall_bench.tui.format import fmt_num
 from factrecall_bench.tui.run_state import RunState
 from factrecall_bench.tui.tables import LabelledTable, tables_group
-from factrecall_bench.tui.trace_tables import trace_heading, trace_tables
+from factrecall_bench.tui.trace_tables import analyses_tables, trace_heading, trace_tables
 from factrecall_bench.tui.widgets import run_label
 
 NO_TRACE = "no trace yet (the run has not finished, or its trace is off)"
@@ -27,8 +27,11 @@ def trace_content(run: RunState | None) -> tuple[str, list[LabelledTable]]:
     """(heading, tables) of what the trace view shows for a run."""
     if run is None:
         return "no run selected", []
+    analyses = analyses_tables(run.analyses or {})
     if run.trace is not None:
-        return trace_heading(run.trace), trace_tables(run.trace)
+        return trace_heading(run.trace), trace_tables(run.trace) + analyses
+    if analyses:
+        return "mechanism analyses (no gradient trace)", analyses
     if run.trace_summary:
         return "trace", [event_summary_table(run.trace_summary)]
     return NO_TRACE, []

@@ -138,19 +138,34 @@ def _padded(sequences: Sequence[list[int]], masks: Sequence[list[int]], pad_id: 
 def last_log_probs(model: nn.Module, sequences: Sequence[list[int]], masks: Sequence[list[int]],
                    targets: Sequence[int], pad_id: int, batch_size: int
                    ) -> tuple[list[float], list[bool]]:
-    """log p(target) at each sequence's last position, and whether the target is the argmax."""
+    """log p(target) at each sequence's last position, and whether the target is the argmax.
+    Sequences are batched by length (less padding) and the LM head runs at the last positions
+    only: the vocabulary projection of every position would cost more than the model."""
     device = next(model.parameters()).device
-    log_probs, argmax = [], []
-    for start in range(0, len(sequences), batch_size):
-        ids, mask = _padded(sequences[start:start + batch_size], masks[start:start + batch_size],
-                            pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        last = torch.tensor([len(s) - 1 for s in sequences[start:start + batch_size]])
-        at = logits[torch.arange(len(last)), last.to(device)].log_softmax(-1).cpu()
-        wanted = torch.tensor(targets[start:start + batch_size])
-        log_probs += at[torch.arange(len(last)), wanted].tolist()
-        argmax += (at.argmax(-1) == wanted).tolist()
+    log_probs, argmax = [0.0] * len(sequences), [False] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, mask = _padded([sequences[i] for i in rows], [masks[i] for i in rows], pad_id)
+        last = torch.tensor([len(sequences[i]) - 1 for i in rows], device=device)
+        at = _logits_at(model, ids.to(device), mask.to(device), last).log_softmax(-1).cpu()
+        for index, row in enumerate(rows):
+            log_probs[row] = float(at[index, targets[row]])
+            argmax[row] = bool(at[index].argmax() == targets[row])
     return log_probs, argmax
+
+
+def _logits_at(model: nn.Module, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+    """fp32 logits at one position per row: a transformers causal LM runs its decoder, then the LM
+    head on those states only; any other model (a scripted one in tests) its whole forward."""
+    causal_lm: Any = model  # transformers' methods, which torch's Module type does not know
+    rows = torch.arange(len(positions))
+    head = causal_lm.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return causal_lm(input_ids=ids, attention_mask=mask).logits[rows, positions].float()
+    decoder = causal_lm.get_decoder() if hasattr(model, "get_decoder") else causal_lm.base_model
+    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return head(hidden[rows, positions]).float()
 
 
 def occluded(item: ReadItem, group: str, mode: str, pad_id: int) -> tuple[list[int], list[int]]:
@@ -165,16 +180,19 @@ def occluded(item: ReadItem, group: str, mode: str, pad_id: int) -> tuple[list[i
 
 
 def occlusion_scores(model: nn.Module, items: Sequence[ReadItem], pad_id: int,
-                     settings: ReadsSettings) -> list[dict[str, float]]:
-    """Per item and group, max(0, log p(target) - log p(target | group occluded))."""
+                     settings: ReadsSettings, full_lp: Sequence[float] | None = None
+                     ) -> list[dict[str, float]]:
+    """Per item and group, max(0, log p(target) - log p(target | group occluded)); `full_lp`,
+    the items' log p(target) unoccluded, where the caller has it already."""
     variants = [occluded(item, group, settings.occlusion, pad_id)
                 for item in items for group in GROUPS]
     occluded_lp, _ = last_log_probs(model, [v[0] for v in variants], [v[1] for v in variants],
                                     [item.target for item in items for _ in GROUPS], pad_id,
                                     settings.batch_size)
-    full_lp, _ = last_log_probs(model, [item.input_ids for item in items],
-                                [[1] * len(item.input_ids) for item in items],
-                                [item.target for item in items], pad_id, settings.batch_size)
+    if full_lp is None:
+        full_lp, _ = last_log_probs(model, [item.input_ids for item in items],
+                                    [[1] * len(item.input_ids) for item in items],
+                                    [item.target for item in items], pad_id, settings.batch_size)
     per_item = np.array(occluded_lp).reshape(len(items), len(GROUPS))
     return [{group: max(0.0, full - float(row[g])) for g, group in enumerate(GROUPS)}
             for full, row in zip(full_lp, per_item, strict=True)]
@@ -213,13 +231,17 @@ def reads_of(model: nn.Module, items: Sequence[ReadItem], pad_id: int, settings:
              ) -> dict[str, Any]:
     """Attribution shares per group for one format's items."""
     model.eval()
-    _, correct = last_log_probs(model, [i.input_ids for i in items],
-                                [[1] * len(i.input_ids) for i in items],
-                                [i.target for i in items], pad_id, settings.batch_size)
-    kept = [item for item, ok in zip(items, correct, strict=True)
-            if ok or not settings.only_correct]
-    scorer = occlusion_scores if settings.method == "occlusion" else grad_x_input_scores
-    scores = scorer(model, kept, pad_id, settings) if kept else []
+    full_lp, correct = last_log_probs(model, [i.input_ids for i in items],
+                                      [[1] * len(i.input_ids) for i in items],
+                                      [i.target for i in items], pad_id, settings.batch_size)
+    chosen = [index for index, ok in enumerate(correct) if ok or not settings.only_correct]
+    kept = [items[index] for index in chosen]
+    if not kept:
+        scores: list[dict[str, float]] = []
+    elif settings.method == "occlusion":  # the unoccluded pass above is reused
+        scores = occlusion_scores(model, kept, pad_id, settings, [full_lp[i] for i in chosen])
+    else:
+        scores = grad_x_input_scores(model, kept, pad_id, settings)
     tokens = {group: float(np.mean([len(i.groups[group]) for i in kept])) if kept else None
               for group in GROUPS}
     return {"n_items": len(items), "n_scored": len(kept),

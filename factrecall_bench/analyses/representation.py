@@ -94,21 +94,30 @@ def fact_pairs(bios: Sequence[BioItem], questions: Sequence[QAItem],
 
 @torch.no_grad()
 def hidden_states_at(model: nn.Module, sequences: Sequence[list[int]], positions: Sequence[int],
-                     pad_id: int, batch_size: int = 32) -> Tensor:
+                     pad_id: int, batch_size: int = 32, distinct_once: bool = False) -> Tensor:
     """[layers + 1, n, hidden] fp32 hidden states, each sequence at its position (right padding:
-    positions of the real tokens are unchanged)."""
+    positions of the real tokens are unchanged). With `distinct_once`, a sequence given several
+    times (a biography, once per attribute) is run once and read at each of its positions."""
     model.eval()
     device = next(model.parameters()).device
-    chunks = []
-    for start in range(0, len(sequences), batch_size):
-        batch = sequences[start:start + batch_size]
-        ids, mask = right_padded([list(sequence) for sequence in batch], pad_id)
+    distinct: dict[tuple[int, ...], list[int]] = {}  # sequence -> the rows that read it
+    for row, sequence in enumerate(sequences):
+        distinct.setdefault(tuple(sequence) if distinct_once else (row, *sequence), []).append(row)
+    runs = list(distinct.values())
+    states: Tensor | None = None
+    for start in range(0, len(runs), batch_size):
+        batch = runs[start:start + batch_size]
+        ids, mask = right_padded([list(sequences[rows[0]]) for rows in batch], pad_id)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                     output_hidden_states=True)
-        rows = torch.arange(len(batch))
-        where = torch.tensor(positions[start:start + batch_size])
-        chunks.append(torch.stack([h[rows, where].float().cpu() for h in out.hidden_states]))
-    return torch.cat(chunks, dim=1)
+        stacked = torch.stack(out.hidden_states)  # [layers + 1, batch, length, hidden]
+        if states is None:
+            states = torch.zeros(stacked.shape[0], len(sequences), stacked.shape[-1])
+        for index, rows in enumerate(batch):
+            for row in rows:
+                states[:, row] = stacked[:, index, positions[row]].float().cpu()
+    assert states is not None, "no sequences"
+    return states
 
 
 def cosine_per_layer(a: Tensor, b: Tensor) -> list[float]:
@@ -154,7 +163,8 @@ def consistency_of(model: nn.Module, pairs: Sequence[FactPair], pad_id: int,
     if not pairs:
         return {"n_people": 0, "n_pairs": 0}
     storage = hidden_states_at(model, [p.storage_ids for p in pairs],
-                               [p.storage_position for p in pairs], pad_id, settings.batch_size)
+                               [p.storage_position for p in pairs], pad_id, settings.batch_size,
+                               distinct_once=True)
     query = hidden_states_at(model, [p.query_ids for p in pairs],
                              [p.query_position for p in pairs], pad_id, settings.batch_size)
     attributes = [p.attribute for p in pairs]

@@ -36,7 +36,8 @@ TraceHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dic
 
 
 def trace_settings(config: RunConfig) -> TraceSettings:
-    values = {key: value for key, value in config.trace.items() if key != "enabled"}
+    # [trace.analyses] belongs to analyses.at_end, which reads it from the same table
+    values = {key: value for key, value in config.trace.items() if key not in ("enabled", "analyses")}
     values.setdefault("seed", config.seed)
     values.setdefault("bio_loss", config.train.bio_loss)
     try:

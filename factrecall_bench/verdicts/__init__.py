@@ -42,6 +42,7 @@ from factrecall_bench.verdicts.regressions import (
     compare_with_baseline,
 )
 from factrecall_bench.verdicts.vocabulary import (
+    ANALYSES_PREFIX,
     AT_LEAST_TESTS,
     CLAIM_KINDS,
     CLAIM_TESTS,
@@ -58,6 +59,7 @@ from factrecall_bench.verdicts.vocabulary import (
 )
 
 __all__ = [
+    "ANALYSES_PREFIX",
     "AT_LEAST_TESTS",
     "CLAIM_KINDS",
     "CLAIM_TESTS",

@@ -42,6 +42,7 @@ from factrecall_bench.verdicts.vocabulary import (
     REQUIRED_CLAIM_KEYS,
     THRESHOLD_KINDS,
     TRACE_PREFIX,
+    is_proportion_metric,
 )
 
 
@@ -92,8 +93,7 @@ def _check_greater_claim(claim: Claim) -> None:
         raise ValueError(f"{prefix} needs test welch, mannwhitney or mcnemar, not {claim.test}")
     if claim.test == "mcnemar" and split_of(claim.metric) is None:
         raise ValueError(f"{prefix} with mcnemar needs an id_* or ood_* metric")
-    is_proportion = not claim.metric.startswith(TRACE_PREFIX)
-    if claim.min_effect < 0 or (is_proportion and claim.min_effect >= 1):
+    if claim.min_effect < 0 or (is_proportion_metric(claim.metric) and claim.min_effect >= 1):
         raise ValueError(f"{prefix}: min_effect must be in [0, 1), got {claim.min_effect}")
 
 
@@ -109,7 +109,7 @@ def _check_threshold_claim(claim: Claim) -> None:
         raise ValueError(
             f"{prefix} needs test 'wilson' (one seed) or 't' (several seeds), got {claim.test!r}"
         )
-    if claim.metric.startswith(TRACE_PREFIX):
+    if not is_proportion_metric(claim.metric):
         raise ValueError(f"{prefix} needs a proportion metric, not {claim.metric!r}")
 
 
@@ -120,8 +120,9 @@ class Claim:
     name: str
     """Shown in reports and verdicts.json."""
     metric: str
-    """A key of result["metrics"] (e.g. "ood_exact_match"), or "trace.<key>" for
-    result["trace"]["summary"][<key>]."""
+    """A key of result["metrics"] (e.g. "ood_exact_match"), "trace.<key>" for
+    result["trace"]["summary"][<key>], or "analyses.<key>" for result["analyses"]["summary"][<key>]
+    (the mechanism analyses' per-run numbers, docs/analyses.md)."""
     kind: str
     """"greater": a beats b by at least min_effect; "at_least" / "at_most": every strategy in
     `strategies` has metric >= / <= threshold."""

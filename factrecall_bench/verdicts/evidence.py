@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from factrecall_bench.identity import training_identity
-from factrecall_bench.verdicts.vocabulary import PER_QUESTION_SPLITS, TRACE_PREFIX
+from factrecall_bench.verdicts.vocabulary import ANALYSES_PREFIX, PER_QUESTION_SPLITS, TRACE_PREFIX
 
 Run = Mapping[str, Any]
 """A result.json dict, or a baseline run (same keys, metrics as plain floats)."""
@@ -33,7 +33,8 @@ def _as_float(value: object) -> float | None:
 
 def metric_value(run: Run, metric: str, attribute: str | None = None) -> float | None:
     """A metric's value in a result.json dict ({"value": ...}) or a baseline run (a float);
-    "trace.<key>" reads run["trace"]["summary"]. None when missing or not finite."""
+    "trace.<key>" reads run["trace"]["summary"], "analyses.<key>" run["analyses"]["summary"].
+    None when missing or not finite."""
     if attribute is not None:
         per_metric = (run.get("per_attribute") or {}).get(metric) or {}
         return _as_float((per_metric.get(attribute) or {}).get("value"))
@@ -41,6 +42,9 @@ def metric_value(run: Run, metric: str, attribute: str | None = None) -> float |
     if value is None and metric.startswith(TRACE_PREFIX):
         summary = (run.get("trace") or {}).get("summary") or {}
         value = summary.get(metric.removeprefix(TRACE_PREFIX))
+    if value is None and metric.startswith(ANALYSES_PREFIX):
+        summary = (run.get("analyses") or {}).get("summary") or {}
+        value = summary.get(metric.removeprefix(ANALYSES_PREFIX))
     if isinstance(value, Mapping):
         value = value.get("value")
     return _as_float(value)

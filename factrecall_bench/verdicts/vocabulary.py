@@ -30,6 +30,13 @@ STATUS_EXIT_CODES = {"pass": exit_codes.OK, "reported": exit_codes.OK, "xfail": 
                      "xpass": exit_codes.OK, "fail": exit_codes.FAILED,
                      "inconclusive": exit_codes.INCONCLUSIVE, "no_baseline": exit_codes.OK}
 TRACE_PREFIX = "trace."
+ANALYSES_PREFIX = "analyses."
+"""A claim's metric "analyses.<key>": result["analyses"]["summary"][<key>] (analyses/summary.py)."""
+
+
+def is_proportion_metric(metric: str) -> bool:
+    """A key of result["metrics"] (a proportion), not a trace or analysis number."""
+    return not metric.startswith((TRACE_PREFIX, ANALYSES_PREFIX))
 PER_QUESTION_SPLITS = ("id", "ood")
 REQUIRED_CLAIM_KEYS = ("name", "metric", "kind", "test", "why")
 # Outcomes of a regression check, mapped to the verdict status. "no_baseline": the runs were

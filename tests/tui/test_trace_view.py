@@ -257,3 +257,33 @@ async def test_the_selected_verdict_shows_its_definitions(tmp_path: Path) -> Non
         assert PROBE in detail and "does not hold" in detail
         box = app.query_one("#verdict-detail-box")
         assert box.region.bottom <= app.screen.region.bottom - 1
+
+
+# -- the mechanism analyses (result["analyses"]) ---------------------------------------------------
+ANALYSES = {"summary": {"representation_cosine@p_train": 0.91, "representation_cosine@p_test": 0.5,
+                        "representation_cka@p_train": 0.8, "reads_subject_relation@bio": 0.99,
+                        "reads_subject_relation@qa_id": "bad"},
+            "timings": {"representation": 2.5}}
+
+
+def test_the_analyses_are_a_table_each_a_row_per_quantity_a_column_per_place() -> None:
+    from factrecall_bench.tui.trace_tables import analyses_tables
+
+    tables = {table.title.split(":")[0]: table for table in analyses_tables(ANALYSES)}
+    representation = tables["representation consistency"]
+    assert representation.columns == ("quantity", "p_train", "p_test")
+    assert representation.rows == (("cosine", "0.910", "0.500"), ("linear CKA", "0.800", "–"))
+    assert "2.5 s" in representation.note
+    assert tables["what the model reads"].rows == (("subject + relation", "0.990", "–"),)
+    assert analyses_tables({}) == [] and analyses_tables({"summary": None}) == []
+
+
+def test_a_run_with_analyses_and_no_trace_shows_the_analyses() -> None:
+    run = RunState("r", "s", Path("r"))
+    run.result = {"analyses": ANALYSES, "trace": None}
+    heading, tables = trace_content(run)
+    assert heading.startswith("mechanism analyses") and len(tables) == 2
+    run.result = {"analyses": ANALYSES, "trace": documented_trace()}
+    heading, tables = trace_content(run)
+    assert heading == trace_heading(documented_trace())
+    assert tables[-1].title.startswith("what the model reads")

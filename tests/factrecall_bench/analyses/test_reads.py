@@ -109,3 +109,26 @@ def test_bad_settings_are_refused():
         ReadsSettings(method="saliency")
     with pytest.raises(ValueError):
         ReadsSettings(occlusion="blur")
+
+
+def test_the_head_at_the_last_positions_gives_the_full_forwards_log_probs():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from factrecall_bench.analyses.reads import last_log_probs
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2,
+                                         num_key_value_heads=2)).eval()
+    sequences = [[1, 5, 6, 3], [1, 7, 5, 6, 3, 4, 8], [1, 2], [1, 5, 6, 3, 4]]
+    masks = [[1] * len(s) for s in sequences]
+    masks[1][2] = 0  # an occluded token inside the context
+    targets = [9, 3, 4, 9]
+    log_probs, argmax = last_log_probs(model, sequences, masks, targets, PAD, batch_size=3)
+    for sequence, mask, target, got, top in zip(sequences, masks, targets, log_probs, argmax,
+                                                strict=True):  # the reference: one at a time
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([sequence]),
+                           attention_mask=torch.tensor([mask])).logits[0, -1]
+        assert got == pytest.approx(float(logits.log_softmax(-1)[target]), abs=1e-5)
+        assert top == (int(logits.argmax()) == target)

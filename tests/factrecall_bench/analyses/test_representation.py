@@ -94,3 +94,18 @@ def test_pairs_match_each_biography_value_with_the_question_about_it():
     assert [(p.attribute, p.storage_position, p.query_position) for p in pairs] == \
         [("major", 2, 2), ("university", 3, 1)]
     assert pairs[0].query_ids == [1, 11, 12, 9, 2]
+
+
+def test_a_sequence_given_several_times_is_read_alike_when_run_once():
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2,
+                                         num_key_value_heads=2, max_position_embeddings=32))
+    biography, other = [3, 5, 7, 9, 11, 13], [4, 6, 8]
+    sequences, positions = [biography, other, biography, biography], [1, 2, 4, 5]
+    # the reference: each sequence alone, one forward per row
+    alone = torch.cat([hidden_states_at(model, [s], [p], pad_id=0)
+                       for s, p in zip(sequences, positions, strict=True)], dim=1)
+    once = hidden_states_at(model, sequences, positions, pad_id=0, batch_size=2,
+                            distinct_once=True)
+    assert once.shape == alone.shape == (3, 4, 16)
+    torch.testing.assert_close(once, alone, rtol=1e-5, atol=1e-5)
