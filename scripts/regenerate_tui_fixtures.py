@@ -70,9 +70,12 @@ def run_suite(work: Path) -> tuple[Path, Path]:
     """The suite trained and judged by the real CLI, on the CPU: (runs folder, baselines folder)."""
     runs, baselines = work / "runs", work / "baselines"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "factrecall_bench", "run", "--suite", str(SUITE_FILE),
-               "--runs-dir", str(runs), "--baselines-dir", str(baselines)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # The suite named relative to the checkout, as hints in verdicts.json then name it.
+    command = [sys.executable, "-m", "factrecall_bench", "run", "--suite",
+               str(SUITE_FILE.relative_to(ROOT)), "--runs-dir", str(runs),
+               "--baselines-dir", str(baselines)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                          cwd=ROOT)
     if done.returncode not in EXPECTED_EXIT_CODES:
         sys.exit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return runs, baselines
