@@ -9,13 +9,12 @@ new path or an empty folder only: nothing of the user's is ever replaced.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from factrecall_bench.checkpoints import Checkpoint, verify
 from factrecall_bench.config import RunConfig
 from factrecall_bench.errors import UserError
 from factrecall_bench.io import write_json_atomic, write_text_atomic
+from factrecall_bench.models import no_transformers_progress_bars
 from factrecall_bench.runfolder import (
     CHECKPOINT_META,
     CHECKPOINT_MODEL,
@@ -177,7 +177,7 @@ def write_export(out: Path, model: PreTrainedModel, tokenizer: PreTrainedTokeniz
                  record: dict[str, Any]) -> None:
     tmp = _temp_folder(out)
     try:
-        with _no_progress_bars():
+        with no_transformers_progress_bars():
             model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_text_atomic(tmp / "README.md", model_card(record))
@@ -186,20 +186,6 @@ def write_export(out: Path, model: PreTrainedModel, tokenizer: PreTrainedTokeniz
         _move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """transformers draws a bar for writing even one shard; the CLI prints one line instead."""
-    from transformers.utils import logging
-
-    was_enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            logging.enable_progress_bar()
 
 
 def _readable_by_all(tmp: Path) -> None:

@@ -7,7 +7,9 @@ and how each is built are rows of `model_families.MODEL_FAMILIES`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +86,26 @@ def _pretrained_source(spec: ModelSpec) -> tuple[str, dict[str, str]]:
     return spec.name[3:], ({"revision": revision} if revision else {})
 
 
+@contextlib.contextmanager
+def no_transformers_progress_bars() -> Iterator[None]:
+    """transformers draws a bar for loading or writing even one shard (and for a GGUF file's
+    tensors); the CLI draws its own progress, and a bar would fill a log that is not a terminal."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
 def load_pretrained_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     source, extra = _pretrained_source(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        with no_transformers_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     except Exception as error:  # transformers raises many kinds; the user needs one line
         raise UserError(f"cannot load the tokenizer of {spec.name}: {_first_line(error)}") from error
     if tokenizer.pad_token_id is None:
@@ -110,7 +128,8 @@ def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int) 
 def _load_pretrained(spec: ModelSpec) -> PreTrainedModel:
     source, extra = _pretrained_source(spec)
     try:
-        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+        with no_transformers_progress_bars():
+            return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
     except Exception as error:
         raise UserError(f"cannot load model {spec.name}: {_first_line(error)}") from error
 

@@ -154,3 +154,22 @@ def test_smollm2_loads_offline_trains_evaluates_and_checkpoints(small_dataset, s
     assert reloaded.lm_head.weight is reloaded.model.embed_tokens.weight
     for (name, trained), (_, restored) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(trained, restored), name
+
+
+def test_loading_a_pretrained_model_draws_no_transformers_progress_bar(word_tokenizer, tmp_path,
+                                                                          capfd):
+    """A log that is not a terminal gets no `Loading weights: 100%|...` bar (issue 29, item 6);
+    the CLI prints its own progress."""
+    from transformers.utils import logging
+
+    spec = ModelSpec(name="tiny-llama", n_layer=1, d_model=16, n_head=2, d_ff=32)
+    build_model(spec, word_tokenizer, seed=0).save_pretrained(tmp_path / "model")
+    word_tokenizer.save_pretrained(tmp_path / "model")
+    logging.enable_progress_bar()
+    capfd.readouterr()
+    loaded = build_model(ModelSpec(name=f"hf:{tmp_path / 'model'}"), word_tokenizer, seed=0)
+    load_pretrained_tokenizer(ModelSpec(name=f"hf:{tmp_path / 'model'}"))
+    captured = capfd.readouterr()
+    assert "%|" not in captured.err and "Loading" not in captured.err, captured.err
+    assert logging.is_progress_bar_enabled()  # turned off only while loading
+    assert sum(p.numel() for p in loaded.parameters()) > 0
