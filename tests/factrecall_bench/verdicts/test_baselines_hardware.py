@@ -98,7 +98,7 @@ def test_gpu_runs_without_a_gpu_baseline_are_one_inconclusive_verdict(tmp_path, 
     assert verdict.detail == (
         f"no baseline for cuda-nvidia-h100-80gb-hbm3 hardware at "
         f"{tmp_path / 'tiny@cuda-nvidia-h100-80gb-hbm3.json'} (this suite's other baselines: "
-        "tiny.json): create one with `factrecall-bench baseline update --suite tiny` on "
+        f"tiny.json): create one with `factrecall-bench baseline update --suite {TINY_SUITE}` on "
         "cuda-nvidia-h100-80gb-hbm3 hardware")
     assert capsys.readouterr().err == ""
 

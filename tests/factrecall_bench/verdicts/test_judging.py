@@ -103,7 +103,7 @@ def test_a_missing_baseline_is_one_inconclusive_verdict_that_says_how_to_make_it
         "regression", "inconclusive", "no_change", "undecided")
     assert (verdict.test, verdict.metric) == ("-", "-")
     assert verdict.detail == (f"no baseline at {path}: create one with "
-                              "`factrecall-bench baseline update --suite tiny`")
+                              f"`factrecall-bench baseline update --suite {TINY_SUITE}`")
     [explicit] = judge_baseline(suite, [], tmp_path, baseline_file=tmp_path / "other.json")
     assert explicit.detail.startswith(f"no baseline at {tmp_path / 'other.json'}: ")
 
@@ -184,7 +184,7 @@ def test_a_missing_class_names_the_suites_other_baselines(tmp_path):
     folder = tmp_path / "baselines"
     [verdict] = judge_baseline(suite, _on(H100, _results(0.7)), folder)
     path = folder / "tiny@cuda-nvidia-h100-80gb-hbm3.json"
-    how = "create one with `factrecall-bench baseline update --suite tiny`"
+    how = f"create one with `factrecall-bench baseline update --suite {TINY_SUITE}`"
     assert verdict.detail == (f"no baseline for cuda-nvidia-h100-80gb-hbm3 hardware at {path}: "
                               f"{how} on cuda-nvidia-h100-80gb-hbm3 hardware")
     _stored(suite, tmp_path)  # tiny.json
