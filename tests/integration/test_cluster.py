@@ -187,7 +187,7 @@ def test_without_waiting_the_jobs_finish_and_check_judges_them(tmp_path):
                         "--no-check", "--executor", "local", "--no-wait", "--json")
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout) == {"suites": []}  # nothing judged yet
-    assert "factrecall-bench check --suite micro" in submitted.stderr
+    assert f"factrecall-bench check --suite {MICRO_SUITE} --runs-dir" in submitted.stderr
     wait_for_result(tmp_path)
     checked = run_cli("check", "--suite", str(MICRO_SUITE), "--runs-dir", str(tmp_path), "--json")
     rows = json.loads(checked.stdout)["runs"]
