@@ -51,7 +51,7 @@ log_every = 2
 
 @pytest.fixture(scope="module")
 def sharded_and_whole(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """What tests/fsdp_worker.py measured with two processes, sharded and whole."""
+    """What tests/integration/fsdp_worker.py measured with two processes, sharded and whole."""
     work = tmp_path_factory.mktemp("fsdp")
     suite = work / "fsdp.toml"
     suite.write_text(SUITE)
@@ -59,7 +59,7 @@ def sharded_and_whole(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(TESTS / "fsdp_worker.py"), str(suite), str(out), str(work)],
+         str(TESTS / "integration" / "fsdp_worker.py"), str(suite), str(out), str(work)],
         capture_output=True, text=True, timeout=600, env=env, cwd=TESTS.parent)
     assert completed.returncode == 0, completed.stderr[-4000:]
     return json.loads(out.read_text())

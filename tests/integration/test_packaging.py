@@ -2,7 +2,7 @@
 
 The wheel is built from a copy of the checkout's files (so a stale build/ folder cannot leak into
 it), without build isolation (setuptools from this venv; no download). `tox -e wheel` goes further:
-a fresh venv, the wheel's own dependencies, a tiny suite run elsewhere (tests/wheel_smoke.py).
+a fresh venv, the wheel's own dependencies, a tiny suite run elsewhere (tests/integration/wheel_smoke.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ accelerate's FSDP2 preparation (torch's `fully_shard` on each decoder layer and 
 no_sync and clipping, and the library's Trainer (with checkpoints and a resume), evaluation and
 gradient trace. The main process writes what both gave to the JSON file named by argv[2].
 
-Usage: torchrun --standalone --nproc_per_node 2 tests/fsdp_worker.py SUITE.toml OUT.json WORK_DIR
+Usage: torchrun --standalone --nproc_per_node 2 tests/integration/fsdp_worker.py SUITE.toml OUT.json WORK_DIR
 """
 
 from __future__ import annotations

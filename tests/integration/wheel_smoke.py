@@ -1,6 +1,6 @@
 """The installed wheel, used outside the checkout (`tox -e wheel` runs this in a fresh venv).
 
-Usage: python tests/wheel_smoke.py CHECKOUT [SUITE.toml]
+Usage: python tests/integration/wheel_smoke.py CHECKOUT [SUITE.toml]
 
 Checks that the package is imported from the venv, not the checkout; that it installs no generic
 top-level `tui`; that its default baselines are the copies shipped in the wheel (equal to the
