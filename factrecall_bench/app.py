@@ -20,7 +20,7 @@ from typing import Any
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
 from factrecall_bench.errors import UserError
-from factrecall_bench.io import ensure_writable_folder
+from factrecall_bench.io import check_folder_can_be_made
 from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import (
     ResultDocument,
@@ -368,7 +368,7 @@ def baseline_update_command(suite_name: str, runs_dir: Path, baselines_dir: Path
 
     suite = load_suite(suite_name)
     check_before_any_work([suite], runs_dir, None)
-    ensure_writable_folder(baselines_dir, "baselines folder")
+    check_folder_can_be_made(baselines_dir, "baselines folder")
     results, rows = run_suite(suite, runs_dir, None, show_progress=True,
                               options=RunOptions(log_with=suite.log_with))
     if not distributed.is_main():

@@ -31,6 +31,19 @@ def ensure_writable_folder(folder: Path, what: str) -> None:
         raise UserError(f"{what} {folder} is not writable: {error.strerror}") from error
 
 
+def check_folder_can_be_made(folder: Path, what: str) -> None:
+    """Check, without making anything, that `folder` is or can become a folder this process can
+    write in: a file in its place (or in an ancestor's) or a read-only ancestor is one UserError
+    line. For a folder written only after long work (a baseline after training)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {folder}: {existing} is a file, not a folder: name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder} is not writable: {existing} is read-only")
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path` (a file, never a
     folder: a folder there is refused with UserError)."""
