@@ -19,8 +19,9 @@ from typing import Any
 
 from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cluster import ClusterSettings
+from factrecall_bench.config import RunOptions
 from factrecall_bench.errors import UserError
-from factrecall_bench.io import check_folder_can_be_made
+from factrecall_bench.io import check_folder_can_be_made, ensure_writable_folder
 from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import (
     ResultDocument,
@@ -32,7 +33,6 @@ from factrecall_bench.runfolder import (
     run_dir,
     run_row,
 )
-from factrecall_bench.runner import RunOptions
 from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite, load_suite, shipped_suites
 from factrecall_bench.tracking import check_trackers
@@ -116,9 +116,6 @@ class RunRequest:
 
 def run_command(request: RunRequest) -> int:
     """Run the chosen suites, judge and report each; the process's exit code."""
-    from factrecall_bench import cluster_runs
-    from factrecall_bench.report import print_summary, write_junit, write_suite_report
-
     chosen = selected_suites(request.suites, request.run_all, request.strategy, request.model,
                              request.seed, request.overrides, request.variation_name)
     if request.dry_run:
@@ -132,6 +129,9 @@ def run_command(request: RunRequest) -> int:
         from factrecall_bench.cluster_runs import check_cluster_request
 
         check_cluster_request(request.cluster)
+    from factrecall_bench import cluster_runs
+    from factrecall_bench.report import print_summary, write_junit, write_suite_report
+
     documents, shard_codes = [], []
     for suite in chosen:
         show_progress = not request.as_json
@@ -203,12 +203,12 @@ def check_before_any_work(suites: list[Suite], runs_dir: Path, baselines_dir: Pa
     judged against. A problem is a UserError (one line, exit 2), never a failure after training.
     Runs submitted as cluster jobs (`trains_here` False) need no GPU here: their nodes have them."""
     from factrecall_bench.locks import lock_method
-    from factrecall_bench.runner import ensure_writable
 
     lock_method()  # FACTRECALL_LOCK, if set, names a method
     if junit_xml is not None and junit_xml.is_dir():
         raise UserError(f"--junit-xml {junit_xml} is a folder; give a file path")
-    ensure_writable(runs_dir)
+    if distributed.is_main():
+        ensure_writable_folder(runs_dir, "runs folder")
     for suite in suites:
         check_suite_settings(suite)
         if trains_here:

@@ -231,7 +231,7 @@ def run(
     """
     from factrecall_bench.app import RunRequest, run_command
     from factrecall_bench.cluster import settings_from_flags
-    from factrecall_bench.runner import RunOptions
+    from factrecall_bench.config import RunOptions
 
     if lock_method is not None:
         from factrecall_bench.locks import use_lock_method

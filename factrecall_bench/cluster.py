@@ -25,8 +25,9 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.runfolder import RunFolder, is_finished, reuse_finished_run
 
 if TYPE_CHECKING:
+    from factrecall_bench.config import RunOptions
     from factrecall_bench.orchestrate import SuiteOutcome
-    from factrecall_bench.runner import RunOptions, RunOutcome
+    from factrecall_bench.runfolder import RunOutcome
 
 EXECUTORS = ("slurm", "local")
 SUBMITIT_FOLDER = ".submitit"
@@ -234,7 +235,7 @@ def wait_for_runs(configs: list[RunConfig], runs_root: Path, submission: Submiss
 
 
 def _outcome(config: RunConfig, runs_root: Path, job: Any) -> RunOutcome:
-    from factrecall_bench.runner import RunOutcome
+    from factrecall_bench.runfolder import RunOutcome
 
     run = RunFolder.of(runs_root, config)
     if job is None:  # finished before anything was submitted

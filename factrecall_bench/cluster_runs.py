@@ -15,10 +15,10 @@ from factrecall_bench.cluster import (
     submitted_note,
     wait_for_runs,
 )
+from factrecall_bench.config import RunOptions
 from factrecall_bench.errors import UserError
 from factrecall_bench.progress import listed_run_ids, note
 from factrecall_bench.runfolder import ResultDocument, event_paths, finished_results, run_row
-from factrecall_bench.runner import RunOptions
 from factrecall_bench.shard import Shard
 from factrecall_bench.suite import Suite
 

@@ -257,3 +257,16 @@ class RunConfig:
         variant = "" if self.variant == "base" else f"{self.variant}-"
         model = self.model.name.replace("/", "_").replace(":", "_")
         return f"{variant}{self.strategy}-{model}-s{self.seed}-{config_hash(self)[:8]}"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run does besides what its config decides: never part of its identity (config hash,
+    run id), so a run trained without them is reused with them, and the other way round."""
+
+    log_with: str | None = None
+    """Experiment trackers, accelerate's names, comma-separated ("tensorboard", "wandb,mlflow"):
+    each gets the run's config, step losses, learning rate, throughput and evaluations. None:
+    events.jsonl only."""
+    log_samples: bool = False
+    """Write samples.jsonl (every ID and OOD question's greedy answer) and samples-summary.json."""

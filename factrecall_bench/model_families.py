@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from factrecall_bench.errors import UserError
 
 PARAMETER_KINDS = ("embed", "lm_head", "qkv", "q", "k", "v", "o", "mlp_gate", "mlp_up",
                    "mlp_down", "norm")
@@ -184,6 +187,19 @@ def presets() -> tuple[str, ...]:
     """The names a suite's `[model] name` may use besides `hf:<id-or-path>`: the tiny presets,
     then the packaged ones."""
     return (*tiny_presets(), *packaged_presets())
+
+
+def check_model_name(name: str) -> None:
+    """Fail early, with one line, on a name that is neither a preset nor `hf:<id-or-path>`."""
+    if name in presets():
+        return
+    if not name.startswith("hf:") or len(name) <= 3:
+        raise UserError(f"unknown model {name!r} (presets: {', '.join(presets())}; "
+                        "or hf:<id-or-path>)")
+    target = name[3:]
+    looks_like_path = target.startswith((".", "/", "~")) or Path(target).exists()
+    if looks_like_path and not Path(target).expanduser().exists():
+        raise UserError(f"model path {target} does not exist")
 
 
 def hf_aliases() -> dict[str, str]:

@@ -26,20 +26,13 @@ from transformers import (
 from factrecall_bench.config import ModelSpec
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import model_revision
-from factrecall_bench.model_families import PackagedWeights, packaged_presets, presets, tiny_presets
-
-
-def check_model_name(name: str) -> None:
-    """Fail early, with one line, on a name that is neither a preset nor `hf:<id-or-path>`."""
-    if name in presets():
-        return
-    if not name.startswith("hf:") or len(name) <= 3:
-        raise UserError(f"unknown model {name!r} (presets: {', '.join(presets())}; "
-                        "or hf:<id-or-path>)")
-    target = name[3:]
-    looks_like_path = target.startswith((".", "/", "~")) or Path(target).exists()
-    if looks_like_path and not Path(target).expanduser().exists():
-        raise UserError(f"model path {target} does not exist")
+from factrecall_bench.model_families import (  # noqa: F401  (check_model_name re-exported)
+    PackagedWeights,
+    check_model_name,
+    packaged_presets,
+    presets,
+    tiny_presets,
+)
 
 
 def tiny_architecture(spec: ModelSpec, vocab_size: int, **token_ids: int | None

@@ -28,11 +28,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from factrecall_bench.config import RunConfig
-from factrecall_bench.runfolder import ResultDocument, RunFolder
-from factrecall_bench.runner import RunOptions, RunOutcome, run_one
+from factrecall_bench.config import RunConfig, RunOptions
+from factrecall_bench.runfolder import ResultDocument, RunFolder, RunOutcome
 from factrecall_bench.tracking import check_trackers
 
 STOP_GRACE_S = 10.0
@@ -53,7 +50,10 @@ class SuiteOutcome:
 
 def _run_with_trace(config: RunConfig, runs_root: Path, options: RunOptions) -> RunOutcome:
     """One run with the gradient trace's and the analyses' hooks (the runner knows neither)."""
+    # Imported here, not at the top: the parent of the worker processes never trains, so it does
+    # not wait for torch and transformers to load (each worker loads them itself).
     from factrecall_bench.analyses.at_end import analyses_hook_for
+    from factrecall_bench.runner import run_one
     from factrecall_bench.trace.ablation import own_rows_of
     from factrecall_bench.trace.hook import trace_hook_for, training_recorder_for
 
@@ -66,6 +66,8 @@ def run_as_worker(config: RunConfig, runs_root: Path, threads: int, options: Run
                   ) -> tuple[str, str]:
     """A worker's run (a worker process here, or a cluster job: see cluster.py); only (status,
     reason) travel back, the parent reads result.json."""
+    import torch
+
     torch.set_num_threads(threads)
     _thread_lock_for_progress_bars()
     outcome = _run_with_trace(config, runs_root, options)
@@ -89,6 +91,8 @@ def threads_per_job(jobs: int) -> int:
 
 def visible_gpus() -> list[str]:
     """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES would name them."""
+    import torch
+
     if not torch.cuda.is_available():
         return []
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -319,17 +323,32 @@ def _stop_when_orphaned(parent_pid: int) -> None:
 
 def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1,
                 options: RunOptions | None = None) -> SuiteOutcome:
-    """Run every config (finished ones are skipped inside `run_one`), in the configs' order, each
-    with the same runtime `options` (trackers, samples; a tracker that is not installed is a
-    UserError before any run starts)."""
+    """Run every config, in the configs' order, each with the same runtime `options` (trackers,
+    samples; a tracker that is not installed is a UserError before any run starts). A run that
+    finished with its config is skipped (`run_one` says so; with several jobs the parent does,
+    without starting a worker for it)."""
     options = options or RunOptions()
     check_trackers(options.log_with)
     if jobs <= 1:
         return SuiteOutcome([_run_with_trace(config, runs_root, options) for config in configs])
+    finished = {config.run_id: result for config in configs
+                if (result := RunFolder.of(runs_root, config).finished_result(config)) is not None}
+    ends = _run_in_workers([config for config in configs if config.run_id not in finished],
+                           runs_root, jobs, options)
+    return SuiteOutcome([RunOutcome(config.run_id, "skipped", finished[config.run_id])
+                         if config.run_id in finished else _outcome(config, runs_root, ends[config.run_id])
+                         for config in configs])
+
+
+def _run_in_workers(configs: list[RunConfig], runs_root: Path, jobs: int, options: RunOptions
+                    ) -> dict[str, TaskEnd]:
+    """How each run's worker process ended, by run id."""
+    if not configs:
+        return {}
     target = functools.partial(run_as_worker, runs_root=runs_root, threads=threads_per_job(jobs),
                                options=options)
     ends = ProcessPool(jobs, visible_gpus()).map(target, configs)
-    return SuiteOutcome([_outcome(config, runs_root, end) for config, end in zip(configs, ends)])
+    return {config.run_id: end for config, end in zip(configs, ends)}
 
 
 def _outcome(config: RunConfig, runs_root: Path, end: TaskEnd) -> RunOutcome:

@@ -16,8 +16,7 @@ from rich.table import Table
 from factrecall_bench.analyses.summary import analyses_rows, analyses_section
 from factrecall_bench.io import write_bytes_atomic
 from factrecall_bench.metrics import summarized_metrics
-from factrecall_bench.runfolder import SuiteFolder, suite_folder
-from factrecall_bench.samples import WRONG_KINDS, read_summary
+from factrecall_bench.runfolder import WRONG_KINDS, SuiteFolder, suite_folder
 from factrecall_bench.suite import Suite
 from factrecall_bench.verdicts import Verdict, status_label, suite_exit_code, verdicts_document
 
@@ -95,7 +94,7 @@ def write_suite_report(suite: Suite, results: Sequence[Mapping[str, Any]], outco
 
 def sample_summaries(folder: SuiteFolder, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """samples-summary.json of every run of the suite that logged its samples (`--log-samples`)."""
-    found = (read_summary(folder.run(result["run_id"]).path) for result in results
+    found = (folder.run(result["run_id"]).read_samples_summary() for result in results
              if "run_id" in result)
     return [summary for summary in found if summary is not None]
 

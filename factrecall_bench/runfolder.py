@@ -41,6 +41,11 @@ from factrecall_bench.io import write_bytes_atomic, write_json_atomic, write_tex
 RESULT_SCHEMA_VERSION = 1
 VERDICTS_SCHEMA_VERSION = 1
 ANALYSES_SCHEMA_VERSION = 1
+SAMPLES_SUMMARY_SCHEMA_VERSION = 1
+WRONG_KINDS = ("wrong_attribute", "p_train_value", "p_test_value", "other")
+"""samples-summary.json's kinds of wrong answer, checked in this order: a value of another
+attribute of the same person; another person's value of the asked attribute, a P_train person's
+(whose QA was trained) before a P_test person's; anything else."""
 DATA_FOLDER = "data"
 
 # A checkpoint's folder (checkpoints/step-<N>/, written and verified by checkpoints.py).
@@ -192,6 +197,10 @@ class RunFolder:
 
     def read_result(self) -> ResultDocument | None:
         return _read_json(self.result, RESULT_SCHEMA_VERSION)
+
+    def read_samples_summary(self) -> dict[str, Any] | None:
+        """samples-summary.json (`--log-samples`), or None."""
+        return _read_json(self.samples_summary, SAMPLES_SUMMARY_SCHEMA_VERSION)
 
     def trained_checkpoints(self) -> Path:
         """Where the run's trained weights lie: its own checkpoints, or, for a run reused from
@@ -370,6 +379,16 @@ def reuse_finished_run(runs_root: Path, config: RunConfig) -> ResultDocument | N
         "reused_from": source.path.relative_to(Path(runs_root)).as_posix()}
     run.write_result(reused)
     return reused
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str
+    """`finished`, `skipped` (already finished), `failed` or `busy` (another process runs it)."""
+    result: ResultDocument | None
+    """The result document (None for a failed or busy run, and in non-main processes)."""
+    reason: str = ""
 
 
 def run_row(run_id: str, status: str, reason: str = "") -> dict[str, Any]:

@@ -23,14 +23,13 @@ from accelerate import Accelerator
 from factrecall_bench import distributed, samples
 from factrecall_bench.batching import plan_run
 from factrecall_bench.checkpoints import corrupted_checkpoints, warn_if_low_space
-from factrecall_bench.config import RunConfig, config_hash
+from factrecall_bench.config import RunConfig, RunOptions, config_hash
 from factrecall_bench.data.dataset import ensure_dataset, load_saved_dataset
 from factrecall_bench.data.facts import FactData, load_fact_data
 from factrecall_bench.environment import environment_record
 from factrecall_bench.errors import RunFailed, UserError
 from factrecall_bench.evaluate import metric_hits, per_attribute_of, proportion, scored_sources
 from factrecall_bench.events import EventLog, loss_curve, phase_evals, read_events
-from factrecall_bench.io import ensure_writable_folder
 from factrecall_bench.metrics import all_metrics, sources_of
 from factrecall_bench.models import build_model
 from factrecall_bench.runfolder import (
@@ -38,35 +37,13 @@ from factrecall_bench.runfolder import (
     Interval,
     ResultDocument,
     RunFolder,
+    RunOutcome,
     reuse_finished_run,
     run_config_dict,
     run_dir,
 )
 from factrecall_bench.tracking import check_trackers, requested_trackers, tracking, tracking_dir
 from factrecall_bench.train import Trainer, find_resume_checkpoint, total_steps
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a run does besides what its config decides: never part of its identity (config hash,
-    run id), so a run trained without them is reused with them, and the other way round."""
-
-    log_with: str | None = None
-    """Experiment trackers, accelerate's names, comma-separated ("tensorboard", "wandb,mlflow"):
-    each gets the run's config, step losses, learning rate, throughput and evaluations. None:
-    events.jsonl only."""
-    log_samples: bool = False
-    """Write samples.jsonl (every ID and OOD question's greedy answer) and samples-summary.json."""
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    run_id: str
-    status: str
-    """`finished`, `skipped` (already finished), `failed` or `busy` (another process runs it)."""
-    result: ResultDocument | None
-    """The result document (None for a failed or busy run, and in non-main processes)."""
-    reason: str = ""
 
 
 def prepared_for_training(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
@@ -430,8 +407,3 @@ def _phase_end_eval(model: torch.nn.Module, data: FactData, config: RunConfig, e
         events.emit("eval", phase=phase, step=step, metrics=flat_metrics(recall["metrics"]))
     return evaluate_at
 
-
-def ensure_writable(runs_root: Path) -> None:
-    if not distributed.is_main():
-        return
-    ensure_writable_folder(runs_root, "runs folder")

@@ -25,19 +25,13 @@ from factrecall_bench.data.facts import FactData
 from factrecall_bench.data.pools import ATTRIBUTES
 from factrecall_bench.evaluate import generate_answers
 from factrecall_bench.io import write_json_atomic, write_text_atomic
-from factrecall_bench.runfolder import RunFolder
+from factrecall_bench.runfolder import SAMPLES_SUMMARY_SCHEMA_VERSION, WRONG_KINDS, RunFolder
 
 SAMPLES_FILE = RunFolder.SAMPLES
 SUMMARY_FILE = RunFolder.SAMPLES_SUMMARY
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = SAMPLES_SUMMARY_SCHEMA_VERSION
 EXTRA_TOKENS = 4
 """Greedy answers stop at the end token or this many tokens past the target's length."""
-
-WRONG_KINDS = ("wrong_attribute", "p_train_value", "p_test_value", "other")
-"""What a wrong answer is, checked in this order: a value of another attribute of the same
-person; another person's value of the asked attribute, a P_train person's (whose QA was
-trained) before a P_test person's; anything else."""
-
 
 @dataclass(frozen=True)
 class People:
@@ -223,9 +217,4 @@ def read_samples(folder: Path) -> list[dict[str, Any]]:
 
 def read_summary(folder: Path) -> dict[str, Any] | None:
     """A run's samples-summary.json, or None (not written, unreadable, another version)."""
-    try:
-        document = json.loads((folder / SUMMARY_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(document, dict) and document.get("schema_version") == SUMMARY_SCHEMA_VERSION
-    return document if ok else None
+    return RunFolder(folder).read_samples_summary()

@@ -25,7 +25,7 @@ from factrecall_bench.config import (
 )
 from factrecall_bench.errors import UserError
 from factrecall_bench.identity import run_identity, training_identity
-from factrecall_bench.models import check_model_name
+from factrecall_bench.model_families import check_model_name
 from factrecall_bench.strategies import custom_strategy_phases, resolve_strategy
 from factrecall_bench.suite_file import (  # noqa: F401  (shipped_suites re-exported)
     SAFE_NAME,

@@ -13,9 +13,10 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from accelerate import Accelerator
+if TYPE_CHECKING:  # accelerate imports torch: a refused command should not wait for it
+    from accelerate import Accelerator
 
 from factrecall_bench.errors import UserError
 from factrecall_bench.events import EventLog

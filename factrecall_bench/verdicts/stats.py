@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+if TYPE_CHECKING:
+    from scipy import stats as scipy_stats
 
 Alternative = Literal["two-sided", "greater", "less"]
 Numbers: TypeAlias = Sequence[float] | np.ndarray
@@ -25,6 +28,14 @@ ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
 # Above this many ways to split the pooled sample, Mann-Whitney with ties uses the normal
 # approximation instead of the exact permutation distribution.
 MAX_EXACT_PERMUTATIONS = 20_000
+
+
+def _scipy_stats() -> ModuleType:
+    """scipy.stats, imported at its first use: a command refused before any work (exit 2) need
+    not wait the second and a half its import takes."""
+    from scipy import stats
+
+    return stats
 
 
 def _check_alternative(alternative: str) -> None:
@@ -62,7 +73,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return (0.0, 1.0)
-    z = float(scipy_stats.norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+    z = float(_scipy_stats().norm.ppf(1.0 - (1.0 - confidence) / 2.0))
     rate = successes / n
     denominator = 1.0 + z * z / n
     center = (rate + z * z / (2 * n)) / denominator
@@ -86,10 +97,10 @@ def wilson_score_p(
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
     z = (successes / n - threshold) / math.sqrt(threshold * (1 - threshold) / n)
     if alternative == "greater":
-        return float(scipy_stats.norm.sf(z))
+        return float(_scipy_stats().norm.sf(z))
     if alternative == "less":
-        return float(scipy_stats.norm.cdf(z))
-    return float(min(1.0, 2 * scipy_stats.norm.sf(abs(z))))
+        return float(_scipy_stats().norm.cdf(z))
+    return float(min(1.0, 2 * _scipy_stats().norm.sf(abs(z))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +143,7 @@ def _sign_test_p(successes: int, n: int, alternative: Alternative) -> float:
     """Exact binomial test of p = 1/2. Two-sided is twice the smaller tail (capped at 1): for a
     symmetric binomial this equals binomtest's two-sided p, and skips its slow search."""
     if alternative != "two-sided":
-        return float(scipy_stats.binomtest(successes, n, 0.5, alternative).pvalue)
+        return float(_scipy_stats().binomtest(successes, n, 0.5, alternative).pvalue)
     tails = (_sign_test_p(successes, n, "less"), _sign_test_p(successes, n, "greater"))
     return min(1.0, 2.0 * min(tails))
 
@@ -270,7 +281,7 @@ def _mann_whitney_method(xs: np.ndarray, ys: np.ndarray) -> str | scipy_stats.Pe
         return "auto"
     # With ties scipy's "auto" uses the normal approximation, which on tiny samples gives
     # p-values below the exact minimum (0.036 for 3 vs 3); enumerate all splits instead.
-    return scipy_stats.PermutationMethod(n_resamples=n_splits, rng=np.random.default_rng(0))
+    return _scipy_stats().PermutationMethod(n_resamples=n_splits, rng=np.random.default_rng(0))
 
 
 def mann_whitney(
@@ -289,7 +300,7 @@ def mann_whitney(
     if np.ptp(np.concatenate([xs, ys])) == 0:
         return TwoSampleResult("mannwhitney", xs.size * ys.size / 2, 1.0, min_p, note="all tied")
     method = _mann_whitney_method(xs, ys)
-    result = scipy_stats.mannwhitneyu(xs, ys, alternative=alternative, method=method)
+    result = _scipy_stats().mannwhitneyu(xs, ys, alternative=alternative, method=method)
     return TwoSampleResult("mannwhitney", float(result.statistic), float(result.pvalue), min_p)
 
 
@@ -319,7 +330,7 @@ class OneSampleResult:
         _check_confidence(confidence)
         if not math.isfinite(self.standard_error):
             return (math.nan, math.nan)
-        half = float(scipy_stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, self.df))
+        half = float(_scipy_stats().t.ppf(1.0 - (1.0 - confidence) / 2.0, self.df))
         return (self.mean - half * self.standard_error, self.mean + half * self.standard_error)
 
     def lower_bound(self, confidence: float = 0.95) -> float:
@@ -327,22 +338,22 @@ class OneSampleResult:
         _check_confidence(confidence)
         if not math.isfinite(self.standard_error):
             return math.nan
-        return self.mean - float(scipy_stats.t.ppf(confidence, self.df)) * self.standard_error
+        return self.mean - float(_scipy_stats().t.ppf(confidence, self.df)) * self.standard_error
 
     def upper_bound(self, confidence: float = 0.95) -> float:
         """One-sided upper t bound for the mean."""
         _check_confidence(confidence)
         if not math.isfinite(self.standard_error):
             return math.nan
-        return self.mean + float(scipy_stats.t.ppf(confidence, self.df)) * self.standard_error
+        return self.mean + float(_scipy_stats().t.ppf(confidence, self.df)) * self.standard_error
 
 
 def _t_p_value(statistic: float, df: float, alternative: Alternative) -> float:
     if alternative == "greater":
-        return float(scipy_stats.t.sf(statistic, df))
+        return float(_scipy_stats().t.sf(statistic, df))
     if alternative == "less":
-        return float(scipy_stats.t.cdf(statistic, df))
-    return float(min(1.0, 2 * scipy_stats.t.sf(abs(statistic), df)))
+        return float(_scipy_stats().t.cdf(statistic, df))
+    return float(min(1.0, 2 * _scipy_stats().t.sf(abs(statistic), df)))
 
 
 def _one_sample_min_p(
@@ -416,7 +427,7 @@ def mean_diff_interval(
     if standard_error == 0.0:
         return (diff, diff, diff)
     df = (var_x + var_y) ** 2 / (var_x**2 / (xs.size - 1) + var_y**2 / (ys.size - 1))
-    t_quantile = float(scipy_stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
+    t_quantile = float(_scipy_stats().t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
     return (diff, diff - t_quantile * standard_error, diff + t_quantile * standard_error)
 
 
@@ -447,5 +458,5 @@ def benjamini_hochberg(p_values: Numbers) -> list[float]:
     array = _as_p_values(p_values)
     if array.size == 0:
         return []
-    adjusted = scipy_stats.false_discovery_control(array, method="bh")
+    adjusted = _scipy_stats().false_discovery_control(array, method="bh")
     return [float(min(1.0, p)) for p in np.atleast_1d(adjusted)]
