@@ -219,8 +219,8 @@ def check_before_any_work(suites: list[Suite], runs_dir: Path, baselines_dir: Pa
 
 def check_suite_settings(suite: Suite) -> None:
     """What loading the suite does not check yet: each run's trace and analyses settings."""
-    from factrecall_bench.analyses.at_end import analyses_settings
-    from factrecall_bench.trace.hook import trace_settings
+    from factrecall_bench.analyses.settings import analyses_settings
+    from factrecall_bench.trace.settings import trace_settings
 
     for config in suite.runs:
         if config.trace.get("enabled", False):
@@ -280,7 +280,7 @@ def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) 
 
 def check_suite_can_run(suite: Suite) -> None:
     """What training the suite here needs: a GPU if it says so, a supported launcher."""
-    from factrecall_bench.trace.hook import refuse_training_mode_under_a_launcher
+    from factrecall_bench.trace.settings import refuse_training_mode_under_a_launcher
 
     if suite.needs_gpu and not _has_gpu():
         raise UserError(f"suite {suite.name} needs a GPU and none is visible")

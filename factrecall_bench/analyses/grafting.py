@@ -10,79 +10,17 @@ learned mask (sigmoid relaxation) is in `analyses.mask_learning`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from factrecall_bench.analyses.settings import GraftingSettings
+
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
 Passes = Callable[[int], tuple[bool, dict[str, Any]]]
 
-_METHODS = ("top_delta", "learned")
-
-
-@dataclass
-class GraftingSettings:
-    share: float = 0.9
-    """The share of the fine-tuned model's ID and OOD exact match a grafted set must recover."""
-    methods: tuple[str, ...] = ("top_delta", "learned")
-    """"top_delta": the k scalars with the largest |theta_ft - theta_pre| (the simple baseline);
-    "learned": a sparse mask learned through a sigmoid relaxation with a budget of k scalars."""
-    recovery: Literal["ratio", "gain"] = "ratio"
-    """"ratio": grafted / fine-tuned (Panigrahi et al.); "gain": (grafted - pre) / (fine-tuned -
-    pre), which discounts what the weights before fact training already answer."""
-    min_finetuned: float = 0.0
-    """A metric whose fine-tuned exact match is at most this has nothing to recover and is left out
-    of the target (e.g. OOD exact match of a two-stage run that answers no OOD question)."""
-    initial_fraction: float = 1e-4
-    """The first set size tried, as a fraction of the parameters (at least 1 scalar); the size is
-    doubled until the target is met, then bisected."""
-    tolerance: float = 0.05
-    """Bisection stops when the passing and failing sizes are within this fraction of each other."""
-    max_evaluations: int = 40
-    """At most this many sizes are tried per method (doubling and bisection together)."""
-    max_questions: int = 256
-    """Questions per evaluation set (the first ones of the run's ID and OOD sets; 0: all): every
-    size tried costs one evaluation, so this bounds the search's cost."""
-    random_draws: int = 3
-    """Seeded random sets of the found size, each grafted and evaluated: the chance control."""
-    mask_steps: int = 20
-    """Learned mask: optimizer steps per size tried."""
-    mask_lr: float = 0.2
-    """Learned mask: Adam learning rate on the mask logits."""
-    mask_init_logit: float = 1.0
-    """Learned mask: logits start at +this for the top-|delta| set of the budget, -this elsewhere
-    (Adam moves a logit by about mask_lr per step, so steps * lr > 2 * this lets the set change)."""
-    mask_sparsity_weight: float = 1.0
-    """Learned mask: weight of the penalty relu(sum(sigmoid(S)) / k - 1) on exceeding the budget."""
-    mask_examples: int = 64
-    """Learned mask: training examples (BIO and QA, half each when both exist) it is trained on,
-    drawn from those whose questions are not among the evaluated ones where possible."""
-    mask_batch_size: int = 16
-    """Learned mask: examples per step."""
-    seed: int = 0
-    """Seeds the mask's examples and the random sets (draw i uses seed + 1 + i)."""
-
-    def __post_init__(self) -> None:
-        self.methods = tuple(self.methods)
-        bad = [method for method in self.methods if method not in _METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"grafting.methods must be among {', '.join(_METHODS)}; got "
-                             f"{list(self.methods)!r}")
-        if not 0.0 < self.share <= 1.0:
-            raise ValueError(f"grafting.share must be in (0, 1]; got {self.share}")
-        if self.recovery not in ("ratio", "gain"):
-            raise ValueError(f"grafting.recovery must be ratio or gain; got {self.recovery!r}")
-        if not 0.0 < self.initial_fraction <= 1.0 or not 0.0 <= self.tolerance < 1.0:
-            raise ValueError("grafting.initial_fraction must be in (0, 1] and tolerance in [0, 1)")
-        if min(self.max_evaluations, self.mask_examples, self.mask_batch_size) < 1 or \
-                min(self.random_draws, self.mask_steps, self.max_questions) < 0:
-            raise ValueError("grafting: max_evaluations, mask_examples and mask_batch_size must "
-                             "be >= 1; random_draws, mask_steps and max_questions >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "methods": list(self.methods)}
 
 
 def trainable_names(model: nn.Module) -> list[str]:

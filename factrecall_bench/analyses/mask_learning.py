@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from factrecall_bench.analyses.grafting import GraftingSettings, top_delta_mask, top_k_mask
+from factrecall_bench.analyses.grafting import top_delta_mask, top_k_mask
+from factrecall_bench.analyses.settings import GraftingSettings
 
 Batch = Mapping[str, Tensor]
 

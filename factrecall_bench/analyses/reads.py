@@ -9,47 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from factrecall_bench.analyses.settings import ReadsSettings
+
 GROUPS = ("subject", "relation", "rest")
 PRONOUN = re.compile(r"\b(he|she|his|her|him)\b", re.IGNORECASE)
-
-
-@dataclass
-class ReadsSettings:
-    method: Literal["occlusion", "grad_x_input"] = "occlusion"
-    """"occlusion": the drop in log p(value's first token) when a group is occluded, negative drops
-    counted as 0; "grad_x_input": sum over the group's tokens of |grad . embedding| of that log p."""
-    occlusion: Literal["replace", "attention"] = "replace"
-    """How a group is occluded: "replace" its tokens by the pad token, or "attention": remove them
-    from the attention mask (positions kept; an occluded predicting position still sees itself)."""
-    subject_pronouns: bool = True
-    """Count the pronoun of the value's sentence (he, she, his, her, him) as subject."""
-    only_correct: bool = True
-    """Only values whose first token the model predicts (argmax at the predicting position)."""
-    max_items: int = 96
-    """Values per format (BIO, QA of P_train, QA of P_test), a seeded sample; 0: all."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    seed: int = 0
-    """Seeds the sample of values."""
-
-    def __post_init__(self) -> None:
-        if self.method not in ("occlusion", "grad_x_input"):
-            raise ValueError(f"reads.method must be occlusion or grad_x_input; got {self.method!r}")
-        if self.occlusion not in ("replace", "attention"):
-            raise ValueError(f"reads.occlusion must be replace or attention; got "
-                             f"{self.occlusion!r}")
-        if self.max_items < 0 or self.batch_size < 1:
-            raise ValueError("reads.max_items must be >= 0 and batch_size >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

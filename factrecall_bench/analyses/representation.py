@@ -11,46 +11,16 @@ Layer 0 is the embedding output; layer L the last block's output as the model re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from factrecall_bench.analyses.settings import RepresentationSettings
 from factrecall_bench.data.examples import BioItem, QAItem
-from factrecall_bench.data.pools import ATTRIBUTES
 from factrecall_bench.evaluate import right_padded
-
-
-@dataclass
-class RepresentationSettings:
-    max_people: int = 64
-    """People per group (P_train, P_test), a seeded sample; 0: all."""
-    attributes: tuple[str, ...] = ATTRIBUTES
-    """The attributes compared (one storage/query pair per person and attribute)."""
-    cka_over: Literal["people", "facts"] = "people"
-    """"people": CKA of the people x hidden matrices of each attribute, averaged over attributes;
-    "facts": one CKA over all person-attribute rows."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    seed: int = 0
-    """Seeds the sample of people."""
-
-    def __post_init__(self) -> None:
-        self.attributes = tuple(self.attributes)
-        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
-        if unknown or not self.attributes:
-            raise ValueError(f"representation.attributes must be among {', '.join(ATTRIBUTES)}; "
-                             f"got {list(self.attributes)!r}")
-        if self.cka_over not in ("people", "facts"):
-            raise ValueError(f"representation.cka_over must be people or facts; got "
-                             f"{self.cka_over!r}")
-        if self.max_people < 0 or self.batch_size < 1:
-            raise ValueError("representation.max_people must be >= 0 and batch_size >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "attributes": list(self.attributes)}
 
 
 @dataclass(frozen=True)

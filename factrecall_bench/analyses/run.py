@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from factrecall_bench.analyses.grafting import (
     GraftingProblem,
-    GraftingSettings,
     grafting_analysis,
     top_delta_mask,
     trainable_names,
@@ -27,16 +26,22 @@ from factrecall_bench.analyses.grafting import (
 from factrecall_bench.analyses.mask_learning import learn_mask
 from factrecall_bench.analyses.reads import (
     ReadItem,
-    ReadsSettings,
     bio_character_groups,
     qa_character_groups,
     reads_analysis,
     token_groups,
 )
 from factrecall_bench.analyses.representation import (
-    RepresentationSettings,
     person_of,
     representation_analysis,
+)
+from factrecall_bench.analyses.settings import (  # noqa: F401  (re-exported: analyze's names)
+    ANALYSES,
+    SETTINGS_CLASSES,
+    GraftingSettings,
+    ReadsSettings,
+    RepresentationSettings,
+    settings_for,
 )
 from factrecall_bench.batching import collate
 from factrecall_bench.checkpoints import Checkpoint, latest_checkpoint
@@ -49,10 +54,6 @@ from factrecall_bench.errors import UserError
 from factrecall_bench.evaluate import qa_scores
 from factrecall_bench.models import build_model
 from factrecall_bench.runfolder import ANALYSES_SCHEMA_VERSION, RunFolder
-
-ANALYSES = ("grafting", "representation", "reads")
-SETTINGS_CLASSES = {"grafting": GraftingSettings, "representation": RepresentationSettings,
-                    "reads": ReadsSettings}
 
 
 @dataclass
@@ -94,20 +95,6 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
             value = raw
         overrides.setdefault(analysis, {})[field] = value
     return overrides
-
-
-def settings_for(analysis: str, values: Mapping[str, Any], seed: int) -> Any:
-    """The analysis's settings dataclass (seed defaults to the run's); bad values: UserError."""
-    cls = SETTINGS_CLASSES[analysis]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"{analysis} has no setting {', '.join(unknown)} "
-                        f"(settings: {', '.join(sorted(known))})")
-    try:
-        return cls(**{"seed": seed, **values})
-    except (TypeError, ValueError) as error:
-        raise UserError(f"{analysis}: {error}") from error
 
 
 def load_run(run_folder: Path) -> LoadedRun:

@@ -18,39 +18,43 @@ runner and so is not imported here: use factrecall_bench.trace.hook. Tunable mod
 selection.MAX_TOPK_CANDIDATES) are read from their own module, so set them there.
 """
 
-from factrecall_bench.trace.ablation import ablate, bio_only_masks, own_rows_of, random_masks
-from factrecall_bench.trace.consistency import gradient_consistency
-from factrecall_bench.trace.location import (
-    centralization,
-    gini,
-    layer_of,
-    locate,
-    normalized_entropy,
-    parameter_kind,
-)
-from factrecall_bench.trace.scores import (
-    TrainingTraceRecorder,
-    limit_examples,
-    probe_scores,
-    scored_parameters,
-)
-from factrecall_bench.trace.selection import (
-    count_true,
-    intersect,
-    mask_count,
-    shared_stats,
-    shared_stats_from_masks,
-    top_k_masks,
-)
-from factrecall_bench.trace.settings import TASKS, Batch, Evaluate, Masks, Scores, TraceSettings
-from factrecall_bench.trace.sharding import (
-    column_counts,
-    global_rows,
-    local_part,
-    row_counts,
-    summed,
-)
-from factrecall_bench.trace.summary import flat_summary, heatmap_png, trace_summary
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, loaded at first use: a suite is checked without torch
+    from factrecall_bench.trace.ablation import ablate, bio_only_masks, own_rows_of, random_masks
+    from factrecall_bench.trace.consistency import gradient_consistency
+    from factrecall_bench.trace.location import (
+        centralization,
+        gini,
+        layer_of,
+        locate,
+        normalized_entropy,
+        parameter_kind,
+    )
+    from factrecall_bench.trace.scores import (
+        TrainingTraceRecorder,
+        limit_examples,
+        probe_scores,
+        scored_parameters,
+    )
+    from factrecall_bench.trace.selection import (
+        count_true,
+        intersect,
+        mask_count,
+        shared_stats,
+        shared_stats_from_masks,
+        top_k_masks,
+    )
+    from factrecall_bench.trace.settings import TASKS, Batch, Evaluate, Masks, Scores, TraceSettings
+    from factrecall_bench.trace.sharding import (
+        column_counts,
+        global_rows,
+        local_part,
+        row_counts,
+        summed,
+    )
+    from factrecall_bench.trace.summary import flat_summary, heatmap_png, trace_summary
 
 __all__ = [
     "TASKS",
@@ -89,3 +93,18 @@ __all__ = [
     "top_k_masks",
     "trace_summary",
 ]
+
+_MODULES = ("settings", "sharding", "selection", "location", "scores", "consistency", "ablation",
+            "summary")
+
+
+def __getattr__(name: str) -> Any:
+    """A submodule, or a name of `__all__` from the submodule that defines it (PEP 562)."""
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in __all__:
+        for module in _MODULES:
+            found = getattr(importlib.import_module(f"{__name__}.{module}"), name, None)
+            if found is not None:
+                return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

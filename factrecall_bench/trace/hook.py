@@ -26,7 +26,12 @@ from factrecall_bench.metrics import ablated_metrics, sources_of
 from factrecall_bench.models import build_model
 from factrecall_bench.runfolder import DATA_FOLDER, RunFolder
 from factrecall_bench.trace.scores import TrainingTraceRecorder
-from factrecall_bench.trace.settings import TraceSettings
+from factrecall_bench.trace.settings import (  # noqa: F401  (refuse_... re-exported)
+    TraceSettings,
+    records_during_training,
+    refuse_training_mode_under_a_launcher,
+    trace_settings,
+)
 from factrecall_bench.trace.summary import trace_summary
 
 PROBE_BATCH = 32
@@ -35,38 +40,11 @@ TraceHook = Callable[[RunConfig, torch.nn.Module, FactData, dict[str, Any]], dic
 """What the runner calls after evaluation (its `after_eval`, a runner.RunHook): `run_trace`."""
 
 
-def trace_settings(config: RunConfig) -> TraceSettings:
-    # [trace.analyses] belongs to analyses.at_end, which reads it from the same table
-    values = {key: value for key, value in config.trace.items() if key not in ("enabled", "analyses")}
-    values.setdefault("seed", config.seed)
-    values.setdefault("bio_loss", config.train.bio_loss)
-    try:
-        return TraceSettings(**values)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"suite {config.suite}: trace: {error}") from error
-
-
 def trace_hook_for(config: RunConfig) -> TraceHook | None:
     if not config.trace.get("enabled", False):
         return None
     trace_settings(config)  # fail on bad settings before training, not after
     return run_trace
-
-
-def records_during_training(config: RunConfig) -> bool:
-    """Whether the run's trace needs scores summed over the optimizer steps (its main definition
-    or one of its further definitions is in training mode)."""
-    if not config.trace.get("enabled", False):
-        return False
-    return any(d.mode == "training" for d in trace_settings(config).all_definitions())
-
-
-def refuse_training_mode_under_a_launcher(config: RunConfig) -> None:
-    if records_during_training(config) and distributed.is_distributed():
-        raise UserError(f"suite {config.suite}: trace mode 'training' runs in one process only "
-                        "(it takes a backward pass per task, which DDP and FSDP do not allow): "
-                        "use mode 'probe' (and only probe definitions) or launch without "
-                        "accelerate/torchrun")
 
 
 def training_recorder_for(config: RunConfig, model: torch.nn.Module

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from torch import Tensor, nn
+from factrecall_bench import distributed
+from factrecall_bench.config import RunConfig
+from factrecall_bench.errors import UserError
 
-Batch = Mapping[str, Tensor]
-Scores = dict[str, Tensor]
-Masks = dict[str, Tensor]
-Evaluate = Callable[[nn.Module], Mapping[str, float]]
+if TYPE_CHECKING:  # named in quotes below: the settings are checked without importing torch
+    from torch import Tensor, nn
+
+Batch = Mapping[str, "Tensor"]
+Scores = dict[str, "Tensor"]
+Masks = dict[str, "Tensor"]
+Evaluate = Callable[["nn.Module"], Mapping[str, float]]
 
 TASKS = ("bio", "qa")
 ALL_DEFINITIONS = "all"
@@ -158,3 +163,30 @@ def _expanded_definitions(names: Any) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"trace.definitions has a repeated name: {list(names)!r}")
     return tuple(names)
+
+
+def trace_settings(config: RunConfig) -> TraceSettings:
+    # [trace.analyses] belongs to analyses.at_end, which reads it from the same table
+    values = {key: value for key, value in config.trace.items() if key not in ("enabled", "analyses")}
+    values.setdefault("seed", config.seed)
+    values.setdefault("bio_loss", config.train.bio_loss)
+    try:
+        return TraceSettings(**values)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"suite {config.suite}: trace: {error}") from error
+
+
+def records_during_training(config: RunConfig) -> bool:
+    """Whether the run's trace needs scores summed over the optimizer steps (its main definition
+    or one of its further definitions is in training mode)."""
+    if not config.trace.get("enabled", False):
+        return False
+    return any(d.mode == "training" for d in trace_settings(config).all_definitions())
+
+
+def refuse_training_mode_under_a_launcher(config: RunConfig) -> None:
+    if records_during_training(config) and distributed.is_distributed():
+        raise UserError(f"suite {config.suite}: trace mode 'training' runs in one process only "
+                        "(it takes a backward pass per task, which DDP and FSDP do not allow): "
+                        "use mode 'probe' (and only probe definitions) or launch without "
+                        "accelerate/torchrun")
