@@ -107,11 +107,11 @@ def test_workers_get_the_run_options(monkeypatch, tmp_path):
 
     def fake_map(self, target, tasks):
         captured["options"] = target.keywords["options"]
-        return []
+        return [orchestrate.TaskEnd(("failed", "not run"), True, 0) for _ in tasks]
 
     monkeypatch.setattr(orchestrate.ProcessPool, "map", fake_map)
     options = RunOptions(log_with="tensorboard", log_samples=True)
-    orchestrate.run_configs([], tmp_path, jobs=2, options=options)
+    orchestrate.run_configs([micro_config()], tmp_path, jobs=2, options=options)
     assert captured["options"] == options
 
 
