@@ -70,3 +70,32 @@ def test_a_dead_worker_is_named_by_its_signal():
     assert worker_death_reason(-9).startswith("worker process killed by signal 9 (SIGKILL)")
     assert worker_death_reason(130).startswith("interrupted by SIGINT")
     assert "exited with code 1" in worker_death_reason(1)
+
+
+def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path):
+    """A rerun of a finished suite is answered by the parent from result.json; only the run that
+    is not finished (here: finished with another config) goes to a worker."""
+    from factrecall_bench import orchestrate
+    from factrecall_bench.config import config_hash
+    from factrecall_bench.runfolder import RESULT_SCHEMA_VERSION, RunFolder
+    from factrecall_bench.suite import load_suite
+    from tests.conftest import TINY_SUITE
+
+    finished, stale = load_suite(str(TINY_SUITE)).runs[:2]
+    for config, digest in ((finished, config_hash(finished)), (stale, "another config")):
+        folder = RunFolder.of(tmp_path, config)
+        folder.path.mkdir(parents=True)
+        folder.write_result({"schema_version": RESULT_SCHEMA_VERSION,  # type: ignore[typeddict-item]
+                             "run_id": config.run_id, "config_hash": digest})
+    started = []
+
+    def record(self, target, tasks):
+        started.extend(config.run_id for config in tasks)
+        return [orchestrate.TaskEnd(("failed", "not trained here"), True, 0) for _ in tasks]
+
+    monkeypatch.setattr(orchestrate.ProcessPool, "map", record)
+    outcome = orchestrate.run_configs([finished, stale], tmp_path, jobs=2)
+    assert started == [stale.run_id]
+    assert [(o.run_id, o.status) for o in outcome.outcomes] == [(finished.run_id, "skipped"),
+                                                                 (stale.run_id, "failed")]
+    assert outcome.outcomes[0].result["config_hash"] == config_hash(finished)
