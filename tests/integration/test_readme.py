@@ -1,7 +1,7 @@
 """Every `factrecall-bench` command the README shows parses (its subcommand and every flag exist,
 a shipped suite it names exists), and every TOML block is valid and, where it is a suite or a
 fragment of one, loads. The README's own recipe is run by tests/integration/test_readme_recipe.py; the
-set-up commands by .ci/run itself."""
+set-up commands by .ci/run itself (its command is the README's: checked here)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def test_the_readme_shows_the_commands_a_user_walks():
     for expected in ("run --suite cpu", "run --all", "check --suite cpu", "tui runs",
                      "analyze RUN_DIR", "baseline update --suite cpu"):
         assert expected in COMMANDS
+
+
+def _without_quiet(command: str) -> str:
+    return " ".join(word for word in command.split() if word != "-q")
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run is the README's set-up step 2 (pip's -q aside): what CI passes is what a user runs."""
+    (setup,) = [block for block in _code_blocks("bash") if "this is .ci/run" in block]
+    readme_command = setup.split("this is .ci/run)\n", 1)[1].splitlines()[0]
+    ci_lines = (ROOT / ".ci" / "run").read_text("utf-8").splitlines()
+    (ci_command,) = [line for line in ci_lines if "tox -e" in line and not line.startswith("#")]
+    assert _without_quiet(ci_command) == _without_quiet(readme_command)
+    assert readme_command.endswith("tox -e py,regression")
 
 
 def _resolve(args: list[str]) -> tuple[Any, list[str]]:
