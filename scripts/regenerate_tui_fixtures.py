@@ -28,7 +28,7 @@ Shaped, from the real documents, into the situations the TUI's tests need:
 - DAMAGED (mixed, seed 1): its last line (run_end) is cut in half, newline kept: a malformed line
   the TUI must report once and survive.
 
-tests/integration/test_tui.py checks the result structurally (every document through runfolder's typed
+tests/tui/test_recorded_runs.py checks the result structurally (every document through runfolder's typed
 readers, every event kind in events.EVENT_KINDS), so the fixtures cannot drift from the code
 unnoticed. After regenerating, update the snapshots
 (`pytest tests/integration/test_tui_snapshots.py --snapshot-update`) and look at the SVGs.

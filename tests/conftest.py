@@ -26,6 +26,10 @@ MICRO_SUITE = TESTS / "data" / "suites" / "micro.toml"
 
 torch.set_num_threads(1)
 
+pytest_plugins = ["tests.tui.recorded"]
+"""The recorded TUI runs' fixtures (`runs_copy`, `state`), for tests/tui/ and the Pilot tests in
+tests/integration/test_tui.py."""
+
 
 def ctrl_c_as_at_a_terminal() -> None:
     """A `preexec_fn` for a CLI that a test will Ctrl-C: SIGINT at its default, as a terminal's
