@@ -489,8 +489,4 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
-    sys.exit(_exit_code_of_app(debug))
-
-
-def _exit_code_of_app(debug: bool) -> int:
-    return exit_code_of(app, debug)
+    sys.exit(exit_code_of(app, debug))

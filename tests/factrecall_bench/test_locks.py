@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from factrecall_bench import cli
+from factrecall_bench.cli_exit import exit_code_of
 from factrecall_bench.locks import LOCK_ENV, OwnerFileLock, read_owner, run_lock
 from tests.conftest import MICRO_SUITE, run_cli
 
@@ -142,12 +143,12 @@ def test_an_unknown_lock_method_is_one_line_and_exit_2(monkeypatch, capsys, tmp_
     monkeypatch.setenv(LOCK_ENV, "dotlock")
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", "run", "--suite", str(MICRO_SUITE),
                                       "--runs-dir", str(tmp_path)])
-    assert cli._exit_code_of_app(debug=False) == 2
+    assert exit_code_of(cli.app, debug=False) == 2
     error = capsys.readouterr().err
     assert error == "error: FACTRECALL_LOCK='dotlock': expected one of flock, owner-file\n"
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", "run", "--suite", str(MICRO_SUITE),
                                       "--runs-dir", str(tmp_path), "--lock-method", "dotlock"])
-    assert cli._exit_code_of_app(debug=False) == 2
+    assert exit_code_of(cli.app, debug=False) == 2
     assert "--lock-method 'dotlock'" in capsys.readouterr().err
 
 

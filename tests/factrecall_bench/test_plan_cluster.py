@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from factrecall_bench import cli
+from factrecall_bench.cli_exit import exit_code_of
 from factrecall_bench.errors import UserError
 from factrecall_bench.plan_cluster import (
     ClusterShape,
@@ -54,7 +55,7 @@ def test_the_measured_mfu_is_read_from_the_gpu_check_result(tmp_path):
 
 def plan_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", "plan", "--suite", "paper", *args])
-    code = cli._exit_code_of_app(debug=False)
+    code = exit_code_of(cli.app, debug=False)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

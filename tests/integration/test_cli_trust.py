@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from factrecall_bench import cli, exit_codes
+from factrecall_bench.cli_exit import exit_code_of
 from factrecall_bench.errors import UserError
 from factrecall_bench.progress import PlainLines, RunProgress
 from factrecall_bench.suite import load_suite, shipped_suites
@@ -81,7 +82,7 @@ def _exit_code_when_a_command_raises(error: BaseException, monkeypatch) -> tuple
     monkeypatch.setattr(sys, "argv", ["factrecall-bench"])
     messages: list[str] = []
     monkeypatch.setattr(sys.stderr, "write", messages.append)
-    return cli._exit_code_of_app(debug=False), "".join(messages)
+    return exit_code_of(cli.app, debug=False), "".join(messages)
 
 
 def test_an_unexpected_error_is_internal_not_a_user_error(monkeypatch):
@@ -106,7 +107,7 @@ def test_input_and_environment_errors_are_one_line_exit_2(error, monkeypatch):
 def test_debug_shows_the_traceback(monkeypatch):
     monkeypatch.setattr(cli, "app", lambda **_: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
-        cli._exit_code_of_app(debug=True)
+        exit_code_of(cli.app, debug=True)
 
 
 def test_precedence_of_combined_codes():
@@ -283,7 +284,7 @@ def test_tui_on_a_wrong_runs_path_is_one_line_not_an_empty_app(kind, tmp_path, m
     opened = []
     monkeypatch.setattr("factrecall_bench.tui.app.run_app", lambda *a, **k: opened.append(a))
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", "tui", str(target)])
-    assert cli._exit_code_of_app(debug=False) == exit_codes.USAGE
+    assert exit_code_of(cli.app, debug=False) == exit_codes.USAGE
     error = capsys.readouterr().err.strip()
     what = "does not exist" if kind == "missing" else "is not a folder"
     assert error == (f"error: runs folder {target} {what}: name the folder `run --runs-dir` "
@@ -291,4 +292,4 @@ def test_tui_on_a_wrong_runs_path_is_one_line_not_an_empty_app(kind, tmp_path, m
     assert opened == []
     target.parent.joinpath("runs").mkdir()
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", "tui", str(tmp_path / "runs")])
-    assert cli._exit_code_of_app(debug=False) == exit_codes.OK and len(opened) == 1
+    assert exit_code_of(cli.app, debug=False) == exit_codes.OK and len(opened) == 1

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("submitit")
 
 from factrecall_bench import cli  # noqa: E402
+from factrecall_bench.cli_exit import exit_code_of  # noqa: E402
 from factrecall_bench.cluster import ClusterSettings, make_executor, submit_runs, wait_for_runs  # noqa: E402
 from factrecall_bench.events import read_events  # noqa: E402
 from factrecall_bench.runfolder import run_dir  # noqa: E402
@@ -29,7 +30,7 @@ from tests.integration.test_faults import comparable, pair_suite  # noqa: E402
 def cli_exit_code(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     """The CLI's exit code for these arguments, run in this process as `main` runs it."""
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", *args])
-    return cli._exit_code_of_app(debug=False)
+    return exit_code_of(cli.app, debug=False)
 
 
 @pytest.mark.parametrize(("flags", "message"), [

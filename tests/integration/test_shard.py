@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from factrecall_bench import cli
+from factrecall_bench.cli_exit import exit_code_of
 from factrecall_bench.config import config_hash
 from factrecall_bench.shard import Shard, parse_shard
 from factrecall_bench.suite import load_suite
@@ -57,7 +58,7 @@ def test_a_bad_shard_is_one_line_and_exit_2_before_any_work(monkeypatch, capsys,
     runs = tmp_path / "runs"
     monkeypatch.setattr(sys, "argv", ["factrecall-bench", "run", "--suite", str(MICRO_SUITE),
                                       "--runs-dir", str(runs), "--shard", text])
-    assert cli._exit_code_of_app(debug=False) == 2
+    assert exit_code_of(cli.app, debug=False) == 2
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1, error
     assert not runs.exists()
