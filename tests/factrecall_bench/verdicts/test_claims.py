@@ -31,6 +31,7 @@ from tests.factrecall_bench.verdicts.test_verdicts import at_least_claim, greate
     ({"alpha": 1.0}, "alpha must be in (0, 1)"),
     ({"alpha": 0.0}, "alpha must be in (0, 1)"),
     ({"min_effect": 1.0}, "min_effect must be in [0, 1)"),
+    ({"strict": "yes"}, "claim 'mixed beats two-stage OOD': strict must be true or false"),
 ])
 def test_bad_greater_claims_are_named(overrides, words):
     with pytest.raises(ValueError) as caught:

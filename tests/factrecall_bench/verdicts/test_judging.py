@@ -22,7 +22,12 @@ from factrecall_bench.verdicts.judging import judge_baseline, judge_claims
 from factrecall_bench.verdicts.regressions import BaselineSubject, RegressionSettings
 from tests.conftest import TINY_SUITE
 from tests.factrecall_bench.verdicts.test_baselines import _results
-from tests.factrecall_bench.verdicts.test_verdicts import _trace_results, make_result
+from tests.factrecall_bench.verdicts.test_verdicts import (
+    _seeds_at,
+    _trace_results,
+    at_least_claim,
+    make_result,
+)
 
 # --- claims ------------------------------------------------------------------------------------
 
@@ -53,6 +58,17 @@ def test_every_claim_gets_a_verdict_holm_corrected_as_one_family():
 
 def test_a_suite_without_claims_has_no_claim_verdicts():
     assert judge_claims((), []) == []
+
+
+def test_a_strict_expected_failure_that_holds_still_fails_after_the_correction():
+    # Seeds at 2%, 3% and 1% against "at most 10%": it holds, though the paper's number fails here.
+    results = _seeds_at("two-stage", [0.02, 0.03, 0.01])
+    claims = [at_least_claim(name=f"{strict}", kind="at_most", strategies=["two-stage"],
+                             threshold=0.10, test="t", expect="fails", strict=strict)
+              for strict in (True, False)]
+    verdicts = judge_claims(claims, results)
+    assert [(v.outcome, v.status) for v in verdicts] == [("holds", "fail"), ("holds", "xpass")]
+    assert all(v.p_adjusted is not None for v in verdicts)
 
 
 def _traced(strategy: str, seed: int, main: str, counts: dict[str, float]) -> dict:
