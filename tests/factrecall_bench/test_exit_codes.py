@@ -11,3 +11,9 @@ from factrecall_bench import exit_codes
 def test_unknown_exit_codes_are_named():
     with pytest.raises(ValueError, match=r"unknown exit codes \[7, 9\]"):
         exit_codes.combined([9, 7])
+
+
+def test_a_code_is_described_with_its_meaning_and_an_unknown_one_bare():
+    assert exit_codes.described(3) == "exit code 3 (inconclusive: a verdict the data cannot decide)"
+    assert exit_codes.described(130) == "exit code 130 (interrupted)"
+    assert exit_codes.described(42) == "exit code 42"

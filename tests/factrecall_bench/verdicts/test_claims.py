@@ -9,7 +9,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from factrecall_bench.verdicts import stats
-from factrecall_bench.verdicts.claims import Claim, check_claim_seeds, evaluate_claim
+from factrecall_bench.verdicts.claims import (
+    Claim,
+    check_claim_seeds,
+    common_definitions,
+    definitions_line,
+    evaluate_claim,
+    evaluate_claim_by_definition,
+)
 from tests.factrecall_bench.verdicts.test_verdicts import at_least_claim, greater_claim, make_result
 
 # --- claims: validation ------------------------------------------------------------------------
@@ -24,6 +31,7 @@ from tests.factrecall_bench.verdicts.test_verdicts import at_least_claim, greate
     ({"alpha": 1.0}, "alpha must be in (0, 1)"),
     ({"alpha": 0.0}, "alpha must be in (0, 1)"),
     ({"min_effect": 1.0}, "min_effect must be in [0, 1)"),
+    ({"strict": "yes"}, "claim 'mixed beats two-stage OOD': strict must be true or false"),
 ])
 def test_bad_greater_claims_are_named(overrides, words):
     with pytest.raises(ValueError) as caught:
@@ -265,3 +273,62 @@ def test_an_at_least_claim_with_an_undefined_row_has_no_p_value():
     claim = at_least_claim(strategies=["mixed", "two-stage"], threshold=0.5, test="t")
     verdict = evaluate_claim(claim, results)
     assert verdict.p_value is None and verdict.status == "inconclusive"
+
+
+# --- mutation-killing tests: trace claims under every trace definition --------------------------
+
+
+def _under(strategy: str, seed: int, main: str, counts: dict[str, float]) -> dict:
+    """A run whose trace recorded shared_count@0.01 under each definition of `counts` (in that
+    order), `main` being the definition its own summary was computed with."""
+    result = make_result(strategy, seed, [1] * 10)
+    result["trace"] = {"definition": main, "summary": {"shared_count@0.01": counts.get(main)},
+                       "definitions": {name: {"summary": {"shared_count@0.01": value}}
+                                       for name, value in counts.items()}}
+    return result
+
+
+TRACE_CLAIM = {"metric": "trace.shared_count@0.01", "min_effect": 0}
+
+
+def test_common_definitions_are_those_every_run_holds_the_main_one_first():
+    # The main definition "p" is recorded last: it still comes first, the others as found.
+    runs = [_under("mixed", 0, "p", {"u": 1.0, "g": 2.0, "p": 3.0}),
+            _under("two-stage", 0, "p", {"g": 2.0, "u": 1.0, "p": 3.0, "extra": 4.0})]
+    assert common_definitions(greater_claim(**TRACE_CLAIM), runs) == ["p", "u", "g"]
+    # A definition one run lacks (here "g" in the last run) is left out, whichever run lacks it.
+    runs.append(_under("two-stage", 1, "p", {"u": 1.0, "p": 3.0}))
+    assert common_definitions(greater_claim(**TRACE_CLAIM), runs) == ["p", "u"]
+    runs = [runs[2], runs[0], runs[1]]
+    assert common_definitions(greater_claim(**TRACE_CLAIM), runs) == ["p", "u"]
+
+
+def test_common_definitions_of_one_run_and_of_none():
+    [run] = [_under("mixed", 0, "g", {"u": 1.0, "g": 2.0})]
+    assert common_definitions(greater_claim(**TRACE_CLAIM), [run]) == ["g", "u"]
+    assert common_definitions(greater_claim(**TRACE_CLAIM), []) == []
+    # A claim on a plain metric has no definitions, even where a summary holds a key of that name.
+    plain = _under("mixed", 0, "g", {"g": 2.0})
+    plain["trace"]["definitions"]["g"]["summary"]["exact_match"] = 0.5
+    assert common_definitions(greater_claim(metric="ood_exact_match"), [plain]) == []
+
+
+def test_the_definitions_line_names_the_main_definitions_outcome_or_its_absence():
+    rows = [{"definition": "u", "outcome": "holds"}, {"definition": "g", "outcome": "does_not_hold"},
+            {"definition": "p", "outcome": "undecided"}]
+    counted = "holds under 1 of 3 trace definitions (Holm over 3)"
+    assert definitions_line(rows, "g") == f"{counted}; under the main one (g): does not hold"
+    assert definitions_line(rows, "x") == f"{counted}; the main one (x) gives no value for it"
+    assert definitions_line(rows, None) == counted
+    assert definitions_line([], "u") == ""
+
+
+def test_a_trace_claim_judged_under_each_definition_keeps_the_main_definition_first():
+    # Under "u" mixed is ahead on every seed, under "g" behind; "g" is the runs' main definition.
+    results = [_under("mixed", s, "g", {"u": 100.0 + s, "g": 10.0 + s}) for s in range(4)]
+    results += [_under("two-stage", s, "g", {"u": 10.0 + s, "g": 100.0 + s}) for s in range(4)]
+    rows = evaluate_claim_by_definition(greater_claim(**TRACE_CLAIM), results)
+    assert [(row["definition"], row["outcome"]) for row in rows] == [
+        ("g", "does_not_hold"), ("u", "holds")]
+    assert definitions_line(rows, "g") == ("holds under 1 of 2 trace definitions (Holm over 2); "
+                                           "under the main one (g): does not hold")

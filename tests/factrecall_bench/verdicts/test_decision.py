@@ -12,6 +12,7 @@ from factrecall_bench.verdicts.decision import (
     Verdict,
     adjust_verdicts,
     claim_outcome,
+    claim_status,
     status_label,
     suite_exit_code,
     verdicts_document,
@@ -68,3 +69,23 @@ def test_bad_correction_and_unknown_status_are_named():
                   test="welch", metric="m")
     with pytest.raises(ValueError, match="verdict 'c' has unknown status 'maybe'"):
         suite_exit_code([odd])
+
+
+def test_a_claim_expected_to_fail_that_holds_is_an_unexpected_pass_unless_strict():
+    assert claim_status("holds", "fails") == "xpass"
+    assert claim_status("holds", "fails", strict=True) == "fail"
+    assert claim_status("does_not_hold", "fails") == "xfail"
+
+
+def test_a_verdict_entry_lists_its_definitions_rows_as_given():
+    rows = ({"definition": "u", "outcome": "holds", "effect": 0.4, "p_value": 0.01,
+             "p_adjusted": 0.02},
+            {"definition": "g", "outcome": "undecided", "effect": None, "p_value": None,
+             "p_adjusted": None})
+    entry = Verdict(name="c", kind="claim", status="pass", expect="holds", outcome="holds",
+                    test="welch", metric="trace.k", definitions=rows).to_dict()
+    assert entry["definitions"] == [
+        {"definition": "u", "outcome": "holds", "effect": 0.4, "p_value": 0.01, "p_adjusted": 0.02},
+        {"definition": "g", "outcome": "undecided", "effect": None, "p_value": None,
+         "p_adjusted": None}]
+    assert "definitions" not in _verdict(0.01).to_dict()

@@ -328,3 +328,49 @@ def test_the_chosen_correction_is_applied():
     bh = compare_with_baseline(fresh, baseline, ["bio_first_token_test"], 0.1, 0.05, "welch", "bh")
     assert [v.p_adjusted for v in bh] == pytest.approx(
         stats.benjamini_hochberg([v.p_value for v in raw]))
+
+
+# --- which baseline entry a run is compared with -----------------------------------------------
+
+
+def test_an_entry_without_an_identity_is_matched_by_strategy_model_and_seed():
+    # Two models, same strategy and seeds, entries written before entries stored an identity: each
+    # fresh run must meet its own model's entry (equal values: no change on either model).
+    runs = [{**_run(s, v), "model": model} for model, values in (("m", FRESH), ("n", BASE))
+            for s, v in enumerate(values)]
+    verdicts = compare_with_baseline(runs, {"runs": runs}, ["bio_first_token_test"], 0.1, 0.05,
+                                     "welch")
+    assert [(v.name, v.outcome, v.effect) for v in verdicts] == [
+        ("mixed/m bio_first_token_test", "no_change", 0.0),
+        ("mixed/n bio_first_token_test", "no_change", 0.0)]
+
+
+def test_runs_paired_by_identity_but_of_other_seeds_are_not_compared():
+    fresh = [_run(s, 0.5, training_identity=f"t{s}") for s in range(2)]
+    baseline = {"runs": [_run(s + 5, 0.5, training_identity=f"t{s}") for s in range(2)]}
+    [verdict] = compare_with_baseline(fresh, baseline, ["bio_first_token_test"], 0.1, 0.05,
+                                      "welch")
+    assert (verdict.outcome, verdict.detail) == (
+        "undecided", "no fresh run matches a baseline run by model and seed")
+
+
+LONG = "0123456789abcdef"
+"""A training identity longer than the 12 characters a detail shows."""
+
+
+def test_what_a_run_without_a_baseline_entry_is_told():
+    fresh = [_run(s, 0.5, training_identity=f"{tag}{LONG}") for s, tag in ((2, "b"), (1, "a"))]
+    [own] = compare_with_baseline(fresh, {"runs": []}, ["bio_first_token_test"], 0.1, 0.05,
+                                  "welch")
+    assert own.detail == (
+        "no baseline for these settings: the stored baseline holds no run trained as seed(s) 1, 2 "
+        "were (training identity a0123456789a, b0123456789a); the suite's runs changed since it "
+        "was stored: `factrecall-bench baseline update --suite SUITE` records them")
+    [varied] = compare_with_baseline(fresh, {"suite": "cpu", "runs": []},
+                                     ["bio_first_token_test"], 0.1, 0.05, "welch",
+                                     own_identities=frozenset())
+    assert varied.detail == (
+        "no baseline for these settings: the cpu baseline holds no run trained as seed(s) 1, 2 "
+        "were (training identity a0123456789a, b0123456789a); a run is compared only with a "
+        "baseline entry trained as it was, never with runs of other settings")
+    assert (own.status, varied.status) == ("inconclusive", "no_baseline")

@@ -268,6 +268,14 @@ def test_one_sample_t_lower_bound_clears_the_threshold_exactly_when_p_is_below_a
         assert (moved.p_value < 0.05) == (result.lower_bound(0.95) > threshold)
 
 
+def test_one_sample_t_bounds_default_to_95_percent_one_sided() -> None:
+    values = [0.2433, 0.25, 0.2067]
+    result = stats.one_sample_t(values, 0.2, "greater")
+    half = scipy_stats.t.ppf(0.95, 2) * np.std(values, ddof=1) / math.sqrt(3)
+    assert result.upper_bound() == pytest.approx(np.mean(values) + half, rel=1e-12)
+    assert result.lower_bound() == pytest.approx(np.mean(values) - half, rel=1e-12)
+
+
 def test_one_sample_t_floor_keeps_identical_seeds_from_an_infinitely_tight_bound() -> None:
     floor = math.sqrt(0.95 * 0.05 / 600)
     result = stats.one_sample_t([1.0, 1.0, 1.0], 0.95, "greater", sd_floor=floor, bounds=(0, 1))
