@@ -212,3 +212,25 @@ def test_a_bad_trace_table_is_one_user_error_naming_the_suite():
 def test_a_run_records_during_training_when_an_enabled_trace_has_a_training_definition(
         table, records):
     assert records_during_training(run_config(table)) is records
+
+
+@pytest.mark.parametrize("table, launched, refused", [
+    ({"enabled": True, "mode": "training", "score": "update"}, True, True),
+    ({"enabled": True, "mode": "training", "score": "update"}, False, False),  # one process
+    ({"enabled": True}, True, False),  # probe mode traces under a launcher
+    ({"enabled": False, "mode": "training", "score": "update"}, True, False),  # no trace
+])
+def test_training_mode_is_refused_under_a_launcher_only(monkeypatch, table, launched, refused):
+    from factrecall_bench import distributed
+    from factrecall_bench.trace.settings import refuse_training_mode_under_a_launcher
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: launched)
+    if not refused:
+        refuse_training_mode_under_a_launcher(run_config(table))
+        return
+    with pytest.raises(UserError) as error:
+        refuse_training_mode_under_a_launcher(run_config(table))
+    assert str(error.value) == (
+        "suite s: trace mode 'training' runs in one process only (it takes a backward pass per "
+        "task, which DDP and FSDP do not allow): use mode 'probe' (and only probe definitions) "
+        "or launch without accelerate/torchrun")
