@@ -16,6 +16,8 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from factrecall_bench import metrics
+from factrecall_bench.metrics import Metric
 from factrecall_bench.trace.ablation import ablate, bio_only_masks, own_rows_of, random_masks
 
 
@@ -114,6 +116,14 @@ def test_random_masks_at_a_size_where_float32_noise_ties_draw_distinct_uniform_p
     assert same_masks(drawn, reference_random_masks(like, 3000, 11))
     assert int(drawn["a"].sum()) + int(drawn["b"].sum()) == 3000
     assert 1300 < int(drawn["b"].sum()) < 1700
+
+
+def test_random_masks_of_nothing_draw_nothing() -> None:
+    like = {"a": torch.zeros(0, 3, dtype=torch.bool), "b": torch.zeros(0, dtype=torch.bool)}
+    drawn = random_masks(like, 2, seed=0)
+    assert list(drawn) == ["a", "b"]
+    assert drawn["a"].shape == (0, 3) and drawn["b"].shape == (0,)
+    assert random_masks({}, 2, seed=0) == {}
 
 
 def test_random_masks_choose_every_position_equally_often_over_seeds() -> None:
@@ -219,6 +229,27 @@ def test_a_given_baseline_is_used_and_drops_cover_its_metrics_only() -> None:
     assert len(evaluate.calls) == 1  # the shared set only
     assert result["baseline"] == {"n": 10, "missing": 1.0}
     assert result["drop"] == {"n": 9.0}
+
+
+def test_a_drop_is_the_change_for_the_worse_of_each_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A registered lower-is-better metric drops when it rises; exact match (higher is better) and
+    # an evaluator's own unregistered key drop when they fall.
+    monkeypatch.setitem(metrics.METRICS, "held_out_loss",
+                        Metric("held_out_loss", "ood", "loss", "held-out loss", "loss",
+                               higher_is_better=False))
+    model = TwoMatrices()
+    reference = reference_of(model)
+
+    def evaluate(_: nn.Module) -> dict[str, float]:
+        return {"ood_exact_match": 0.25, "held_out_loss": 3.0, "own": 5.0}
+
+    baseline = {"ood_exact_match": 0.75, "held_out_loss": 1.0, "own": 8.0}
+    result = ablate(model, masks_of([3], []), reference, evaluate, n_random_draws=2,
+                    baseline=baseline, bio_only_masks=masks_of([4], []))
+    worse = {"ood_exact_match": 0.5, "held_out_loss": 2.0, "own": 3.0}
+    assert result["drop"] == worse and result["bio_only_drop"] == worse
+    assert result["random_drop_draws"] == [worse, worse]
+    assert result["random_drop_mean"] == worse
 
 
 @pytest.mark.parametrize("training", [True, False])

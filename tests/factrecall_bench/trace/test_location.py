@@ -257,3 +257,11 @@ def test_centralization_of_heads_and_neurons() -> None:
         "gini_neurons": None, "entropy_neurons": None}
     only_neurons = centralization({"heads": [[0, 0]], "neurons": [[0, 2]]}, top_heads=2)
     assert only_neurons["gini_heads"] is None and only_neurons["gini_neurons"] == 0.5
+
+
+def test_one_parameter_in_one_head_and_one_neuron_is_measured() -> None:
+    # A total of 1 is a set, not nothing: one of 4 heads (of 3 neurons) holds it all.
+    stats = centralization({"heads": [[1, 0], [0, 0]], "neurons": [[0, 1, 0]]}, top_heads=2)
+    assert stats == pytest.approx({"gini_heads": 3 / 4, "entropy_heads": 0.0,
+                                   "top2_heads_share": 1.0, "gini_neurons": 2 / 3,
+                                   "entropy_neurons": 0.0})

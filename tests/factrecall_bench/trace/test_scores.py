@@ -16,7 +16,11 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from factrecall_bench.trace import TraceSettings, TrainingTraceRecorder, probe_scores
-from factrecall_bench.trace.scores import limit_examples, scored_parameters
+from factrecall_bench.trace.scores import (
+    limit_examples,
+    probe_scores_by_score,
+    scored_parameters,
+)
 
 VOCAB = 40
 
@@ -296,8 +300,10 @@ def test_a_state_missing_a_needed_score_is_refused() -> None:
     state = {"grad/qa/used": torch.ones(5), "steps": torch.tensor([1])}
     fresh = TrainingTraceRecorder(model, TraceSettings(mode="training", score="update",
                                                        definitions=("training/grad/global",)))
-    with pytest.raises(ValueError, match="no sums for score"):
+    with pytest.raises(ValueError) as error:
         fresh.load_state_dict(state)
+    assert str(error.value) == ("recorder state holds no sums for score(s) ['update']: the "
+                                "checkpoint was written with other trace definitions")
 
 
 def test_loading_replaces_the_scores_and_a_state_without_steps_starts_at_zero() -> None:
@@ -328,3 +334,60 @@ def test_loading_names_the_first_three_unknown_parameters() -> None:
     assert str(error.value) == (
         "recorder state for unknown parameters or scores: "
         "['grad_x_weight/qa/x0', 'grad_x_weight/qa/x1', 'grad_x_weight/qa/x2']")
+
+
+# QA's gradient in eval mode, by hand: ids 3, 4, 51, 52 reach used[3], used[4], used[1], used[2]
+# (id % 5), so d/d used[j] of mean(used[ids % 5] ** 2) is 2 * used[j] / 4 = j / 2 + 1 / 2 there
+# (used = 1..5), and 0 at j = 0; every id >= 50 adds sum(unused), whose gradient is 1.
+QA_USED_GRAD = torch.tensor([0.0, 1.0, 1.5, 2.0, 2.5])
+QA_UNUSED_GRAD = torch.ones(3)
+
+
+def one_qa_step(settings: TraceSettings, lr: float) -> TrainingTraceRecorder:
+    model = TwoTaskModel()
+    model.eval()
+    recorder = TrainingTraceRecorder(model, settings)
+    model.zero_grad(set_to_none=True)
+    record(recorder, model, "qa", QA)
+    recorder.on_optimizer_step(lr=lr)
+    return recorder
+
+
+def test_update_is_the_signed_lr_times_gradient_and_its_score_the_absolute_value() -> None:
+    recorder = one_qa_step(TraceSettings(mode="training", score="update"), lr=-0.5)
+    signed = recorder.signed_updates()
+    assert list(signed) == ["qa"] and sorted(signed["qa"]) == ["unused", "used"]
+    torch.testing.assert_close(signed["qa"]["used"], -0.5 * QA_USED_GRAD)
+    torch.testing.assert_close(signed["qa"]["unused"], -0.5 * QA_UNUSED_GRAD)
+    torch.testing.assert_close(recorder.scores()["qa"]["used"], 0.5 * QA_USED_GRAD)
+    torch.testing.assert_close(recorder.scores("update")["qa"]["unused"], 0.5 * QA_UNUSED_GRAD)
+
+
+@pytest.mark.parametrize("main, default", [
+    # the settings' own score when the recorder keeps it ...
+    ({"mode": "training", "score": "update"}, "update"),
+    # ... else (a probe main definition) the first score it keeps, in the order grad, update
+    ({"mode": "probe", "score": "grad_x_weight"}, "grad"),
+])
+def test_every_kept_score_is_summed_and_the_default_is_the_settings_own(main, default) -> None:
+    settings = TraceSettings(**main, definitions=("training/update/per_matrix",
+                                                  "training/grad/global"))
+    recorder = one_qa_step(settings, lr=0.5)
+    expected = {"grad": QA_USED_GRAD, "update": 0.5 * QA_USED_GRAD}
+    by_score = recorder.scores_by_score()
+    assert sorted(by_score) == ["grad", "update"]
+    for score, used in expected.items():
+        torch.testing.assert_close(by_score[score]["qa"]["used"], used)
+        torch.testing.assert_close(recorder.scores(score)["qa"]["used"], used)
+    torch.testing.assert_close(recorder.scores()["qa"]["used"], expected[default])
+
+
+def test_a_score_that_is_not_kept_or_not_a_probe_score_is_refused_by_name() -> None:
+    recorder = one_qa_step(TraceSettings(mode="training", score="grad"), lr=0.5)
+    for ask in (lambda: recorder.scores("update"), recorder.signed_updates):
+        with pytest.raises(ValueError) as error:
+            ask()
+        assert str(error.value) == "the recorder did not accumulate score 'update'"
+    with pytest.raises(ValueError) as error:
+        probe_scores_by_score(TwoTaskModel(), {"qa": [QA]}, GRAD, ("grad", "update", "norm"))
+    assert str(error.value) == "probe scores are grad or grad_x_weight, not ['update', 'norm']"

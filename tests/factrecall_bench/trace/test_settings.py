@@ -4,13 +4,21 @@ values are written from the README's and the docstrings' words, not read from th
 
 from __future__ import annotations
 
+import dataclasses
+from functools import cache
+
 import pytest
 
+from factrecall_bench.config import RunConfig
+from factrecall_bench.errors import UserError
 from factrecall_bench.trace.settings import (
     DEFINITION_NAMES,
     TraceDefinition,
     TraceSettings,
+    records_during_training,
+    trace_settings,
 )
+from tests.conftest import TESTS
 
 EVERY_DEFINITION = [
     "training/update/global", "training/update/per_matrix",
@@ -155,3 +163,74 @@ def test_the_main_definition_comes_first_and_is_not_repeated():
 def test_a_recorder_keeps_the_training_scores_of_the_training_definitions(main, further, needed):
     settings = TraceSettings(**main, definitions=further)
     assert settings.training_scores_needed() == needed
+
+
+@cache
+def micro_config() -> RunConfig:
+    from factrecall_bench.suite import load_suite
+
+    (config,) = load_suite(str(TESTS / "data" / "suites" / "micro.toml")).runs
+    return config
+
+
+def run_config(trace: dict, seed: int = 7, bio_loss: str = "values") -> RunConfig:
+    """The micro suite's run with this `[trace]` table, run seed and BIO loss."""
+    config = micro_config()
+    return dataclasses.replace(config, suite="s", seed=seed, trace=trace,
+                               train=dataclasses.replace(config.train, bio_loss=bio_loss))
+
+
+def test_a_suites_trace_table_gives_the_settings_with_the_runs_seed_and_bio_loss():
+    # `enabled` and `[trace.analyses]` are the table's but not the trace's settings.
+    table = {"enabled": True, "mode": "training", "score": "update", "top_k": [0.5],
+             "analyses": {"at_end": ["knockout"]}}
+    settings = trace_settings(run_config(table, seed=7, bio_loss="all"))
+    assert (settings.mode, settings.score, settings.top_k) == ("training", "update", (0.5,))
+    assert (settings.seed, settings.bio_loss) == (7, "all")
+    chosen = trace_settings(run_config({"seed": 3, "bio_loss": "values"}, seed=7, bio_loss="all"))
+    assert (chosen.seed, chosen.bio_loss) == (3, "values")  # the table's own values win
+
+
+def test_a_bad_trace_table_is_one_user_error_naming_the_suite():
+    with pytest.raises(UserError) as refused:
+        trace_settings(run_config({"enabled": True, "mode": "later"}))
+    assert str(refused.value) == ("suite s: trace: trace.mode must be one of probe, training; "
+                                  "got 'later'")
+    with pytest.raises(UserError, match=r"^suite s: trace: .*'colour'"):
+        trace_settings(run_config({"colour": "red"}))
+
+
+@pytest.mark.parametrize("table, records", [
+    ({}, False),  # no trace
+    ({"mode": "training", "score": "update"}, False),  # configured but not enabled
+    ({"enabled": False, "mode": "training", "score": "update"}, False),
+    ({"enabled": True}, False),  # probe mode: scored after training
+    ({"enabled": True, "definitions": ["probe/grad/per_matrix"]}, False),
+    ({"enabled": True, "mode": "training", "score": "grad"}, True),
+    ({"enabled": True, "definitions": ["training/update/global"]}, True),  # a further one
+])
+def test_a_run_records_during_training_when_an_enabled_trace_has_a_training_definition(
+        table, records):
+    assert records_during_training(run_config(table)) is records
+
+
+@pytest.mark.parametrize("table, launched, refused", [
+    ({"enabled": True, "mode": "training", "score": "update"}, True, True),
+    ({"enabled": True, "mode": "training", "score": "update"}, False, False),  # one process
+    ({"enabled": True}, True, False),  # probe mode traces under a launcher
+    ({"enabled": False, "mode": "training", "score": "update"}, True, False),  # no trace
+])
+def test_training_mode_is_refused_under_a_launcher_only(monkeypatch, table, launched, refused):
+    from factrecall_bench import distributed
+    from factrecall_bench.trace.settings import refuse_training_mode_under_a_launcher
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: launched)
+    if not refused:
+        refuse_training_mode_under_a_launcher(run_config(table))
+        return
+    with pytest.raises(UserError) as error:
+        refuse_training_mode_under_a_launcher(run_config(table))
+    assert str(error.value) == (
+        "suite s: trace mode 'training' runs in one process only (it takes a backward pass per "
+        "task, which DDP and FSDP do not allow): use mode 'probe' (and only probe definitions) "
+        "or launch without accelerate/torchrun")

@@ -133,6 +133,46 @@ def test_scores_agreed_on_are_the_ones_traced() -> None:
     assert result["per_k"]["0.1"]["location"]["by_kind"]["lm_head"] == 4
 
 
+def seeded_scores(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.rand(p.shape, generator=generator) for name, p in model.named_parameters()}
+
+
+def test_every_further_definition_is_traced_from_its_own_agreed_scores() -> None:
+    model = tiny_llama()
+    by_score = {"grad": {"bio": seeded_scores(model, 1), "qa": seeded_scores(model, 2)},
+                "update": {"bio": seeded_scores(model, 3), "qa": seeded_scores(model, 4)}}
+    settings = TraceSettings(mode="training", score="grad", top_k=(0.5, 0.02),
+                             definitions=("training/update/per_matrix", "training/grad/global"))
+    seen: list[torch.Tensor] = []
+
+    def agree(scores: dict) -> dict:  # one process's scores for all: here BIO's for both tasks
+        seen.append(scores["bio"]["lm_head.weight"])
+        return {"bio": scores["bio"], "qa": scores["bio"]}
+
+    result = trace_summary(model, batches(), settings, training_scores_by_score=by_score,
+                           agree_on_scores=agree)
+    assert len(seen) == 2  # the main definition (listed again: not repeated) and update's
+    assert torch.equal(seen[1], by_score["update"]["bio"]["lm_head.weight"])
+    assert list(result["definitions"]) == ["training/grad/global", "training/update/per_matrix"]
+    agreed = by_score["update"]["bio"]
+    entry = result["definitions"]["training/update/per_matrix"]
+    assert (entry["mode"], entry["score"], entry["ranking"]) == ("training", "update",
+                                                                 "per_matrix")
+    assert list(entry["per_k"]) == ["0.5", "0.02"]
+    for key, fraction in (("0.5", 0.5), ("0.02", 0.02)):
+        masks = top_k_masks(agreed, fraction, "per_matrix")
+        shared = shared_stats_from_masks(masks, masks, "per_matrix")
+        measures = centralization(locate(masks, model))
+        assert entry["per_k"][key] == {"shared": shared, "centralization": measures}
+        assert entry["summary"][f"shared_count@{key}"] == float(shared["count"])
+        assert entry["summary"][f"jaccard@{key}"] == 1.0  # the same set for both tasks
+        for name, value in measures.items():
+            assert entry["summary"].get(f"{name}@{key}") == (None if value is None else value)
+    main = result["definitions"]["training/grad/global"]
+    assert main["per_k"]["0.5"]["shared"] == result["per_k"]["0.5"]["shared"]
+
+
 def test_training_mode_takes_the_recorder_scores() -> None:
     model = tiny_llama()
     planted = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
