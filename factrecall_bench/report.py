@@ -416,11 +416,11 @@ def _junit_case(node: ElementTree.Element, suite: str, verdict: dict[str, Any]) 
     case = ElementTree.SubElement(node, "testcase", classname=suite, name=verdict["name"])
     if verdict["status"] == "fail":
         ElementTree.SubElement(case, "failure", message=verdict["detail"])
-    elif verdict["status"] in SKIPPED_STATUSES:
-        ElementTree.SubElement(case, "skipped", message=verdict["detail"])
-    elif verdict["status"] == "xfail":
+    elif verdict["status"] == "xfail":  # before SKIPPED_STATUSES, which counts it
         ElementTree.SubElement(case, "skipped", type="pytest.xfail",
                                message=f"{status_label(verdict)}: {verdict['detail']}")
+    elif verdict["status"] in SKIPPED_STATUSES:
+        ElementTree.SubElement(case, "skipped", message=verdict["detail"])
     elif verdict["status"] in ("reported", "xpass"):
         properties = ElementTree.SubElement(case, "properties")
         for key in JUNIT_PROPERTIES:

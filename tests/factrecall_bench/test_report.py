@@ -16,11 +16,15 @@ from factrecall_bench import exit_codes
 from factrecall_bench.evaluate import proportion
 from factrecall_bench.report import (
     _num,
+    definitions_section,
     group_key,
     markdown_report,
+    p_train_share_cell,
     print_summary,
     sample_summaries,
     summary_rows,
+    trace_rows,
+    trace_section,
     trace_text,
     write_junit,
     write_plots,
@@ -542,3 +546,218 @@ def test_one_seed_shows_its_value_without_a_spread(monkeypatch):
     markdown = markdown_report(SUITE, document, [])
     (table_row,) = [line for line in markdown.splitlines() if line.startswith("| mixed / tiny-llama")]
     assert "±" not in table_row and "| 0.250 |" in table_row
+
+
+# --- a metric no run has -----------------------------------------------------------------------
+
+
+def test_a_metric_no_run_of_a_group_has_is_a_dash_in_report_md():
+    """Runs finished before a metric was registered have no value for it: "–", not 0."""
+    results = [_result("mixed", 0, 0.25), _result("mixed", 1, 0.75)]
+    for result in results:
+        del result["metrics"]["bio_first_token_test"]
+    markdown = markdown_report(SUITE, _document([], [], summary_rows(results)), [])
+    assert "| mixed / tiny-llama | 2 | 1.000 ± 0.000 | 0.500 ± 0.354 | – | 10 |" in markdown.splitlines()
+
+
+def test_a_variation_with_several_settings_names_them_all():
+    suite = SimpleNamespace(name="cpu", description="d", report_name="cpu+a=1+b=2",
+                            overrides=("a=1", "b=2"), variation="cpu+a=1+b=2")
+    lines = markdown_report(suite, _document([]), []).splitlines()  # type: ignore[arg-type]
+    assert lines[:7] == [
+        "# Suite `cpu`", "", "d", "",
+        "Variation `cpu+a=1+b=2`: the suite with `a=1`, `b=2`. Its regression checks compare a run "
+        "only with a baseline entry trained with the same settings.", "",
+        "| group | seeds | ID exact match | OOD exact match | BIO recall P_test | s/run |"]
+
+
+def test_the_p_train_share_is_observed_and_chance_over_other_peoples_values():
+    def member(p_train, p_test, chance):
+        return {"ood": {"wrong_kinds": {"wrong_attribute": 5, "p_train_value": p_train,
+                                        "p_test_value": p_test, "other": 2},
+                        "p_train_value_by_chance": chance}}
+    # (2 + 1) of (2 + 1 + 0 + 1) people's values are P_train's; chance (1.5 + 0.5) / 4
+    assert p_train_share_cell([member(2, 0, 1.5), member(1, 1, 0.5)]) == "75% (50%)"
+    # wrong answers, but none of them another person's value: nothing to share out
+    assert p_train_share_cell([member(0, 0, 0.0)]) == "-"
+    older = member(2, 0, 1.5)
+    del older["ood"]["p_train_value_by_chance"]  # a summary written before the chance count
+    assert p_train_share_cell([member(2, 0, 1.5), older]) == "-"
+
+
+# --- the trace in report.md --------------------------------------------------------------------
+
+
+def _trace_summary(k: str, shared: float, chance: float, enrichment: float,
+                   gini_heads: float | None, top5: float | None, gini_neurons: float) -> dict:
+    values = {"shared_count": shared, "expected_by_chance": chance, "enrichment": enrichment,
+              "gini_heads": gini_heads, "top5_heads_share": top5, "gini_neurons": gini_neurons}
+    return {f"{key}@{k}": value for key, value in values.items() if value is not None}
+
+
+def _traced(seed: int, main: dict, other: dict, third: dict) -> dict:
+    """A run whose trace recorded three definitions, the main one ("m/main") in the middle and
+    neither first nor last in alphabetical order."""
+    result = _result("mixed", seed, 0.5)
+    result["trace"] = {"definition": "m/main", "definitions": {
+        "z/other": {"per_k": {"0.01": {}}, "summary": other},
+        "m/main": {"per_k": {"0.01": {}, "0.1": {}}, "summary": main},
+        "a/third": {"per_k": {"0.01": {}}, "summary": third}}}
+    return result
+
+
+def _traced_results() -> list[dict]:
+    seed0 = _traced(0, {**_trace_summary("0.01", 10, 0.5, 20, 0.25, 0.5, 0.125),
+                        **_trace_summary("0.1", 100, 50, 2, 0.5, 0.25, 0.25)},
+                    _trace_summary("0.01", 4, 1, 4, 0.5, 0.75, 0.5),
+                    _trace_summary("0.01", 1, 1, 1, None, None, 0.0))
+    seed1 = _traced(1, {**_trace_summary("0.01", 20, 0.5, 40, None, None, 0.375),
+                        **_trace_summary("0.1", 200, 50, 4, 0.75, 0.75, 0.75)},
+                    _trace_summary("0.01", 6, 1, 6, 0.25, 0.25, 0.5),
+                    _trace_summary("0.01", 3, 1, 3, None, None, 1.0))
+    untraced = _result("two-stage", 0, 0.5)  # no trace: no rows
+    none_traced = {**_result("two-stage", 1, 0.5), "trace": None}
+    return [seed0, untraced, seed1, none_traced]
+
+
+def test_trace_rows_are_means_over_seeds_per_definition_and_k_the_main_definition_first():
+    group = "mixed / tiny-llama"
+    assert trace_rows(_traced_results()) == [
+        # seed 1 has no Gini over heads at 0.01 (a set without head parameters): left out
+        {"group": group, "definition": "m/main", "k": "0.01", "seeds": 2, "shared_count": 15.0,
+         "expected_by_chance": 0.5, "enrichment": 30.0, "gini_neurons": 0.25},
+        {"group": group, "definition": "m/main", "k": "0.1", "seeds": 2, "shared_count": 150.0,
+         "expected_by_chance": 50.0, "enrichment": 3.0, "gini_heads": 0.625,
+         "top5_heads_share": 0.5, "gini_neurons": 0.5},
+        {"group": group, "definition": "z/other", "k": "0.01", "seeds": 2, "shared_count": 5.0,
+         "expected_by_chance": 1.0, "enrichment": 5.0, "gini_heads": 0.375,
+         "top5_heads_share": 0.5, "gini_neurons": 0.5},
+        {"group": group, "definition": "a/third", "k": "0.01", "seeds": 2, "shared_count": 2.0,
+         "expected_by_chance": 1.0, "enrichment": 2.0, "gini_neurons": 0.5}]
+    assert trace_rows([_result("mixed", 0, 0.5)]) == []
+
+
+TRACE_INTRO = ("Means over seeds. shared: parameters in both the BIO and the QA top-k; x chance: "
+               "shared / the overlap two random sets of those sizes would have; Gini heads and "
+               "top-5 heads: how concentrated the shared set is over attention heads (- where it "
+               "holds no head parameter). Definitions are mode/score/ranking, the main one first "
+               "(README, \"Gradient trace\").")
+
+
+def test_trace_section_puts_the_groups_side_by_side_with_a_dash_for_no_value():
+    rows = [{"group": "mixed / m", "definition": "m/main", "k": "0.01", "seeds": 2,
+             "shared_count": 12.5, "enrichment": 25.0, "gini_heads": 0.4, "top5_heads_share": 0.75},
+            {"group": "two-stage / m", "definition": "m/main", "k": "0.01", "seeds": 1,
+             "shared_count": 3.0, "enrichment": 6.0},
+            {"group": "mixed / m", "definition": "z/other", "k": "0.1", "seeds": 2,
+             "shared_count": 1234.0, "enrichment": 0.5, "gini_heads": 0.125,
+             "top5_heads_share": 0.0625}]
+    assert trace_section(rows) == [
+        "", "## Trace: shared parameters and centralization", "", TRACE_INTRO, "",
+        "| definition | k | mixed / m: shared | mixed / m: x chance | mixed / m: Gini heads | "
+        "mixed / m: top-5 heads | two-stage / m: shared | two-stage / m: x chance | "
+        "two-stage / m: Gini heads | two-stage / m: top-5 heads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| m/main | 0.01 | 12.5 | 25 | 0.4 | 0.75 | 3 | 6 | - | - |",
+        "| z/other | 0.1 | 1.23e+03 | 0.5 | 0.125 | 0.0625 | - | - | - | - |"]
+    assert trace_section([]) == []
+
+
+DEFINITIONS_INTRO = ("Each cell: outcome, effect (a - b), p adjusted by Holm over the definitions. "
+                     "The verdict above is decided under the main definition (first row).")
+
+
+def test_trace_claims_under_every_definition_one_row_a_definition_one_column_a_claim():
+    def row(definition, outcome, effect, p_adjusted):
+        return {"definition": definition, "outcome": outcome, "effect": effect,
+                "p_value": 0.01, "p_adjusted": p_adjusted}
+    gini = _verdict("gini", "pass", definitions=(row("m/main", "holds", 0.25, 0.0125),
+                                                 row("z/other", "does_not_hold", -0.5, 0.5)))
+    shared = _verdict("shared", "fail", definitions=(row("m/main", "undecided", 1234.5, None),
+                                                     row("a/third", "holds", 2.0, 0.002)))
+    verdicts = _document([gini, _verdict("ood", "pass"), shared])["verdicts"]
+    assert definitions_section(verdicts) == [
+        "", "## Trace claims under every definition", "", DEFINITIONS_INTRO, "",
+        "| definition | gini | shared |", "|---|---|---|",
+        "| m/main | holds, 0.25, p 0.0125 | undecided, 1.23e+03, p - |",
+        "| z/other | does not hold, -0.5, p 0.5 | - |",
+        "| a/third | - | holds, 2, p 0.002 |"]
+    assert definitions_section(_document([_verdict("ood", "pass")])["verdicts"]) == []
+
+
+def test_the_written_report_carries_the_trace_definitions_and_analyses_sections(tmp_path):
+    results = _traced_results()[:1]
+    results[0]["analyses"] = {"summary": {"grafting_fraction@magnitude": 0.25}}
+    claim = _verdict("gini", "pass", definitions=(
+        {"definition": "m/main", "outcome": "holds", "effect": 0.25, "p_value": 0.01,
+         "p_adjusted": 0.02},))
+    document = write_suite_report(SUITE, results, [], [claim], tmp_path)
+    assert [(row["definition"], row["k"]) for row in document["trace"]] == [
+        ("m/main", "0.01"), ("m/main", "0.1"), ("z/other", "0.01"), ("a/third", "0.01")]
+    assert document["analyses"] == [{"group": "mixed / tiny-llama", "n": 1, "mean": 0.25,
+                                     "sd": 0.0, "key": "grafting_fraction@magnitude"}]
+    lines = (tmp_path / "cpu" / "report.md").read_text("utf-8").splitlines()
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings == ["## Verdicts", "## Trace claims under every definition",
+                        "## Trace: shared parameters and centralization", "## Mechanism analyses"]
+    assert "| m/main | 0.01 | 10 | 20 | 0.25 | 0.5 |" in lines
+    assert ("| grafting_fraction@magnitude | 0.250 ± 0.000 (1) | not stated (v1: a small set "
+            "localizes recall) |") in lines
+
+
+# --- a run's trace as text ---------------------------------------------------------------------
+
+
+def test_a_trace_without_its_fields_reads_unknown_definition_and_no_parameters():
+    assert trace_text({}) == ["trace definition ?, 0 parameters scored"]
+
+
+def test_a_runs_trace_text_shows_centralization_every_dropped_metric_and_every_k():
+    trace = {"definition": "d", "n_parameters": 1234567,
+             "per_k": {"0.01": {"shared": {"count": 1500, "expected_by_chance": 12.5,
+                                           "enrichment": 120.0},
+                                "centralization": {"gini_heads": 0.625,
+                                                   "top5_heads_share": 0.875}}},
+             "ablation": {"0.01": {"drop": {"ood_exact_match": 0.5, "id_exact_match": 0.25},
+                                   "random_drop_mean": {"ood_exact_match": 0.0625}}},
+             "definitions": {"d": {"per_k": {"0.01": {}, "0.1": {}},
+                                   "summary": {"shared_count@0.01": 1500.0}}}}
+    assert trace_text(trace) == [
+        "trace definition d, 1,234,567 parameters scored",
+        "k=0.01: 1,500 shared, 12.5 by chance (120x); Gini over heads 0.625, top-5 heads 0.875",
+        "  drop when reset to the weights before training: ood_exact_match 0.5 (random sets "
+        "0.0625), id_exact_match 0.25 (random sets -)",
+        "definition d: shared k=0.01 1,500, k=0.1 0"]
+
+
+# --- expected failures and unexpected passes ---------------------------------------------------
+
+
+def _expectation_document() -> dict:
+    return _document([_verdict("known gap", "xfail", "paper's size only", expect="fails",
+                               outcome="does_not_hold"),
+                      _verdict("surprise", "xpass", "held anyway", expect="fails",
+                               outcome="holds")])
+
+
+def test_junit_writes_an_expected_failure_as_pytest_does_and_an_unexpected_pass_with_properties(
+        tmp_path):
+    path = tmp_path / "junit.xml"
+    write_junit(path, [_expectation_document()])
+    suite = ElementTree.parse(path).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", "0", "1")
+    xfail, xpass = suite.findall("testcase")
+    [skipped] = list(xfail)
+    assert (skipped.tag, skipped.attrib) == ("skipped", {
+        "type": "pytest.xfail", "message": "expected failure (does not hold): paper's size only"})
+    assert [child.tag for child in xpass] == ["properties", "system-out"]
+    properties = {p.get("name"): p.get("value") for p in xpass.iter("property")}
+    assert (properties["status"], properties["outcome"], properties["expect"]) == (
+        "xpass", "holds", "fails")
+    assert xpass.findtext("system-out") == "unexpected pass (holds): held anyway"
+
+
+def test_expected_failures_and_unexpected_passes_print_in_magenta(monkeypatch):
+    text = _printed(monkeypatch, _expectation_document(), color=True)
+    assert "\x1b[35mexpected failure (does not hold)\x1b[0m known gap: paper's size only" in text
+    assert "\x1b[35munexpected pass (holds)\x1b[0m surprise: held anyway" in text
