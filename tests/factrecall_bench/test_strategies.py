@@ -11,7 +11,13 @@ import pytest
 from factrecall_bench.batching import example_counts, plan_run, split_micro_batches
 from factrecall_bench.config import TrainSpec
 from factrecall_bench.errors import UserError
-from factrecall_bench.strategies import STRATEGIES, resolve_phase, resolve_strategy, resolve_value
+from factrecall_bench.strategies import (
+    STRATEGIES,
+    custom_strategy_phases,
+    resolve_phase,
+    resolve_strategy,
+    resolve_value,
+)
 from factrecall_bench.suite import load_suite, parse_suite
 from tests.conftest import run_cli
 
@@ -259,3 +265,47 @@ def test_no_replay_share_trains_the_qa_phase_on_qa_only():
 def test_resolve_value_scales_a_setting():
     assert resolve_value("0.5*qa_epochs", TrainSpec(qa_epochs=4), "w") == 2.0
     assert math.isclose(resolve_value(3, TRAIN, "w"), 3.0)
+
+
+# --- the exact messages of a bad phase or custom strategy (one line a user reads and acts on) ---
+EXAMPLE = '{name = "qa", epochs = {qa_train = "qa_epochs"}, lr = "0.1*stage2_lr"}'
+
+
+def message_of(call) -> str:
+    with pytest.raises(UserError) as caught:
+        call()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("qa", f"w: a phase is a table like {EXAMPLE}, got 'qa'"),
+    ({"epochs": {"bio": 1}, "zeta": 1, "alpha": 2},
+     f"w: unknown key(s) alpha, zeta (a phase has name, epochs, mix, lr, e.g. {EXAMPLE})"),
+    ({"name": "p"}, 'w: a phase needs epochs, a table of passes per source, e.g. epochs = '
+                    '{bio = "bio_epochs", qa_train = 2} (sources: bio, qa_train)'),
+    ({"epochs": {"bio": "-2*lr"}},
+     "w: '-2*lr' gives -0.002; epochs, learning rates and shares must be finite and >= 0"),
+])
+def test_a_bad_phase_is_one_line_naming_what_is_wrong(spec, expected):
+    assert message_of(lambda: resolve_phase(spec, TrainSpec(lr=1e-3), "w")) == expected
+
+
+def test_an_unknown_setting_lists_the_numeric_train_settings_in_order():
+    message = message_of(lambda: resolve_value("0.5*packing", TrainSpec(), "w"))
+    assert message.startswith("w: expected a number (3e-4), a train setting (\"stage2_lr\") or "
+                              "FACTOR*SETTING (\"0.1*stage2_lr\"), got '0.5*packing' (settings: "
+                              "bio_epochs, qa_epochs, qa_share, replay_share, lr, stage2_lr, ")
+    assert message.endswith(", pack_width)")
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ({"my run": [{"epochs": {"bio": 1}}]},
+     "suite s: custom strategy 'my run': a strategy name is letters, digits and _.+- (it names run "
+     "folders)"),
+    ({"mine": {"phases": [{"epochs": {"bio": 1}}], "lr": 1, "extra": 2}},
+     "suite s: custom strategy 'mine': expected only phases = [...], got key(s) extra, lr, phases"),
+    ({"mine": {}},
+     "suite s: custom strategy 'mine': expected only phases = [...], got key(s) none"),
+])
+def test_a_bad_custom_strategy_names_itself_and_what_is_wrong(table, expected):
+    assert message_of(lambda: custom_strategy_phases(table, "suite s")) == expected

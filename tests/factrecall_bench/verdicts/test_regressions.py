@@ -374,3 +374,6 @@ def test_what_a_run_without_a_baseline_entry_is_told():
         "were (training identity a0123456789a, b0123456789a); a run is compared only with a "
         "baseline entry trained as it was, never with runs of other settings")
     assert (own.status, varied.status) == ("inconclusive", "no_baseline")
+    for verdict in (own, varied):  # a baseline check with nothing to test: no metric, no test
+        assert (verdict.name, verdict.kind, verdict.expect, verdict.metric, verdict.test) == (
+            "mixed/m baseline", "regression", "no_change", "-", "-")
