@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from factrecall_bench import exit_codes
+from factrecall_bench import distributed, exit_codes
 from factrecall_bench.cli_exit import exit_code_of
 from factrecall_bench.errors import UserError
 from factrecall_bench.resources import accelerate_config, check_writable_baselines_dir, default_baselines_dir
@@ -489,4 +489,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
-    sys.exit(exit_code_of(app, debug))
+    code = exit_code_of(app, debug)
+    if distributed.is_distributed():
+        distributed.leave(code, command_completed=code in exit_codes.COMPLETED)
+    sys.exit(code)

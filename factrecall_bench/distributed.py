@@ -18,10 +18,11 @@ import atexit
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -60,6 +61,32 @@ def start() -> None:
     would pick its own defaults; a no-op with one process."""
     if is_distributed():
         _state()
+
+
+def _has_process_group() -> bool:
+    """Whether this process has set up its process group (`_state` ran)."""
+    return _state.cache_info().currsize > 0
+
+
+def leave(code: int, command_completed: bool) -> NoReturn:
+    """End this process of a launched job with exit code `code`.
+
+    A process that left on its own while another still worked (the second one, say, while the
+    main one wrote the report) was seen to abort in its teardown ("terminate called without an
+    active exception", SIGABRT), which the launcher reports as the whole job failing. So the
+    processes whose command completed wait for each other, close the process group together and
+    exit without the interpreter's teardown (everything is on disk by then). One whose command
+    was cut short (bad input, a bug, Ctrl-C) does not wait: its peers may be inside a collective
+    it will never join, and its leaving is what ends theirs.
+    """
+    if _has_process_group():
+        with contextlib.suppress(Exception):  # a peer that left already cannot be waited for
+            if command_completed:
+                barrier()
+            _state().destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def rank() -> int:

@@ -30,6 +30,9 @@ RUNS_FAILED = 4
 INTERNAL = 5
 INTERRUPTED = 130
 
+# The codes of a command that ran to its end (the others cut it short).
+COMPLETED = frozenset({OK, FAILED, INCONCLUSIVE, RUNS_FAILED})
+
 # When several outcomes meet (verdicts of a suite, suites of `run --all`), the first of these that
 # occurs is the process's code: a failed verdict outranks failed runs, which outrank an
 # inconclusive verdict, which outranks a pass.

@@ -24,6 +24,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,9 @@ class ProcessPool:
         process = self._context.Process(target=_child_main, name=f"factrecall-worker-{index}",
                                         args=(target, task, gpu, writer, os.getpid(),
                                               _interrupts_ignored_here()))
+        # multiprocessing starts its resource tracker along with the first process, and unblocks
+        # SIGINT here as it does so: start it first, or the first worker would start unmasked.
+        resource_tracker.ensure_running()
         with _interrupts_deferred():  # a process is either started and listed, or not started
             process.start()
             writer.close()  # the child holds the only writer: its death reads as EOF here

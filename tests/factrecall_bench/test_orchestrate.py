@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import torch
 
 from factrecall_bench.orchestrate import ProcessPool, visible_gpus, worker_death_reason
+from tests.conftest import ROOT
 
 
 def gpu_of_this_worker(all_workers_busy: Any) -> tuple[int, str | None]:
@@ -99,3 +102,21 @@ def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path
     assert [(o.run_id, o.status) for o in outcome.outcomes] == [(finished.run_id, "skipped"),
                                                                  (stale.run_id, "failed")]
     assert outcome.outcomes[0].result["config_hash"] == config_hash(finished)
+
+
+def test_the_first_worker_starts_with_ctrl_c_held_until_its_handler_is_set(tmp_path):
+    """A Ctrl-C while a worker imports must wait for the worker's handler, or it prints a
+    traceback. The first worker is the one at risk: multiprocessing starts its resource tracker
+    along with it and unblocks SIGINT in the parent as it does. A fresh interpreter, so that no
+    earlier test has started the tracker already."""
+    mask_file = tmp_path / "mask"
+    script = ("import os\n"
+              "os.environ['FACTRECALL_TEST_PARENT_PID'] = str(os.getpid())\n"
+              "from factrecall_bench.orchestrate import ProcessPool\n"
+              "from tests.factrecall_bench.mask_at_import import same\n"
+              "assert [end.value for end in ProcessPool(1, []).map(same, [7])] == [7]\n")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120,
+                               env={**os.environ, "FACTRECALL_TEST_MASK_FILE": str(mask_file)})
+    assert completed.returncode == 0, completed.stderr
+    assert mask_file.read_text() == "SIGINT"
