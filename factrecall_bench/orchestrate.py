@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from factrecall_bench.config import RunConfig, RunOptions
-from factrecall_bench.runfolder import ResultDocument, RunFolder, RunOutcome
+from factrecall_bench.locks import run_lock
+from factrecall_bench.runfolder import (
+    ResultDocument,
+    RunFolder,
+    RunOutcome,
+    reuse_finished_run,
+    reused_outcome,
+)
 from factrecall_bench.tracking import check_trackers
 
 STOP_GRACE_S = 10.0
@@ -329,19 +336,43 @@ def run_configs(configs: list[RunConfig], runs_root: Path, jobs: int = 1,
                 options: RunOptions | None = None) -> SuiteOutcome:
     """Run every config, in the configs' order, each with the same runtime `options` (trackers,
     samples; a tracker that is not installed is a UserError before any run starts). A run that
-    finished with its config is skipped (`run_one` says so; with several jobs the parent does,
-    without starting a worker for it)."""
+    finished with its config is skipped, and one trained elsewhere in the runs folder is reused
+    (`run_one` says so; with several jobs the parent does, without starting a worker for it)."""
     options = options or RunOptions()
     check_trackers(options.log_with)
     if jobs <= 1:
         return SuiteOutcome([_run_with_trace(config, runs_root, options) for config in configs])
-    finished = {config.run_id: result for config in configs
-                if (result := RunFolder.of(runs_root, config).finished_result(config)) is not None}
-    ends = _run_in_workers([config for config in configs if config.run_id not in finished],
+    done: dict[str, RunOutcome] = {}
+    for config in configs:
+        if (outcome := _done_without_a_worker(config, runs_root)) is not None:
+            done[config.run_id] = outcome
+    ends = _run_in_workers([config for config in configs if config.run_id not in done],
                            runs_root, jobs, options)
-    return SuiteOutcome([RunOutcome(config.run_id, "skipped", finished[config.run_id])
-                         if config.run_id in finished else _outcome(config, runs_root, ends[config.run_id])
-                         for config in configs])
+    return SuiteOutcome([done[config.run_id] if config.run_id in done
+                         else _outcome(config, runs_root, ends[config.run_id]) for config in configs])
+
+
+def _done_without_a_worker(config: RunConfig, runs_root: Path) -> RunOutcome | None:
+    """`config`'s run answered by the parent: finished already, or made from a finished run of
+    the same training elsewhere in the runs folder (copied under the run's lock, as a worker
+    would: a process started only to copy files costs seconds of imports). None leaves the run
+    to a worker: one to train, one another process holds (its worker says `busy`), or one whose
+    folder cannot be written (its worker fails it with the reason)."""
+    run = RunFolder.of(runs_root, config)
+    if (result := run.finished_result(config)) is not None:
+        return RunOutcome(config.run_id, "skipped", result)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        lock = run_lock(run.lock)
+        if not lock.acquire():
+            return None
+        try:
+            reused = reuse_finished_run(runs_root, config)
+        finally:
+            lock.release()
+    except OSError:
+        return None
+    return None if reused is None else reused_outcome(config.run_id, reused, reused["reused_from"])
 
 
 def _run_in_workers(configs: list[RunConfig], runs_root: Path, jobs: int, options: RunOptions

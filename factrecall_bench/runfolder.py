@@ -391,6 +391,12 @@ class RunOutcome:
     reason: str = ""
 
 
+def reused_outcome(run_id: str, result: ResultDocument | None, source: str) -> RunOutcome:
+    """The outcome of a run made from the finished run `source` ("suite/run-id"): skipped, as
+    nothing trained (`result` is None in non-main processes)."""
+    return RunOutcome(run_id, "skipped", result, f"reused: trained as {source}")
+
+
 def run_row(run_id: str, status: str, reason: str = "") -> dict[str, Any]:
     """A run's row in verdicts.json from its outcome: a run finished earlier (`skipped`) is
     `finished` and reused."""

@@ -39,6 +39,7 @@ from factrecall_bench.runfolder import (
     RunFolder,
     RunOutcome,
     reuse_finished_run,
+    reused_outcome,
     run_config_dict,
     run_dir,
 )
@@ -256,8 +257,8 @@ def _run_locked(config: RunConfig, folder: Path, runs_root: Path, extras: _Extra
         return RunOutcome(config.run_id, "skipped", existing if distributed.is_main() else None)
     reused = distributed.computed_on_main(lambda: reuse_finished_run(runs_root, config))
     if reused is not None:
-        return RunOutcome(config.run_id, "skipped", reused if distributed.is_main() else None,
-                          f"reused: trained as {reused['reused_from']}")
+        return reused_outcome(config.run_id, reused if distributed.is_main() else None,
+                              reused["reused_from"])
     events = run.event_log(config.run_id, writes=distributed.is_main())
     if distributed.is_main():
         run.write_run_config(config)

@@ -104,6 +104,70 @@ def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path
     assert outcome.outcomes[0].result["config_hash"] == config_hash(finished)
 
 
+
+def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(monkeypatch, tmp_path):
+    """A run that a finished run of another suite trained already (the same reuse identity) is
+    copied by the parent under its lock; only the run with nothing to reuse goes to a worker."""
+    import tomllib
+
+    from factrecall_bench import orchestrate
+    from factrecall_bench.config import config_hash
+    from factrecall_bench.runfolder import RESULT_SCHEMA_VERSION, RunFolder
+    from factrecall_bench.suite import load_suite, parse_suite
+    from tests.conftest import TINY_SUITE
+
+    reused, untrained = load_suite(str(TINY_SUITE)).runs[:2]
+    raw = tomllib.loads(TINY_SUITE.read_text())
+    source = next(config for config in parse_suite({**raw, "name": "elsewhere"}, "elsewhere").runs
+                  if config.strategy == reused.strategy and config.seed == reused.seed)
+    trained = RunFolder.of(tmp_path, source)
+    trained.path.mkdir(parents=True)
+    trained.write_run_config(source)
+    trained.write_result({"schema_version": RESULT_SCHEMA_VERSION,  # type: ignore[typeddict-item]
+                          "run_id": source.run_id, "config_hash": config_hash(source),
+                          "metrics": {"ood_exact_match": 0.5}})
+    started = []
+
+    def record(self, target, tasks):
+        started.extend(config.run_id for config in tasks)
+        return [orchestrate.TaskEnd(("failed", "not trained here"), True, 0) for _ in tasks]
+
+    monkeypatch.setattr(orchestrate.ProcessPool, "map", record)
+    outcome = orchestrate.run_configs([reused, untrained], tmp_path, jobs=2)
+    assert started == [untrained.run_id]
+    first = outcome.outcomes[0]
+    assert (first.run_id, first.status) == (reused.run_id, "skipped")
+    assert first.reason == f"reused: trained as elsewhere/{source.run_id}"
+    written = RunFolder.of(tmp_path, reused).finished_result(reused)
+    assert written is not None and first.result is not None
+    for result in (written, first.result):
+        assert result["run_id"] == reused.run_id
+        assert result["reused_from"] == f"elsewhere/{source.run_id}"
+    assert written["metrics"] == {"ood_exact_match": 0.5}
+    assert outcome.outcomes[1].status == "failed"
+
+
+def test_a_run_another_process_holds_is_left_to_its_worker(monkeypatch, tmp_path):
+    """The parent copies nothing into a run it cannot lock: the worker reports it busy."""
+    from filelock import FileLock
+
+    from factrecall_bench import orchestrate
+    from factrecall_bench.runfolder import RunFolder
+    from factrecall_bench.suite import load_suite
+    from tests.conftest import TINY_SUITE
+
+    (config,) = load_suite(str(TINY_SUITE)).runs[:1]
+    folder = RunFolder.of(tmp_path, config)
+    folder.path.mkdir(parents=True)
+    monkeypatch.setattr(orchestrate, "reuse_finished_run",
+                        lambda *args: pytest.fail("reused a run another process holds"))
+    started = []
+    monkeypatch.setattr(orchestrate.ProcessPool, "map", lambda self, target, tasks: [
+        started.append(task.run_id) or orchestrate.TaskEnd(("busy", "held"), True, 0) for task in tasks])
+    with FileLock(str(folder.lock)):
+        outcome = orchestrate.run_configs([config], tmp_path, jobs=2)
+    assert started == [config.run_id] and outcome.outcomes[0].status == "busy"
+
 def test_the_first_worker_starts_with_ctrl_c_held_until_its_handler_is_set(tmp_path):
     """A Ctrl-C while a worker imports must wait for the worker's handler, or it prints a
     traceback. The first worker is the one at risk: multiprocessing starts its resource tracker
