@@ -258,20 +258,26 @@ def run_suite(suite: Suite, runs_dir: Path, jobs: int | None, show_progress: boo
     # Several processes (accelerate launch) train each run together, one run after another.
     jobs = 1 if distributed.is_distributed() else jobs or suite.jobs
     if distributed.is_main():
-        note(_what_will_run(suite, configs, runs_dir, jobs))
+        note(what_will_run(suite, configs, runs_dir, jobs))
     with EventProgress(event_paths(configs, runs_dir), enabled=show_progress and distributed.is_main()):
         outcome = run_configs(configs, runs_dir, jobs, options)
     return outcome.results, [run_row(o.run_id, o.status, o.reason) for o in outcome.outcomes]
 
 
-def _what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
+def what_will_run(suite: Suite, configs: list[Any], runs_dir: Path, jobs: int) -> str:
+    """The line `run` starts with: how many of `configs` will train, how many are finished or
+    reused, how many side by side, and where."""
     unfinished = [config for config in configs if not is_finished(config, runs_dir)]
     reused = sum(reusable_source(runs_dir, config) is not None for config in unfinished)
     finished, to_run = len(configs) - len(unfinished), len(unfinished) - reused
     elsewhere = f", {reused} reused from runs that trained the same thing" if reused else ""
+    if to_run == 0 and reused:
+        return (f"suite {suite.name}: no run to train: {finished} already finished in "
+                f"{runs_dir / suite.name}, {reused} reused from runs that trained the same thing; "
+                "nothing to do")
     if to_run == 0:
         return (f"suite {suite.name}: all {len(configs)} runs already finished in "
-                f"{runs_dir / suite.name}{elsewhere}; nothing to do")
+                f"{runs_dir / suite.name}; nothing to do")
     side_by_side = min(jobs, to_run)
     return (f"suite {suite.name}: {to_run} of {len(configs)} runs to train "
             f"({finished} already finished{elsewhere}), {side_by_side} side by side, in "

@@ -73,6 +73,31 @@ TRAINING_TRACE = ('\n[trace]\nenabled = true\nmode = "training"\ntop_k = [0.05]\
                   'ablation_random_draws = 1\n')
 
 
+def tiny_config(strategy: str, seed: int = 0, suite_name: str | None = None):
+    """The tiny suite's run of `strategy` and `seed`; with `suite_name`, the same run listed by a
+    suite of that name (the same reuse identity, another run id and folder)."""
+    import tomllib
+
+    from factrecall_bench.suite import load_suite, parse_suite
+
+    suite = (parse_suite({**tomllib.loads(TINY_SUITE.read_text()), "name": suite_name}, suite_name)
+             if suite_name else load_suite(str(TINY_SUITE)))
+    return next(c for c in suite.runs if c.strategy == strategy and c.seed == seed)
+
+
+def write_finished_run(runs_root: Path, config, metrics: dict | None = None):
+    """A run folder that reads as `config`'s finished run: its config.json and a small
+    result.json with its config hash (nothing was trained)."""
+    from factrecall_bench.config import config_hash
+    from factrecall_bench.runfolder import RESULT_SCHEMA_VERSION, RunFolder
+
+    folder = RunFolder.of(runs_root, config)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_run_config(config)
+    folder.write_result({"schema_version": RESULT_SCHEMA_VERSION, "run_id": config.run_id,
+                         "config_hash": config_hash(config), "metrics": metrics or {}})
+    return folder
+
 def training_trace_suite(folder: Path) -> str:
     """The micro suite with the gradient trace in training mode."""
     path = folder / "micro-training-trace.toml"

@@ -108,24 +108,13 @@ def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path
 def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(monkeypatch, tmp_path):
     """A run that a finished run of another suite trained already (the same reuse identity) is
     copied by the parent under its lock; only the run with nothing to reuse goes to a worker."""
-    import tomllib
-
     from factrecall_bench import orchestrate
-    from factrecall_bench.config import config_hash
-    from factrecall_bench.runfolder import RESULT_SCHEMA_VERSION, RunFolder
-    from factrecall_bench.suite import load_suite, parse_suite
-    from tests.conftest import TINY_SUITE
+    from factrecall_bench.runfolder import RunFolder
+    from tests.conftest import tiny_config, write_finished_run
 
-    reused, untrained = load_suite(str(TINY_SUITE)).runs[:2]
-    raw = tomllib.loads(TINY_SUITE.read_text())
-    source = next(config for config in parse_suite({**raw, "name": "elsewhere"}, "elsewhere").runs
-                  if config.strategy == reused.strategy and config.seed == reused.seed)
-    trained = RunFolder.of(tmp_path, source)
-    trained.path.mkdir(parents=True)
-    trained.write_run_config(source)
-    trained.write_result({"schema_version": RESULT_SCHEMA_VERSION,  # type: ignore[typeddict-item]
-                          "run_id": source.run_id, "config_hash": config_hash(source),
-                          "metrics": {"ood_exact_match": 0.5}})
+    reused, untrained = tiny_config("mixed"), tiny_config("two-stage")
+    source = tiny_config("mixed", suite_name="elsewhere")
+    write_finished_run(tmp_path, source, metrics={"ood_exact_match": 0.5})
     started = []
 
     def record(self, target, tasks):
