@@ -35,6 +35,7 @@ from factrecall_bench.runfolder import (
     ResultDocument,
     RunFolder,
     RunOutcome,
+    reusable_source,
     reuse_finished_run,
     reused_outcome,
 )
@@ -361,6 +362,8 @@ def _done_without_a_worker(config: RunConfig, runs_root: Path) -> RunOutcome | N
     run = RunFolder.of(runs_root, config)
     if (result := run.finished_result(config)) is not None:
         return RunOutcome(config.run_id, "skipped", result)
+    if reusable_source(runs_root, config) is None:  # to train: its folder is its worker's to make
+        return None
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         lock = run_lock(run.lock)

@@ -134,6 +134,9 @@ def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(mo
         assert result["reused_from"] == f"elsewhere/{source.run_id}"
     assert written["metrics"] == {"ood_exact_match": 0.5}
     assert outcome.outcomes[1].status == "failed"
+    # A run with nothing to reuse is its worker's alone: the parent made no folder for it (an
+    # interrupted suite would otherwise leave empty folders of runs that never started).
+    assert not RunFolder.of(tmp_path, untrained).path.exists()
 
 
 def test_a_run_another_process_holds_is_left_to_its_worker(monkeypatch, tmp_path):
