@@ -91,6 +91,8 @@ class EventProgress:
                        for run_id in event_files}
         self._tails = {run_id: LogTail(path) for run_id, path in event_files.items()}
         self._runs = {run_id: RunProgress() for run_id in event_files}
+        for run_id in event_files:
+            self._fold_earlier_attempts(run_id)
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def __enter__(self) -> EventProgress:
@@ -107,6 +109,22 @@ class EventProgress:
             self.refresh()
             self._progress.stop()
 
+    def _fold_earlier_attempts(self, run_id: str) -> None:
+        """What the run's log held before this command: a run this command resumes shows the
+        steps it had, but not the failure that ended its last attempt ("interrupted ... rerun to
+        resume" is what this command is doing); it waits until its worker starts it again."""
+        self._fold(run_id, self._tails[run_id].read_lines()[0])
+        run = self._runs[run_id]
+        if run.status.startswith("failed"):
+            run.status = "waiting"
+
+    def _fold(self, run_id: str, lines: list[tuple[int, str]]) -> None:
+        run = self._runs[run_id]
+        for _, line in lines:
+            event = parse_event(line)
+            if event is not None:
+                run.apply(event)
+
     def _poll(self) -> None:
         while not self._stop.wait(self.interval):
             self.refresh()
@@ -120,11 +138,8 @@ class EventProgress:
             lines, restarted = tail.read_lines()
             if restarted:
                 self._runs[run_id] = RunProgress()
+            self._fold(run_id, lines)
             run = self._runs[run_id]
-            for _, line in lines:
-                event = parse_event(line)
-                if event is not None:
-                    run.apply(event)
             self._progress.update(self._tasks[run_id], completed=run.done, total=run.total or None,
                                   status=run.status)
             if self._plain is not None and self.enabled:

@@ -55,3 +55,27 @@ def test_incremental_and_whole_log_readings_agree(tmp_path):
         whole_log.apply(event)
     assert run == whole_log
     assert run.status.startswith("failed: loss diverged")
+
+
+def test_a_rerun_shows_the_steps_a_run_had_but_not_the_failure_it_resumes_from(tmp_path, capsys):
+    """Plain lines of a rerun after Ctrl-C: the interrupted run waits for its worker, and the
+    next line is its new start, not "failed: interrupted ... rerun to resume"."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(line("run_start", total_steps=800) + line("step", step=120, phase="bio", loss=0.5)
+                    + line("run_failed", reason="interrupted (Ctrl-C or SIGTERM)"))
+    progress = EventProgress({"r": path}, enabled=True, plain=True)
+    progress.refresh()
+    assert (progress.run("r").done, progress.run("r").status) == (120, "waiting")
+    assert capsys.readouterr().err == ""
+    with path.open("a") as handle:
+        handle.write(line("run_start", total_steps=800))
+    progress.refresh()
+    assert capsys.readouterr().err == "r: 120/800 steps, training\n"
+
+
+def test_a_failure_of_this_command_is_shown(tmp_path, capsys):
+    path = tmp_path / "events.jsonl"
+    progress = EventProgress({"r": path}, enabled=True, plain=True)
+    path.write_text(line("run_start", total_steps=8) + line("run_failed", reason="loss diverged"))
+    progress.refresh()
+    assert capsys.readouterr().err == "r: 0/8 steps, failed: loss diverged\n"
