@@ -36,7 +36,7 @@ from factrecall_bench.runfolder import (
     RunFolder,
     RunOutcome,
     reusable_source,
-    reuse_finished_run,
+    reuse_from,
     reused_outcome,
 )
 from factrecall_bench.tracking import check_trackers
@@ -362,7 +362,8 @@ def _done_without_a_worker(config: RunConfig, runs_root: Path) -> RunOutcome | N
     run = RunFolder.of(runs_root, config)
     if (result := run.finished_result(config)) is not None:
         return RunOutcome(config.run_id, "skipped", result)
-    if reusable_source(runs_root, config) is None:  # to train: its folder is its worker's to make
+    source = reusable_source(runs_root, config)
+    if source is None:  # to train: its folder is its worker's to make
         return None
     try:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -370,7 +371,7 @@ def _done_without_a_worker(config: RunConfig, runs_root: Path) -> RunOutcome | N
         if not lock.acquire():
             return None
         try:
-            reused = reuse_finished_run(runs_root, config)
+            reused = reuse_from(source, runs_root, config)
         finally:
             lock.release()
     except OSError:

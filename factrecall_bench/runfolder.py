@@ -362,8 +362,11 @@ def reuse_finished_run(runs_root: Path, config: RunConfig) -> ResultDocument | N
     the runs folder (its files copied, its config and names this run's, `reused_from` naming
     it), or None when there is none. Nothing is trained; the source is only read."""
     source = reusable_source(runs_root, config)
-    if source is None:
-        return None
+    return None if source is None else reuse_from(source, runs_root, config)
+
+
+def reuse_from(source: RunFolder, runs_root: Path, config: RunConfig) -> ResultDocument | None:
+    """`reuse_finished_run` from a source found already (`reusable_source`)."""
     result = source.read_result()
     if result is None:  # removed between the look and now
         return None

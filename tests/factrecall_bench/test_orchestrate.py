@@ -75,7 +75,21 @@ def test_a_dead_worker_is_named_by_its_signal():
     assert "exited with code 1" in worker_death_reason(1)
 
 
-def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path):
+@pytest.fixture
+def started(monkeypatch) -> list[str]:
+    """The run ids the pool was asked to start workers for; none starts (each run 'failed')."""
+    from factrecall_bench import orchestrate
+
+    run_ids: list[str] = []
+
+    def record(self, target, tasks):
+        run_ids.extend(config.run_id for config in tasks)
+        return [orchestrate.TaskEnd(("failed", "not trained here"), True, 0) for _ in tasks]
+
+    monkeypatch.setattr(orchestrate.ProcessPool, "map", record)
+    return run_ids
+
+def test_with_several_jobs_a_finished_run_starts_no_worker(started, tmp_path):
     """A rerun of a finished suite is answered by the parent from result.json; only the run that
     is not finished (here: finished with another config) goes to a worker."""
     from factrecall_bench import orchestrate
@@ -90,13 +104,6 @@ def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path
         folder.path.mkdir(parents=True)
         folder.write_result({"schema_version": RESULT_SCHEMA_VERSION,  # type: ignore[typeddict-item]
                              "run_id": config.run_id, "config_hash": digest})
-    started = []
-
-    def record(self, target, tasks):
-        started.extend(config.run_id for config in tasks)
-        return [orchestrate.TaskEnd(("failed", "not trained here"), True, 0) for _ in tasks]
-
-    monkeypatch.setattr(orchestrate.ProcessPool, "map", record)
     outcome = orchestrate.run_configs([finished, stale], tmp_path, jobs=2)
     assert started == [stale.run_id]
     assert [(o.run_id, o.status) for o in outcome.outcomes] == [(finished.run_id, "skipped"),
@@ -104,8 +111,7 @@ def test_with_several_jobs_a_finished_run_starts_no_worker(monkeypatch, tmp_path
     assert outcome.outcomes[0].result["config_hash"] == config_hash(finished)
 
 
-
-def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(monkeypatch, tmp_path):
+def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(started, tmp_path):
     """A run that a finished run of another suite trained already (the same reuse identity) is
     copied by the parent under its lock; only the run with nothing to reuse goes to a worker."""
     from factrecall_bench import orchestrate
@@ -115,13 +121,6 @@ def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(mo
     reused, untrained = tiny_config("mixed"), tiny_config("two-stage")
     source = tiny_config("mixed", suite_name="elsewhere")
     write_finished_run(tmp_path, source, metrics={"ood_exact_match": 0.5})
-    started = []
-
-    def record(self, target, tasks):
-        started.extend(config.run_id for config in tasks)
-        return [orchestrate.TaskEnd(("failed", "not trained here"), True, 0) for _ in tasks]
-
-    monkeypatch.setattr(orchestrate.ProcessPool, "map", record)
     outcome = orchestrate.run_configs([reused, untrained], tmp_path, jobs=2)
     assert started == [untrained.run_id]
     first = outcome.outcomes[0]
@@ -140,18 +139,18 @@ def test_with_several_jobs_a_run_trained_elsewhere_is_reused_without_a_worker(mo
 
 
 def test_a_run_another_process_holds_is_left_to_its_worker(monkeypatch, tmp_path):
-    """The parent copies nothing into a run it cannot lock: the worker reports it busy."""
+    """The parent copies nothing into a reusable run it cannot lock: the worker reports it busy."""
     from filelock import FileLock
 
     from factrecall_bench import orchestrate
     from factrecall_bench.runfolder import RunFolder
-    from factrecall_bench.suite import load_suite
-    from tests.conftest import TINY_SUITE
+    from tests.conftest import tiny_config, write_finished_run
 
-    (config,) = load_suite(str(TINY_SUITE)).runs[:1]
+    config = tiny_config("mixed")
+    write_finished_run(tmp_path, tiny_config("mixed", suite_name="elsewhere"))  # reusable
     folder = RunFolder.of(tmp_path, config)
     folder.path.mkdir(parents=True)
-    monkeypatch.setattr(orchestrate, "reuse_finished_run",
+    monkeypatch.setattr(orchestrate, "reuse_from",
                         lambda *args: pytest.fail("reused a run another process holds"))
     started = []
     monkeypatch.setattr(orchestrate.ProcessPool, "map", lambda self, target, tasks: [
@@ -159,6 +158,7 @@ def test_a_run_another_process_holds_is_left_to_its_worker(monkeypatch, tmp_path
     with FileLock(str(folder.lock)):
         outcome = orchestrate.run_configs([config], tmp_path, jobs=2)
     assert started == [config.run_id] and outcome.outcomes[0].status == "busy"
+
 
 def test_the_first_worker_starts_with_ctrl_c_held_until_its_handler_is_set(tmp_path):
     """A Ctrl-C while a worker imports must wait for the worker's handler, or it prints a
